@@ -1,0 +1,216 @@
+//! The database connection: MySQL / MariaDB in production, SQLite for the embedded default.
+//!
+//! The backend is chosen by the scheme of `DATABASE_URL`. Migrations for both live in
+//! `migrations/` and are embedded in the binary.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, MySqlPool, SqlitePool};
+
+static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/mysql");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a SQLite connection waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection pool on one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// MySQL 8+ or MariaDB 10.6+.
+    MySql(MySqlPool),
+    /// SQLite in WAL mode.
+    Sqlite(SqlitePool),
+}
+
+/// Parsed connection options, checked at start-up before anything connects.
+#[derive(Clone)]
+pub enum ConnectOptions {
+    /// `mysql://` or `mariadb://`.
+    MySql(MySqlConnectOptions),
+    /// `sqlite:`.
+    Sqlite(SqliteConnectOptions),
+}
+
+/// Shows the backend only: the options hold the password.
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MySql(_) => f.write_str("MySql(..)"),
+            Self::Sqlite(o) => write!(f, "Sqlite({})", o.get_filename().display()),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Parses a database URL. The error never repeats the URL, which may hold a password.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("mysql" | "mariadb") => {
+                let parsed = url::Url::parse(url).map_err(|e| format!("not a valid URL ({e})"))?;
+                if parsed.host_str().is_none_or(str::is_empty) {
+                    return Err("a MySQL URL needs a host".into());
+                }
+                let options = MySqlConnectOptions::from_str(&url.replacen("mariadb:", "mysql:", 1))
+                    .map_err(|_| "not a valid MySQL URL".to_string())?;
+                Ok(Self::MySql(options))
+            }
+            Some("sqlite") => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|_| "not a valid SQLite URL".to_string())?;
+                Ok(Self::Sqlite(options))
+            }
+            _ => Err("expected mysql://user:password@host:port/database or sqlite://path".into()),
+        }
+    }
+}
+
+/// The URL with its password replaced by `***`, safe to print.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Ignored error: only URLs that cannot carry a password refuse one.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+impl Database {
+    /// Connects, waiting at most `connect_timeout` for the first connection.
+    pub async fn connect(
+        options: &ConnectOptions,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        match options {
+            ConnectOptions::MySql(options) => {
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(connect_timeout)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // Each statement sees what committed before it: the writer's
+                            // version check must see every batch committed before its lock.
+                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options.clone())
+                    .await?;
+                Ok(Self::MySql(pool))
+            }
+            ConnectOptions::Sqlite(options) => {
+                if let Some(parent) = options.get_filename().parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                }
+                let options = options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: an acknowledged append survives a power cut, not just a crash.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(connect_timeout)
+                    .connect_with(options)
+                    .await?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Self::MySql(_) => &MYSQL_MIGRATIONS,
+            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
+        }
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::MySql(pool) => MYSQL_MIGRATIONS.run(pool).await,
+            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        }
+        .context("applying database migrations")
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::MySql(pool) => pool.execute("SELECT 1").await.map(drop),
+            Self::Sqlite(pool) => pool.execute("SELECT 1").await.map(drop),
+        }
+    }
+
+    /// How many embedded migrations have not been applied successfully.
+    pub async fn pending_migrations(&self) -> Result<usize, sqlx::Error> {
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        let applied: Vec<i64> = match self {
+            Self::MySql(pool) => sqlx::query_scalar(APPLIED).fetch_all(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(APPLIED).fetch_all(pool).await,
+        }
+        .or_else(|e| match &e {
+            // No migration table yet: nothing applied.
+            sqlx::Error::Database(db) if db.message().contains("_sqlx_migrations") => Ok(vec![]),
+            _ => Err(e),
+        })?;
+        Ok(self
+            .migrator()
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .count())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Self::MySql(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("mysql://shop:s3cret@db.internal:3306/openrun"),
+            "mysql://shop:***@db.internal:3306/openrun"
+        );
+        assert_eq!(redact("mysql://root@127.0.0.1/x"), "mysql://root@127.0.0.1/x");
+    }
+
+    #[test]
+    fn parse_names_no_secret_and_knows_both_backends() {
+        assert!(matches!(
+            ConnectOptions::parse("mysql://u:p@localhost:3306/db").unwrap(),
+            ConnectOptions::MySql(_)
+        ));
+        assert!(matches!(
+            ConnectOptions::parse("sqlite://data/x.db").unwrap(),
+            ConnectOptions::Sqlite(_)
+        ));
+        let err = ConnectOptions::parse("mysql://u:topsecret@:99999/db").unwrap_err();
+        assert!(!err.contains("topsecret"), "{err}");
+        assert!(ConnectOptions::parse("postgres://x").is_err());
+        assert!(ConnectOptions::parse("nonsense").is_err());
+    }
+}

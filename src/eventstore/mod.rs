@@ -1,0 +1,79 @@
+//! The event store: the append-only log every aggregate stream lives in (DESIGN.md section 4).
+//!
+//! # Contract
+//! - [`EventStore::append`] takes a stream, the version the caller expects it to be at, and the
+//!   events of one command. They commit together or not at all; a version clash is
+//!   [`EventStoreError::Conflict`].
+//! - Every event gets a `global_position`. Positions are contiguous and become visible in
+//!   position order, so a reader that follows them ([`EventStore::read_all`]) never skips a
+//!   committed event and never sees one twice.
+//! - Concurrent appends are gathered into one transaction and one commit ("group commit",
+//!   [`group_commit`]); each caller still gets its own result, and a conflicting append fails
+//!   alone while the rest of its batch commits.
+//!
+//! # Layout
+//! - [`model`]: the types of the contract (streams, expected versions, events, metadata).
+//! - [`group_commit`]: the batching writer shared by both backends, and the pure batch planner.
+//! - [`mysql`] and [`sqlite`]: the two backends.
+//! - [`cqrs`]: the adapter that lets cqrs-es run its aggregates on this store.
+
+pub mod cqrs;
+pub mod group_commit;
+pub mod model;
+pub mod mysql;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+pub use model::{
+    Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StreamRef,
+};
+
+use crate::db::Database;
+
+/// The contract of the event log, implemented for MySQL / MariaDB and for SQLite.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if the stream is at `expected`; returns the stream's new
+    /// version and the global positions the events were given.
+    async fn append(
+        &self,
+        stream: StreamRef,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: Metadata,
+    ) -> Result<Appended, EventStoreError>;
+
+    /// Events of one stream with `version >= from_version`, in version order, at most `limit`.
+    async fn read_stream(
+        &self,
+        stream: &StreamRef,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError>;
+
+    /// Events of every stream with `global_position > after`, in position order, at most `limit`.
+    async fn read_all(&self, after: u64, limit: usize)
+    -> Result<Vec<RecordedEvent>, EventStoreError>;
+
+    /// The highest committed global position (0 for an empty log).
+    async fn head_position(&self) -> Result<u64, EventStoreError>;
+
+    /// A receiver that changes whenever this process commits new events; its value is the
+    /// highest position committed here. Followers use it to wake up without polling.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Stops taking appends, finishes those already accepted, and waits for them to commit.
+    async fn shutdown(&self);
+}
+
+/// Opens the event store that matches the database backend.
+pub fn open(db: &Database, config: &group_commit::GroupCommitConfig) -> Arc<dyn EventStore> {
+    match db {
+        Database::MySql(pool) => Arc::new(mysql::MysqlEventStore::new(pool.clone(), config)),
+        Database::Sqlite(pool) => Arc::new(sqlite::SqliteEventStore::new(pool.clone(), config)),
+    }
+}

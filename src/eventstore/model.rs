@@ -1,0 +1,259 @@
+//! The types of the event store contract.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest accepted stream type, in bytes (the column is `VARCHAR(64)`).
+pub const MAX_STREAM_TYPE_LEN: usize = 64;
+/// Longest accepted stream id, in bytes (the column is `VARCHAR(128)`).
+pub const MAX_STREAM_ID_LEN: usize = 128;
+/// Longest accepted event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+/// Longest accepted event version, in bytes.
+pub const MAX_EVENT_VERSION_LEN: usize = 16;
+
+/// One stream: an aggregate type (`order`, `product`, ...) and the aggregate's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamRef {
+    /// The aggregate type, for example `order`.
+    pub stream_type: String,
+    /// The aggregate id within its type.
+    pub stream_id: String,
+}
+
+impl StreamRef {
+    /// A stream reference from its two parts.
+    pub fn new(stream_type: impl Into<String>, stream_id: impl Into<String>) -> Self {
+        Self {
+            stream_type: stream_type.into(),
+            stream_id: stream_id.into(),
+        }
+    }
+
+    /// Parses `type/id`, the form the CLI uses.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (stream_type, stream_id) = s.split_once('/')?;
+        (!stream_type.is_empty() && !stream_id.is_empty()).then(|| Self::new(stream_type, stream_id))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EventStoreError> {
+        check_token("stream type", &self.stream_type, MAX_STREAM_TYPE_LEN)?;
+        check_token("stream id", &self.stream_id, MAX_STREAM_ID_LEN)
+    }
+}
+
+impl fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.stream_type, self.stream_id)
+    }
+}
+
+/// Stream names are stored as ASCII (compact keys, byte-wise comparison on every backend).
+fn check_token(what: &str, value: &str, max: usize) -> Result<(), EventStoreError> {
+    if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(EventStoreError::InvalidInput(format!(
+            "{what} must be 1 to {max} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The version a stream must be at for an append to go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version (no concurrency check).
+    Any,
+    /// The stream must be at exactly this version; `Exact(0)` means it must not exist yet.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// The stream must not exist yet.
+    pub const NO_STREAM: Self = Self::Exact(0);
+
+    pub(crate) fn admits(self, actual: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(v) => v == actual,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any"),
+            Self::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// An event to append: its type, the version of its shape, and its JSON payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventData {
+    /// Past-tense name, for example `OrderPlaced`.
+    pub event_type: String,
+    /// The version of the payload's shape, for upcasting (for example `1.0`).
+    pub event_version: String,
+    /// The payload, already serialised to JSON text by the caller's task.
+    pub payload: String,
+}
+
+impl EventData {
+    /// Serialises `payload` to JSON.
+    pub fn json<T: Serialize>(
+        event_type: impl Into<String>,
+        event_version: impl Into<String>,
+        payload: &T,
+    ) -> Result<Self, EventStoreError> {
+        Ok(Self {
+            event_type: event_type.into(),
+            event_version: event_version.into(),
+            payload: serde_json::to_string(payload)
+                .map_err(|e| EventStoreError::InvalidInput(format!("payload: {e}")))?,
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EventStoreError> {
+        check_token("event type", &self.event_type, MAX_EVENT_TYPE_LEN)?;
+        check_token("event version", &self.event_version, MAX_EVENT_VERSION_LEN)
+    }
+}
+
+/// Who caused an append and why: stored with every event of the append.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Ties together everything one outside request caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The message (request, event or scheduled item) that directly caused this append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Who issued the command, for example `member:0190...` or `system:scheduler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The client's `Idempotency-Key`, when the command came with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// What a successful append returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream's version after the append (the version of its last event).
+    pub version: u64,
+    /// The global positions given to the appended events, in order.
+    pub positions: RangeInclusive<u64>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedEvent {
+    /// Position in the whole log, from 1, contiguous.
+    pub global_position: u64,
+    /// The aggregate type of the stream.
+    pub stream_type: String,
+    /// The aggregate id of the stream.
+    pub stream_id: String,
+    /// Version within the stream, from 1, contiguous.
+    pub version: u64,
+    /// Past-tense event name.
+    pub event_type: String,
+    /// Version of the payload's shape.
+    pub event_version: String,
+    /// The payload.
+    pub payload: serde_json::Value,
+    /// Who caused it and why.
+    pub metadata: Metadata,
+    /// When the event was committed.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// The stream this event belongs to.
+    pub fn stream_ref(&self) -> StreamRef {
+        StreamRef::new(&self.stream_type, &self.stream_id)
+    }
+}
+
+/// Why an event store call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EventStoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("version conflict on {stream}: expected {expected}, stream is at {actual}")]
+    Conflict {
+        /// The stream.
+        stream: StreamRef,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// Where the stream actually was.
+        actual: u64,
+    },
+    /// The call itself was malformed (empty append, bad names); nothing was written.
+    #[error("invalid event store input: {0}")]
+    InvalidInput(String),
+    /// The store is shutting down and takes no more appends.
+    #[error("the event store is shutting down")]
+    ShuttingDown,
+    /// A stored row could not be read back.
+    #[error("corrupt stored event at position {position}: {reason}")]
+    Corrupt {
+        /// Global position of the row.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The database failed; the append may be retried with the same expected version.
+    #[error("event store database error: {0}")]
+    Database(Arc<sqlx::Error>),
+}
+
+impl From<sqlx::Error> for EventStoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(Arc::new(e))
+    }
+}
+
+/// A stored row as both backends read it, before its JSON columns are parsed.
+pub(crate) struct StoredRow {
+    pub global_position: u64,
+    pub stream_type: String,
+    pub stream_id: String,
+    pub version: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl TryFrom<StoredRow> for RecordedEvent {
+    type Error = EventStoreError;
+
+    fn try_from(row: StoredRow) -> Result<Self, Self::Error> {
+        let corrupt = |reason: String| EventStoreError::Corrupt {
+            position: row.global_position,
+            reason,
+        };
+        let payload =
+            serde_json::from_str(&row.payload).map_err(|e| corrupt(format!("payload: {e}")))?;
+        let metadata =
+            serde_json::from_str(&row.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        Ok(Self {
+            global_position: row.global_position,
+            stream_type: row.stream_type,
+            stream_id: row.stream_id,
+            version: row.version,
+            event_type: row.event_type,
+            event_version: row.event_version,
+            payload,
+            metadata,
+            recorded_at: row.recorded_at,
+        })
+    }
+}

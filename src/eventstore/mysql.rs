@@ -1,0 +1,292 @@
+//! The event store on MySQL / MariaDB (InnoDB).
+//!
+//! # Why readers never skip an event
+//! `AUTO_INCREMENT` hands out ids when a row is inserted, not when it commits, so with plain
+//! auto-increment positions a transaction that took position 10 may commit after one that took
+//! 11, and a reader that already moved past 11 would never see 10. Here every append
+//! transaction first locks the single `event_head` row (`SELECT ... FOR UPDATE`) and takes its
+//! positions from it. The lock is held until commit, so positions are handed out in commit
+//! order, are contiguous (a rolled-back batch never moved the head), and a reader that follows
+//! `global_position` sees them in order. This serialises commits across every service process,
+//! which group commit makes cheap: one lock and one fsync per batch of up to
+//! [`GroupCommitConfig::max_batch_events`] events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
+use tokio::sync::watch;
+
+use super::group_commit::{
+    self, BatchWriter, GroupCommitConfig, GroupCommitter, PendingAppend, PlannedRow,
+};
+use super::model::{
+    Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StoredRow,
+    StreamRef,
+};
+use super::EventStore;
+
+/// Rows per multi-row INSERT statement (9 placeholders each, well under MySQL's 65,535).
+const INSERT_CHUNK_ROWS: usize = 1000;
+/// Bytes of payload per INSERT statement, to stay well under the default 16 MiB packet.
+const INSERT_CHUNK_BYTES: usize = 4 << 20;
+/// Streams per version look-up statement.
+const VERSION_QUERY_STREAMS: usize = 1000;
+
+const SELECT_COLUMNS: &str = "SELECT global_position, stream_type, stream_id, version, \
+     event_type, event_version, payload, metadata, recorded_at FROM events";
+
+/// The MySQL / MariaDB event store.
+pub struct MysqlEventStore {
+    pool: MySqlPool,
+    committer: GroupCommitter,
+}
+
+impl MysqlEventStore {
+    /// Starts the group-commit writers on `pool`. Must be called inside a tokio runtime.
+    pub fn new(pool: MySqlPool, config: &GroupCommitConfig) -> Self {
+        let writer = Arc::new(MysqlWriter { pool: pool.clone() });
+        Self {
+            pool,
+            committer: GroupCommitter::start(writer, config),
+        }
+    }
+
+    /// Runs one append in a transaction the caller commits or drops. While it is open it holds
+    /// the commit-order lock, so every other append waits for it. Meant for tests and tools
+    /// that need to hold a position open; services use [`EventStore::append`].
+    pub async fn begin_append(
+        &self,
+        stream: StreamRef,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: &Metadata,
+    ) -> Result<OpenAppend, EventStoreError> {
+        let (pending, _answer) = PendingAppend::new(stream, expected, events, metadata)?;
+        let mut tx = self.pool.begin().await?;
+        let outcome = write_in(&mut tx, std::slice::from_ref(&pending))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(EventStoreError::InvalidInput("empty append".into())))?;
+        Ok(OpenAppend { tx, outcome })
+    }
+}
+
+/// An append whose transaction is still open; see [`MysqlEventStore::begin_append`].
+pub struct OpenAppend {
+    tx: Transaction<'static, MySql>,
+    outcome: Appended,
+}
+
+impl OpenAppend {
+    /// What the append will have done once committed.
+    pub fn outcome(&self) -> &Appended {
+        &self.outcome
+    }
+
+    /// Commits the append.
+    pub async fn commit(self) -> Result<Appended, EventStoreError> {
+        self.tx.commit().await?;
+        Ok(self.outcome)
+    }
+}
+
+struct MysqlWriter {
+    pool: MySqlPool,
+}
+
+#[async_trait]
+impl BatchWriter for MysqlWriter {
+    async fn write_batch(
+        &self,
+        batch: &[PendingAppend],
+    ) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let outcomes = write_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+/// Locks the head, checks versions, inserts the planned rows and moves the head, all inside
+/// `tx`. Nothing is visible to others until the caller commits.
+async fn write_in(
+    tx: &mut Transaction<'static, MySql>,
+    batch: &[PendingAppend],
+) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error> {
+    let head: u64 = sqlx::query_scalar("SELECT position FROM event_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await?;
+    let current = current_versions(tx, &group_commit::distinct_streams(batch)).await?;
+    let plan = group_commit::plan(batch, &current, head);
+    if plan.rows.is_empty() {
+        return Ok(plan.outcomes);
+    }
+    let recorded_at = Utc::now().naive_utc();
+    for chunk in chunks(&plan.rows) {
+        insert(tx, chunk, recorded_at).await?;
+    }
+    sqlx::query("UPDATE event_head SET position = ? WHERE id = 1")
+        .bind(plan.head)
+        .execute(&mut **tx)
+        .await?;
+    Ok(plan.outcomes)
+}
+
+async fn current_versions(
+    tx: &mut Transaction<'static, MySql>,
+    streams: &[&StreamRef],
+) -> Result<HashMap<StreamRef, u64>, sqlx::Error> {
+    let mut current = HashMap::new();
+    for chunk in streams.chunks(VERSION_QUERY_STREAMS) {
+        let mut query = QueryBuilder::<MySql>::new(
+            "SELECT stream_type, stream_id, MAX(version) FROM events WHERE ",
+        );
+        for (i, stream) in chunk.iter().enumerate() {
+            if i > 0 {
+                query.push(" OR ");
+            }
+            query
+                .push("(stream_type = ")
+                .push_bind(stream.stream_type.as_str())
+                .push(" AND stream_id = ")
+                .push_bind(stream.stream_id.as_str())
+                .push(")");
+        }
+        query.push(" GROUP BY stream_type, stream_id");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            let stream = StreamRef::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+            current.insert(stream, row.try_get::<u64, _>(2)?);
+        }
+    }
+    Ok(current)
+}
+
+/// Splits the planned rows into statements bounded by row count and payload size.
+fn chunks<'p, 'a>(rows: &'p [PlannedRow<'a>]) -> impl Iterator<Item = &'p [PlannedRow<'a>]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && n < INSERT_CHUNK_ROWS && (n == 0 || bytes < INSERT_CHUNK_BYTES) {
+            bytes += rest[n].event.payload.len() + rest[n].metadata.len();
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+async fn insert(
+    tx: &mut Transaction<'static, MySql>,
+    rows: &[PlannedRow<'_>],
+    recorded_at: NaiveDateTime,
+) -> Result<(), sqlx::Error> {
+    let mut query = QueryBuilder::<MySql>::new(
+        "INSERT INTO events (global_position, stream_type, stream_id, version, event_type, \
+         event_version, payload, metadata, recorded_at) ",
+    );
+    query.push_values(rows, |mut b, row| {
+        b.push_bind(row.position)
+            .push_bind(row.stream.stream_type.as_str())
+            .push_bind(row.stream.stream_id.as_str())
+            .push_bind(row.version)
+            .push_bind(row.event.event_type.as_str())
+            .push_bind(row.event.event_version.as_str())
+            .push_bind(row.event.payload.as_str())
+            .push_bind(row.metadata)
+            .push_bind(recorded_at);
+    });
+    query.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn decode(row: &MySqlRow) -> Result<RecordedEvent, EventStoreError> {
+    StoredRow {
+        global_position: row.try_get(0)?,
+        stream_type: row.try_get(1)?,
+        stream_id: row.try_get(2)?,
+        version: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        event_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata: row.try_get(7)?,
+        recorded_at: row.try_get::<NaiveDateTime, _>(8)?.and_utc(),
+    }
+    .try_into()
+}
+
+#[async_trait]
+impl EventStore for MysqlEventStore {
+    async fn append(
+        &self,
+        stream: StreamRef,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: Metadata,
+    ) -> Result<Appended, EventStoreError> {
+        self.committer
+            .append(stream, expected, events, &metadata)
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamRef,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let sql = format!(
+            "{SELECT_COLUMNS} WHERE stream_type = ? AND stream_id = ? AND version >= ? \
+             ORDER BY version LIMIT ?"
+        );
+        sqlx::query(&sql)
+            .bind(&stream.stream_type)
+            .bind(&stream.stream_id)
+            .bind(from_version)
+            .bind(limit as u64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let sql = format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        sqlx::query(&sql)
+            .bind(after)
+            .bind(limit as u64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn head_position(&self) -> Result<u64, EventStoreError> {
+        Ok(sqlx::query_scalar("SELECT position FROM event_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committer.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        self.committer.shutdown().await;
+    }
+}

@@ -1,0 +1,226 @@
+//! The event store on SQLite, the embedded default.
+//!
+//! SQLite lets one transaction write at a time. Each batch runs in `BEGIN IMMEDIATE`, which
+//! takes the write lock before reading the head, so positions are assigned and committed in
+//! order even when several processes share the file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
+
+use super::group_commit::{
+    self, BatchWriter, GroupCommitConfig, GroupCommitter, PendingAppend, PlannedRow,
+};
+use super::model::{
+    Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StoredRow,
+    StreamRef,
+};
+use super::EventStore;
+
+/// Rows per multi-row INSERT (9 variables each, under SQLite's 32,766).
+const INSERT_CHUNK_ROWS: usize = 500;
+/// Streams per version look-up statement (2 variables each).
+const VERSION_QUERY_STREAMS: usize = 500;
+
+const SELECT_COLUMNS: &str = "SELECT global_position, stream_type, stream_id, version, \
+     event_type, event_version, payload, metadata, recorded_at FROM events";
+
+/// The SQLite event store.
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+    committer: GroupCommitter,
+}
+
+impl SqliteEventStore {
+    /// Starts the group-commit writer on `pool`. SQLite has a single writer, so one writer
+    /// task is started whatever `config.writers` says. Must be called inside a tokio runtime.
+    pub fn new(pool: SqlitePool, config: &GroupCommitConfig) -> Self {
+        let writer = Arc::new(SqliteWriter { pool: pool.clone() });
+        let config = GroupCommitConfig {
+            writers: 1,
+            ..config.clone()
+        };
+        Self {
+            pool,
+            committer: GroupCommitter::start(writer, &config),
+        }
+    }
+}
+
+struct SqliteWriter {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl BatchWriter for SqliteWriter {
+    async fn write_batch(
+        &self,
+        batch: &[PendingAppend],
+    ) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let current = current_versions(&mut tx, &group_commit::distinct_streams(batch)).await?;
+        let plan = group_commit::plan(batch, &current, to_u64(head));
+        if plan.rows.is_empty() {
+            return Ok(plan.outcomes);
+        }
+        let recorded_at = Utc::now();
+        for chunk in plan.rows.chunks(INSERT_CHUNK_ROWS) {
+            insert(&mut tx, chunk, recorded_at).await?;
+        }
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+}
+
+async fn current_versions(
+    tx: &mut Transaction<'static, Sqlite>,
+    streams: &[&StreamRef],
+) -> Result<HashMap<StreamRef, u64>, sqlx::Error> {
+    let mut current = HashMap::new();
+    for chunk in streams.chunks(VERSION_QUERY_STREAMS) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT stream_type, stream_id, MAX(version) FROM events WHERE ",
+        );
+        for (i, stream) in chunk.iter().enumerate() {
+            if i > 0 {
+                query.push(" OR ");
+            }
+            query
+                .push("(stream_type = ")
+                .push_bind(stream.stream_type.as_str())
+                .push(" AND stream_id = ")
+                .push_bind(stream.stream_id.as_str())
+                .push(")");
+        }
+        query.push(" GROUP BY stream_type, stream_id");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            let stream = StreamRef::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+            current.insert(stream, to_u64(row.try_get::<i64, _>(2)?));
+        }
+    }
+    Ok(current)
+}
+
+async fn insert(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[PlannedRow<'_>],
+    recorded_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (global_position, stream_type, stream_id, version, event_type, \
+         event_version, payload, metadata, recorded_at) ",
+    );
+    query.push_values(rows, |mut b, row| {
+        b.push_bind(to_i64(row.position))
+            .push_bind(row.stream.stream_type.as_str())
+            .push_bind(row.stream.stream_id.as_str())
+            .push_bind(to_i64(row.version))
+            .push_bind(row.event.event_type.as_str())
+            .push_bind(row.event.event_version.as_str())
+            .push_bind(row.event.payload.as_str())
+            .push_bind(row.metadata)
+            .push_bind(recorded_at);
+    });
+    query.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// SQLite integers are signed; positions and versions never reach 2^63.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn decode(row: &SqliteRow) -> Result<RecordedEvent, EventStoreError> {
+    StoredRow {
+        global_position: to_u64(row.try_get(0)?),
+        stream_type: row.try_get(1)?,
+        stream_id: row.try_get(2)?,
+        version: to_u64(row.try_get(3)?),
+        event_type: row.try_get(4)?,
+        event_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata: row.try_get(7)?,
+        recorded_at: row.try_get(8)?,
+    }
+    .try_into()
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: StreamRef,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: Metadata,
+    ) -> Result<Appended, EventStoreError> {
+        self.committer
+            .append(stream, expected, events, &metadata)
+            .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamRef,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let sql = format!(
+            "{SELECT_COLUMNS} WHERE stream_type = ? AND stream_id = ? AND version >= ? \
+             ORDER BY version LIMIT ?"
+        );
+        sqlx::query(&sql)
+            .bind(&stream.stream_type)
+            .bind(&stream.stream_id)
+            .bind(to_i64(from_version))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let sql = format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        sqlx::query(&sql)
+            .bind(to_i64(after))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn head_position(&self) -> Result<u64, EventStoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(head))
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committer.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        self.committer.shutdown().await;
+    }
+}

@@ -1,0 +1,47 @@
+//! Liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::problem::Problem;
+use crate::startup::AppState;
+
+/// The body of a healthy answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// The process is up and serving HTTP. Touches nothing else.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database answers and every embedded migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready to serve", body = Health),
+    (status = 503, description = "Database unreachable or migrations pending", body = Problem,
+        content_type = "application/problem+json")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
+    let unavailable =
+        |detail: &str| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+            .with_detail(detail);
+    if let Err(e) = state.db.ping().await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return Err(unavailable("the database is unreachable"));
+    }
+    match state.db.pending_migrations().await {
+        Ok(0) => Ok(Json(Health { status: "ready" })),
+        Ok(n) => Err(unavailable(&format!("{n} database migrations are not applied"))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: cannot read migrations");
+            Err(unavailable("the migration state cannot be read"))
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! openrun: the order and inventory core of a limited-drop ("open run") online shop.
+//!
+//! Commands are decided by the pure aggregates of `openrun-domain` and recorded as events in
+//! an append-only log ([`eventstore`]); read models and timed transitions follow that log.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment, validated at start-up.
+//! - [`db`]: the MySQL / MariaDB or SQLite pool and the embedded migrations.
+//! - [`eventstore`]: the event log, with group commit, on both backends.
+//! - [`http`]: the HTTP API, one module per resource.
+//! - [`startup`]: building and running the application.
+//! - [`cli`]: the `openrun` command line.
+//! - [`telemetry`]: tracing and metrics.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod eventstore;
+pub mod http;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,114 @@
+//! Building the application from its configuration, and running it until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::eventstore::{self, EventStore};
+use crate::{http, telemetry};
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool.
+    pub db: Database,
+    /// The event log.
+    pub events: Arc<dyn EventStore>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// A built application: connected, migrated, listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database, applies migrations, starts the event store and binds the
+    /// listener. The error says which of these failed, with secrets hidden.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let db = connect(config).await?;
+        db.migrate().await?;
+        let events = eventstore::open(&db, &config.group_commit);
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let state = AppState {
+            db,
+            events,
+            metrics: telemetry::metrics(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state, for tests and tools that run beside the server.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and appends.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        tracing::info!(addr = %self.listener.local_addr()?, "serving");
+        axum::serve(self.listener, http::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed")?;
+        state.events.shutdown().await;
+        state.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Connects to the configured database; the error is one line naming the URL, password hidden.
+pub async fn connect(config: &Config) -> anyhow::Result<Database> {
+    Database::connect(
+        &config.database,
+        config.database_max_connections,
+        config.database_connect_timeout,
+    )
+    .await
+    .with_context(|| format!("cannot connect to the database at {}", config.database_url_redacted()))
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight work");
+}
