@@ -119,6 +119,16 @@ impl Config {
         Self::validate(raw)
     }
 
+    /// The defaults with another database, listening on an ephemeral loopback port: for tests
+    /// and tools that start the application in-process.
+    pub fn local(database_url: &str) -> Result<Self, ConfigError> {
+        Self::validate(Raw {
+            listen_addr: "127.0.0.1:0".into(),
+            database_url: database_url.into(),
+            ..Raw::default()
+        })
+    }
+
     fn validate(raw: Raw) -> Result<Self, ConfigError> {
         let listen_addr = raw.listen_addr.parse().map_err(|_| {
             ConfigError(format!(
@@ -129,7 +139,9 @@ impl Config {
         let database = ConnectOptions::parse(&raw.database_url)
             .map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
         if raw.database_max_connections == 0 {
-            return Err(ConfigError("DATABASE_MAX_CONNECTIONS: must be at least 1".into()));
+            return Err(ConfigError(
+                "DATABASE_MAX_CONNECTIONS: must be at least 1".into(),
+            ));
         }
         if raw.event_batch_max == 0 || raw.event_writers == 0 {
             return Err(ConfigError(
@@ -200,7 +212,10 @@ mod tests {
         let e = Config::validate(raw(|r| r.listen_addr = "nowhere".into())).unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_ADDR:"), "{e}");
         let e = Config::validate(raw(|r| r.database_max_connections = 0)).unwrap_err();
-        assert!(e.to_string().starts_with("DATABASE_MAX_CONNECTIONS:"), "{e}");
+        assert!(
+            e.to_string().starts_with("DATABASE_MAX_CONNECTIONS:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -195,7 +195,10 @@ mod tests {
             redact("mysql://shop:s3cret@db.internal:3306/openrun"),
             "mysql://shop:***@db.internal:3306/openrun"
         );
-        assert_eq!(redact("mysql://root@127.0.0.1/x"), "mysql://root@127.0.0.1/x");
+        assert_eq!(
+            redact("mysql://root@127.0.0.1/x"),
+            "mysql://root@127.0.0.1/x"
+        );
     }
 
     #[test]

@@ -59,7 +59,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and appends.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let state = self.state.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         axum::serve(self.listener, http::router(self.state))
@@ -81,7 +84,12 @@ pub async fn connect(config: &Config) -> anyhow::Result<Database> {
         config.database_connect_timeout,
     )
     .await
-    .with_context(|| format!("cannot connect to the database at {}", config.database_url_redacted()))
+    .with_context(|| {
+        format!(
+            "cannot connect to the database at {}",
+            config.database_url_redacted()
+        )
+    })
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -16,8 +16,10 @@ use cqrs_es::persist::{
 };
 use serde_json::Value;
 
-use super::model::{EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StreamRef};
 use super::EventStore;
+use super::model::{
+    EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StreamRef,
+};
 
 /// Rows read per round trip when loading or streaming.
 const PAGE: usize = 1000;
@@ -55,7 +57,11 @@ impl CqrsEventRepository {
         let mut events = Vec::new();
         let mut next = from_version;
         loop {
-            let page = self.store.read_stream(&stream, next, PAGE).await.map_err(to_persistence)?;
+            let page = self
+                .store
+                .read_stream(&stream, next, PAGE)
+                .await
+                .map_err(to_persistence)?;
             let done = page.len() < PAGE;
             next = page.last().map_or(next, |e| e.version + 1);
             events.extend(page.into_iter().map(serialized));
@@ -79,7 +85,10 @@ fn serialized(event: RecordedEvent) -> SerializedEvent {
     let mut metadata = serde_json::Map::new();
     let m = event.metadata;
     let pairs = [
-        (keys::CORRELATION_ID, m.correlation_id.map(|u| u.to_string())),
+        (
+            keys::CORRELATION_ID,
+            m.correlation_id.map(|u| u.to_string()),
+        ),
         (keys::CAUSATION_ID, m.causation_id.map(|u| u.to_string())),
         (keys::ACTOR, m.actor),
         (keys::IDEMPOTENCY_KEY, m.idempotency_key),
@@ -130,7 +139,8 @@ impl PersistedEventRepository for CqrsEventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.events_from::<A>(aggregate_id, last_sequence as u64 + 1).await
+        self.events_from::<A>(aggregate_id, last_sequence as u64 + 1)
+            .await
     }
 
     async fn get_snapshot<A: Aggregate>(

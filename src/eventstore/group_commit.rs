@@ -279,7 +279,10 @@ async fn run_writer<W: BatchWriter>(
 
 /// Waits for the next append, then takes whatever else is queued, up to `max_batch` events.
 /// Returns `None` once the queue is closed and drained.
-async fn next_batch(rx: &Mutex<mpsc::Receiver<Msg>>, max_batch: usize) -> Option<Vec<PendingAppend>> {
+async fn next_batch(
+    rx: &Mutex<mpsc::Receiver<Msg>>,
+    max_batch: usize,
+) -> Option<Vec<PendingAppend>> {
     let mut rx = rx.lock().await;
     let mut batch = Vec::new();
     let mut events = 0;

@@ -56,8 +56,11 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<RecordedEvent>, EventStoreError>;
 
     /// Events of every stream with `global_position > after`, in position order, at most `limit`.
-    async fn read_all(&self, after: u64, limit: usize)
-    -> Result<Vec<RecordedEvent>, EventStoreError>;
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError>;
 
     /// The highest committed global position (0 for an empty log).
     async fn head_position(&self) -> Result<u64, EventStoreError>;
@@ -68,6 +71,29 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Stops taking appends, finishes those already accepted, and waits for them to commit.
     async fn shutdown(&self);
+}
+
+/// An append whose transaction is still open: see `begin_append` on either backend.
+pub struct OpenAppend<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    outcome: Appended,
+}
+
+impl<DB: sqlx::Database> OpenAppend<DB> {
+    fn new(tx: sqlx::Transaction<'static, DB>, outcome: Appended) -> Self {
+        Self { tx, outcome }
+    }
+
+    /// What the append will have done once committed.
+    pub fn outcome(&self) -> &Appended {
+        &self.outcome
+    }
+
+    /// Commits the append.
+    pub async fn commit(self) -> Result<Appended, EventStoreError> {
+        self.tx.commit().await?;
+        Ok(self.outcome)
+    }
 }
 
 /// Opens the event store that matches the database backend.

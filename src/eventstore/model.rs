@@ -38,7 +38,8 @@ impl StreamRef {
     /// Parses `type/id`, the form the CLI uses.
     pub fn parse(s: &str) -> Option<Self> {
         let (stream_type, stream_id) = s.split_once('/')?;
-        (!stream_type.is_empty() && !stream_id.is_empty()).then(|| Self::new(stream_type, stream_id))
+        (!stream_type.is_empty() && !stream_id.is_empty())
+            .then(|| Self::new(stream_type, stream_id))
     }
 
     pub(crate) fn validate(&self) -> Result<(), EventStoreError> {

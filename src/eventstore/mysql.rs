@@ -27,7 +27,7 @@ use super::model::{
     Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StoredRow,
     StreamRef,
 };
-use super::EventStore;
+use super::{EventStore, OpenAppend};
 
 /// Rows per multi-row INSERT statement (9 placeholders each, well under MySQL's 65,535).
 const INSERT_CHUNK_ROWS: usize = 1000;
@@ -64,7 +64,7 @@ impl MysqlEventStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: &Metadata,
-    ) -> Result<OpenAppend, EventStoreError> {
+    ) -> Result<OpenAppend<MySql>, EventStoreError> {
         let (pending, _answer) = PendingAppend::new(stream, expected, events, metadata)?;
         let mut tx = self.pool.begin().await?;
         let outcome = write_in(&mut tx, std::slice::from_ref(&pending))
@@ -72,26 +72,7 @@ impl MysqlEventStore {
             .into_iter()
             .next()
             .unwrap_or_else(|| Err(EventStoreError::InvalidInput("empty append".into())))?;
-        Ok(OpenAppend { tx, outcome })
-    }
-}
-
-/// An append whose transaction is still open; see [`MysqlEventStore::begin_append`].
-pub struct OpenAppend {
-    tx: Transaction<'static, MySql>,
-    outcome: Appended,
-}
-
-impl OpenAppend {
-    /// What the append will have done once committed.
-    pub fn outcome(&self) -> &Appended {
-        &self.outcome
-    }
-
-    /// Commits the append.
-    pub async fn commit(self) -> Result<Appended, EventStoreError> {
-        self.tx.commit().await?;
-        Ok(self.outcome)
+        Ok(OpenAppend::new(tx, outcome))
     }
 }
 
@@ -159,7 +140,7 @@ async fn current_versions(
         }
         query.push(" GROUP BY stream_type, stream_id");
         for row in query.build().fetch_all(&mut **tx).await? {
-            let stream = StreamRef::new(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+            let stream = StreamRef::new(text(&row, 0)?, text(&row, 1)?);
             current.insert(stream, row.try_get::<u64, _>(2)?);
         }
     }
@@ -209,16 +190,25 @@ async fn insert(
     Ok(())
 }
 
+/// Reads a text column. The event columns use binary collations (`ascii_bin`, `utf8mb4_bin`)
+/// for exact, byte-wise comparison, and MySQL reports those as binary; the bytes are UTF-8.
+fn text(row: &MySqlRow, index: usize) -> Result<String, sqlx::Error> {
+    String::from_utf8(row.try_get::<Vec<u8>, _>(index)?).map_err(|e| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source: Box::new(e),
+    })
+}
+
 fn decode(row: &MySqlRow) -> Result<RecordedEvent, EventStoreError> {
     StoredRow {
         global_position: row.try_get(0)?,
-        stream_type: row.try_get(1)?,
-        stream_id: row.try_get(2)?,
+        stream_type: text(row, 1)?,
+        stream_id: text(row, 2)?,
         version: row.try_get(3)?,
-        event_type: row.try_get(4)?,
-        event_version: row.try_get(5)?,
-        payload: row.try_get(6)?,
-        metadata: row.try_get(7)?,
+        event_type: text(row, 4)?,
+        event_version: text(row, 5)?,
+        payload: text(row, 6)?,
+        metadata: text(row, 7)?,
         recorded_at: row.try_get::<NaiveDateTime, _>(8)?.and_utc(),
     }
     .try_into()
@@ -265,7 +255,8 @@ impl EventStore for MysqlEventStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let sql = format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        let sql =
+            format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
         sqlx::query(&sql)
             .bind(after)
             .bind(limit as u64)
@@ -277,9 +268,11 @@ impl EventStore for MysqlEventStore {
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
-        Ok(sqlx::query_scalar("SELECT position FROM event_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT position FROM event_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

@@ -20,7 +20,7 @@ use super::model::{
     Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StoredRow,
     StreamRef,
 };
-use super::EventStore;
+use super::{EventStore, OpenAppend};
 
 /// Rows per multi-row INSERT (9 variables each, under SQLite's 32,766).
 const INSERT_CHUNK_ROWS: usize = 500;
@@ -52,6 +52,28 @@ impl SqliteEventStore {
     }
 }
 
+impl SqliteEventStore {
+    /// Runs one append in a transaction the caller commits or drops. While it is open it holds
+    /// SQLite's write lock, so every other append waits for it. Meant for tests and tools
+    /// that need to hold a position open; services use [`EventStore::append`].
+    pub async fn begin_append(
+        &self,
+        stream: StreamRef,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: &Metadata,
+    ) -> Result<OpenAppend<Sqlite>, EventStoreError> {
+        let (pending, _answer) = PendingAppend::new(stream, expected, events, metadata)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let outcome = write_in(&mut tx, std::slice::from_ref(&pending))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(EventStoreError::InvalidInput("empty append".into())))?;
+        Ok(OpenAppend::new(tx, outcome))
+    }
+}
+
 struct SqliteWriter {
     pool: SqlitePool,
 }
@@ -63,21 +85,27 @@ impl BatchWriter for SqliteWriter {
         batch: &[PendingAppend],
     ) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&mut *tx)
-            .await?;
-        let current = current_versions(&mut tx, &group_commit::distinct_streams(batch)).await?;
-        let plan = group_commit::plan(batch, &current, to_u64(head));
-        if plan.rows.is_empty() {
-            return Ok(plan.outcomes);
-        }
-        let recorded_at = Utc::now();
-        for chunk in plan.rows.chunks(INSERT_CHUNK_ROWS) {
-            insert(&mut tx, chunk, recorded_at).await?;
-        }
+        let outcomes = write_in(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok(plan.outcomes)
+        Ok(outcomes)
     }
+}
+
+/// Checks versions and inserts the planned rows inside `tx`, which holds the write lock.
+async fn write_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    batch: &[PendingAppend],
+) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+        .fetch_one(&mut **tx)
+        .await?;
+    let current = current_versions(tx, &group_commit::distinct_streams(batch)).await?;
+    let plan = group_commit::plan(batch, &current, to_u64(head));
+    let recorded_at = Utc::now();
+    for chunk in plan.rows.chunks(INSERT_CHUNK_ROWS) {
+        insert(tx, chunk, recorded_at).await?;
+    }
+    Ok(plan.outcomes)
 }
 
 async fn current_versions(
@@ -198,7 +226,8 @@ impl EventStore for SqliteEventStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let sql = format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
+        let sql =
+            format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
         sqlx::query(&sql)
             .bind(to_i64(after))
             .bind(to_i64(limit as u64))

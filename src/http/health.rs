@@ -29,16 +29,18 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, description = "Database unreachable or migrations pending", body = Problem,
         content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
-    let unavailable =
-        |detail: &str| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
-            .with_detail(detail);
+    let unavailable = |detail: &str| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready").with_detail(detail)
+    };
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(unavailable("the database is unreachable"));
     }
     match state.db.pending_migrations().await {
         Ok(0) => Ok(Json(Health { status: "ready" })),
-        Ok(n) => Err(unavailable(&format!("{n} database migrations are not applied"))),
+        Ok(n) => Err(unavailable(&format!(
+            "{n} database migrations are not applied"
+        ))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: cannot read migrations");
             Err(unavailable("the migration state cannot be read"))

@@ -33,7 +33,6 @@ pub async fn record(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("openrun_http_requests_total", &labels).increment(1);
-    metrics::histogram!("openrun_http_request_duration_seconds", &labels)
-        .record(started.elapsed());
+    metrics::histogram!("openrun_http_request_duration_seconds", &labels).record(started.elapsed());
     response
 }

@@ -1,0 +1,109 @@
+//! The HTTP skeleton: health, readiness, metrics, the OpenAPI document and errors.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, TestApp, on_both_backends};
+
+on_both_backends!(
+    healthz_and_readyz_answer,
+    readyz_fails_while_a_migration_is_missing,
+    metrics_are_in_prometheus_format,
+    openapi_and_swagger_ui_are_served,
+    an_unknown_path_is_a_problem_document_with_a_request_id,
+);
+
+async fn healthz_and_readyz_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
+    app.stop().await;
+}
+
+async fn readyz_fails_while_a_migration_is_missing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let forget = "DELETE FROM _sqlx_migrations";
+    match &app.state.db {
+        openrun::db::Database::MySql(pool) => sqlx::query(forget).execute(pool).await.map(drop),
+        openrun::db::Database::Sqlite(pool) => sqlx::query(forget).execute(pool).await.map(drop),
+    }
+    .unwrap();
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/not-ready");
+    assert!(body["detail"].as_str().unwrap().contains("migrations"));
+    // Liveness does not depend on the database.
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+async fn metrics_are_in_prometheus_format(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get("/healthz").await;
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE openrun_http_requests_total counter"),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/healthz""#), "{text}");
+    app.stop().await;
+}
+
+async fn openapi_and_swagger_ui_are_served(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    let ui = app.get("/docs/").await;
+    assert_eq!(ui.status(), StatusCode::OK);
+    assert!(
+        ui.text().await.unwrap().contains("swagger"),
+        "Swagger UI page"
+    );
+    app.stop().await;
+}
+
+async fn an_unknown_path_is_a_problem_document_with_a_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app.get("/v1/nothing-here").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(!response.headers()["x-request-id"].is_empty());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/not-found");
+    assert_eq!(body["status"], 404);
+    // A request id the caller sends is kept.
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    app.stop().await;
+}

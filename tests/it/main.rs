@@ -1,0 +1,9 @@
+//! Integration tests: the real application and the real backends (MariaDB on 127.0.0.1:3306,
+//! SQLite files), every test in a fresh database of its own. One binary, a module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod cli;
+mod cqrs;
+mod eventstore;
+mod helpers;
