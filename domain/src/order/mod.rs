@@ -1,0 +1,97 @@
+//! The order aggregate. One `order` stream per order.
+//!
+//! # Status graph
+//!
+//! ```text
+//! prepared ──ship──> in_delivery ──deliver──> delivered ──request return──> return_requested
+//!    │                                                                            │
+//!  cancel                                                                   pick up return
+//!    v                                                                            v
+//! cancelled                                   return_completed <──complete return── in_return
+//! ```
+//!
+//! `prepared` means placed and paid. `ship`, `deliver`, `pick up return` and `complete
+//! return` are automatic steps: commands sent by the scheduler ([`crate::Issuer::System`],
+//! or an admin by hand), each due a policy duration after the previous status change
+//! ([`crate::OrderPolicy`]: `ship_after`, `deliver_after`, `return_pickup_after`,
+//! `return_complete_after`). Sent early they are refused with [`OrderError::NotDue`]; sent
+//! to an order in another status (cancelled, already shipped...) with
+//! [`OrderError::StepNotApplicable`].
+//!
+//! # Rules
+//!
+//! - Place: any verified member (not `unverified`) as the buyer; 1 to [`MAX_LINES`] lines,
+//!   each with a quantity in `1..=`[`MAX_QUANTITY_PER_LINE`] and a unit price above zero.
+//!   **A product appearing on two lines is refused** ([`OrderError::DuplicateProduct`])
+//!   rather than merged: the two lines could carry different unit prices, and the service
+//!   builds lines from a cart or a request that should name each product once, so a
+//!   duplicate is a client bug worth surfacing. Totals are computed here with checked
+//!   arithmetic; the captured payment must equal the total. The order records the sealed
+//!   shipping address, the payment reference and the timing policy it was sold under.
+//! - Cancel: the buyer or an admin, only while `prepared` and strictly before `placed_at +
+//!   cancel_window`.
+//! - Request a return: the buyer only, only while `delivered` and strictly before
+//!   `delivered_at + return_window`.
+//! - Another member acting on the order gets [`OrderError::NotBuyer`].
+//!
+//! # Refunds and stock facts
+//!
+//! Cancelling emits `OrderCancelled` (its `released` lines give the units back to available
+//! stock) then one `OrderRefunded { cause: cancellation }`; completing a return emits
+//! `ReturnCompleted` (its `restocked` lines) then one `OrderRefunded { cause: return }`.
+//! The refund is always the amount paid. An order can be cancelled at most once and
+//! returned at most once, and never both (a cancelled order never ships), so an order is
+//! refunded at most once and never more than it paid. The stock projection needs only
+//! `OrderPlaced` (sold), `OrderCancelled` (released) and `ReturnCompleted` (restocked).
+
+mod command;
+mod decide;
+mod error;
+mod event;
+mod state;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+
+pub use command::{LineItem, OrderCommand, Payment, SealedAddress};
+pub use decide::{apply, decide};
+pub use error::OrderError;
+pub use event::{ORDER_EVENT_VERSION, OrderEvent, OrderLine, RefundCause, StockLine};
+pub use state::{Order, OrderState, Refund};
+pub use status::{AutoStep, OrderStatus};
+
+use crate::Stamped;
+
+/// The most lines one order may have.
+pub const MAX_LINES: usize = 50;
+/// The most units of one product in one order.
+pub const MAX_QUANTITY_PER_LINE: u32 = 10_000;
+/// The longest return reason, in characters.
+pub const MAX_REASON_CHARS: usize = 1_000;
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "order";
+    type Command = Stamped<OrderCommand>;
+    type Event = OrderEvent;
+    type Error = OrderError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in decide(self, command.command, command.now)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        apply(self, &event);
+    }
+}
