@@ -109,10 +109,10 @@ impl Database {
                 Ok(Self::MySql(pool))
             }
             ConnectOptions::Sqlite(options) => {
-                if let Some(parent) = options.get_filename().parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent)?;
-                    }
+                if let Some(parent) = options.get_filename().parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent)?;
                 }
                 let options = options
                     .clone()

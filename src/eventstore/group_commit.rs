@@ -145,12 +145,61 @@ pub(crate) fn plan<'a>(
     }
 }
 
-/// The distinct streams of a batch, for the backend's version query.
-pub(crate) fn distinct_streams(batch: &[PendingAppend]) -> Vec<&StreamRef> {
-    let mut streams: Vec<&StreamRef> = batch.iter().map(|p| &p.stream).collect();
+/// The streams whose current version a backend must read before planning a batch.
+///
+/// When `optimistic`, a stream whose first append in the batch expects it not to exist yet is
+/// assumed new and not read: new streams (an order placed) are the common case, and the
+/// unique key on `(stream_type, stream_id, version)` proves the assumption when the rows are
+/// inserted. If it fails there, the backend rolls the inserts back and plans again with
+/// `optimistic` false, reading every stream. Returns the streams and whether any was assumed.
+pub(crate) fn streams_to_read(
+    batch: &[PendingAppend],
+    optimistic: bool,
+) -> (Vec<&StreamRef>, bool) {
+    let mut first: HashMap<&StreamRef, ExpectedVersion> = HashMap::with_capacity(batch.len());
+    for pending in batch {
+        first.entry(&pending.stream).or_insert(pending.expected);
+    }
+    let total = first.len();
+    let mut streams: Vec<&StreamRef> = first
+        .into_iter()
+        .filter(|(_, expected)| !optimistic || *expected != ExpectedVersion::NO_STREAM)
+        .map(|(stream, _)| stream)
+        .collect();
     streams.sort_unstable();
-    streams.dedup();
-    streams
+    let assumed = streams.len() < total;
+    (streams, assumed)
+}
+
+/// Splits `items` into runs whose lengths are powers of two, no longer than `max_len` and, past
+/// the first item, no larger than `max_bytes` by `size`. Statements of these lengths are few
+/// (log2(max_len) + 1), so each connection prepares them once and reuses them, instead of
+/// preparing a new statement for every batch size.
+pub(crate) fn pow2_chunks<'a, T>(
+    items: &'a [T],
+    max_len: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize + 'a,
+) -> impl Iterator<Item = &'a [T]> + 'a {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut len = 1;
+        let mut bytes = size(&rest[0]);
+        while len * 2 <= rest.len().min(max_len) {
+            let more: usize = rest[len..len * 2].iter().map(&size).sum();
+            if bytes + more > max_bytes {
+                break;
+            }
+            bytes += more;
+            len *= 2;
+        }
+        let (chunk, tail) = rest.split_at(len);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// A backend's half of group commit: write one batch in one transaction.
@@ -327,6 +376,41 @@ mod tests {
         PendingAppend::new(stream, expected, events, &Metadata::default())
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_within_the_limits() {
+        let items: Vec<usize> = vec![10; 1000];
+        let lens: Vec<usize> = pow2_chunks(&items, 512, usize::MAX, |i| *i)
+            .map(<[_]>::len)
+            .collect();
+        assert_eq!(lens, vec![512, 256, 128, 64, 32, 8]);
+        let lens: Vec<usize> = pow2_chunks(&items, 512, 35, |i| *i)
+            .map(<[_]>::len)
+            .collect();
+        assert!(lens.iter().all(|l| *l == 2));
+        let big = vec![100usize, 1, 1];
+        let lens: Vec<usize> = pow2_chunks(&big, 512, 50, |i| *i).map(<[_]>::len).collect();
+        assert_eq!(
+            lens,
+            vec![1, 2],
+            "an item larger than the limit still goes, alone"
+        );
+    }
+
+    #[test]
+    fn only_streams_not_expected_new_are_read_when_optimistic() {
+        let batch = vec![
+            pending("new", ExpectedVersion::NO_STREAM, 1),
+            pending("new", ExpectedVersion::Exact(1), 1),
+            pending("old", ExpectedVersion::Exact(4), 1),
+            pending("any", ExpectedVersion::Any, 1),
+        ];
+        let (read, assumed) = streams_to_read(&batch, true);
+        let ids: Vec<&str> = read.iter().map(|s| s.stream_id.as_str()).collect();
+        assert_eq!((ids, assumed), (vec!["any", "old"], true));
+        let (read, assumed) = streams_to_read(&batch, false);
+        assert_eq!((read.len(), assumed), (3, false));
     }
 
     #[test]

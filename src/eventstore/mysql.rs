@@ -29,12 +29,12 @@ use super::model::{
 };
 use super::{EventStore, OpenAppend};
 
-/// Rows per multi-row INSERT statement (9 placeholders each, well under MySQL's 65,535).
-const INSERT_CHUNK_ROWS: usize = 1000;
+/// Most rows per multi-row INSERT statement (9 placeholders each, well under MySQL's 65,535).
+const INSERT_CHUNK_ROWS: usize = 512;
 /// Bytes of payload per INSERT statement, to stay well under the default 16 MiB packet.
 const INSERT_CHUNK_BYTES: usize = 4 << 20;
-/// Streams per version look-up statement.
-const VERSION_QUERY_STREAMS: usize = 1000;
+/// Most streams per version look-up statement.
+const VERSION_QUERY_STREAMS: usize = 256;
 
 const SELECT_COLUMNS: &str = "SELECT global_position, stream_type, stream_id, version, \
      event_type, event_version, payload, metadata, recorded_at FROM events";
@@ -102,20 +102,38 @@ async fn write_in(
     let head: u64 = sqlx::query_scalar("SELECT position FROM event_head WHERE id = 1 FOR UPDATE")
         .fetch_one(&mut **tx)
         .await?;
-    let current = current_versions(tx, &group_commit::distinct_streams(batch)).await?;
-    let plan = group_commit::plan(batch, &current, head);
-    if plan.rows.is_empty() {
-        return Ok(plan.outcomes);
-    }
     let recorded_at = Utc::now().naive_utc();
-    for chunk in chunks(&plan.rows) {
-        insert(tx, chunk, recorded_at).await?;
+    let mut optimistic = true;
+    loop {
+        let (streams, assumed) = group_commit::streams_to_read(batch, optimistic);
+        let current = current_versions(tx, &streams).await?;
+        let plan = group_commit::plan(batch, &current, head);
+        if plan.rows.is_empty() {
+            return Ok(plan.outcomes);
+        }
+        if assumed {
+            sqlx::query("SAVEPOINT optimistic")
+                .execute(&mut **tx)
+                .await?;
+        }
+        match insert(tx, &plan.rows, recorded_at).await {
+            Ok(()) => {
+                sqlx::query("UPDATE event_head SET position = ? WHERE id = 1")
+                    .bind(plan.head)
+                    .execute(&mut **tx)
+                    .await?;
+                return Ok(plan.outcomes);
+            }
+            // A stream assumed new exists: plan again, reading every stream's version.
+            Err(sqlx::Error::Database(e)) if assumed && e.is_unique_violation() => {
+                sqlx::query("ROLLBACK TO SAVEPOINT optimistic")
+                    .execute(&mut **tx)
+                    .await?;
+                optimistic = false;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    sqlx::query("UPDATE event_head SET position = ? WHERE id = 1")
-        .bind(plan.head)
-        .execute(&mut **tx)
-        .await?;
-    Ok(plan.outcomes)
 }
 
 async fn current_versions(
@@ -123,7 +141,7 @@ async fn current_versions(
     streams: &[&StreamRef],
 ) -> Result<HashMap<StreamRef, u64>, sqlx::Error> {
     let mut current = HashMap::new();
-    for chunk in streams.chunks(VERSION_QUERY_STREAMS) {
+    for chunk in group_commit::pow2_chunks(streams, VERSION_QUERY_STREAMS, usize::MAX, |_| 1) {
         let mut query = QueryBuilder::<MySql>::new(
             "SELECT stream_type, stream_id, MAX(version) FROM events WHERE ",
         );
@@ -147,26 +165,19 @@ async fn current_versions(
     Ok(current)
 }
 
-/// Splits the planned rows into statements bounded by row count and payload size.
-fn chunks<'p, 'a>(rows: &'p [PlannedRow<'a>]) -> impl Iterator<Item = &'p [PlannedRow<'a>]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let mut n = 0;
-        while n < rest.len() && n < INSERT_CHUNK_ROWS && (n == 0 || bytes < INSERT_CHUNK_BYTES) {
-            bytes += rest[n].event.payload.len() + rest[n].metadata.len();
-            n += 1;
-        }
-        let (chunk, tail) = rest.split_at(n);
-        rest = tail;
-        Some(chunk)
-    })
+async fn insert(
+    tx: &mut Transaction<'static, MySql>,
+    rows: &[PlannedRow<'_>],
+    recorded_at: NaiveDateTime,
+) -> Result<(), sqlx::Error> {
+    let size = |row: &PlannedRow<'_>| row.event.payload.len() + row.metadata.len();
+    for chunk in group_commit::pow2_chunks(rows, INSERT_CHUNK_ROWS, INSERT_CHUNK_BYTES, size) {
+        insert_chunk(tx, chunk, recorded_at).await?;
+    }
+    Ok(())
 }
 
-async fn insert(
+async fn insert_chunk(
     tx: &mut Transaction<'static, MySql>,
     rows: &[PlannedRow<'_>],
     recorded_at: NaiveDateTime,

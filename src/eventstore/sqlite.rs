@@ -22,10 +22,10 @@ use super::model::{
 };
 use super::{EventStore, OpenAppend};
 
-/// Rows per multi-row INSERT (9 variables each, under SQLite's 32,766).
-const INSERT_CHUNK_ROWS: usize = 500;
-/// Streams per version look-up statement (2 variables each).
-const VERSION_QUERY_STREAMS: usize = 500;
+/// Most rows per multi-row INSERT (9 variables each, under SQLite's 32,766).
+const INSERT_CHUNK_ROWS: usize = 512;
+/// Most streams per version look-up statement (2 variables each).
+const VERSION_QUERY_STREAMS: usize = 256;
 
 const SELECT_COLUMNS: &str = "SELECT global_position, stream_type, stream_id, version, \
      event_type, event_version, payload, metadata, recorded_at FROM events";
@@ -99,13 +99,32 @@ async fn write_in(
     let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
         .fetch_one(&mut **tx)
         .await?;
-    let current = current_versions(tx, &group_commit::distinct_streams(batch)).await?;
-    let plan = group_commit::plan(batch, &current, to_u64(head));
     let recorded_at = Utc::now();
-    for chunk in plan.rows.chunks(INSERT_CHUNK_ROWS) {
-        insert(tx, chunk, recorded_at).await?;
+    let mut optimistic = true;
+    loop {
+        let (streams, assumed) = group_commit::streams_to_read(batch, optimistic);
+        let current = current_versions(tx, &streams).await?;
+        let plan = group_commit::plan(batch, &current, to_u64(head));
+        if plan.rows.is_empty() {
+            return Ok(plan.outcomes);
+        }
+        if assumed {
+            sqlx::query("SAVEPOINT optimistic")
+                .execute(&mut **tx)
+                .await?;
+        }
+        match insert(tx, &plan.rows, recorded_at).await {
+            Ok(()) => return Ok(plan.outcomes),
+            // A stream assumed new exists: plan again, reading every stream's version.
+            Err(sqlx::Error::Database(e)) if assumed && e.is_unique_violation() => {
+                sqlx::query("ROLLBACK TO SAVEPOINT optimistic")
+                    .execute(&mut **tx)
+                    .await?;
+                optimistic = false;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(plan.outcomes)
 }
 
 async fn current_versions(
@@ -113,7 +132,7 @@ async fn current_versions(
     streams: &[&StreamRef],
 ) -> Result<HashMap<StreamRef, u64>, sqlx::Error> {
     let mut current = HashMap::new();
-    for chunk in streams.chunks(VERSION_QUERY_STREAMS) {
+    for chunk in group_commit::pow2_chunks(streams, VERSION_QUERY_STREAMS, usize::MAX, |_| 1) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "SELECT stream_type, stream_id, MAX(version) FROM events WHERE ",
         );
@@ -138,6 +157,17 @@ async fn current_versions(
 }
 
 async fn insert(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[PlannedRow<'_>],
+    recorded_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    for chunk in group_commit::pow2_chunks(rows, INSERT_CHUNK_ROWS, usize::MAX, |_| 1) {
+        insert_chunk(tx, chunk, recorded_at).await?;
+    }
+    Ok(())
+}
+
+async fn insert_chunk(
     tx: &mut Transaction<'static, Sqlite>,
     rows: &[PlannedRow<'_>],
     recorded_at: DateTime<Utc>,
