@@ -111,12 +111,19 @@ async fn write_in(
         if plan.rows.is_empty() {
             return Ok(plan.outcomes);
         }
-        if assumed {
+        let size = |row: &PlannedRow<'_>| row.event.payload.len() + row.metadata.len();
+        let chunks: Vec<_> =
+            group_commit::pow2_chunks(&plan.rows, INSERT_CHUNK_ROWS, INSERT_CHUNK_BYTES, size)
+                .collect();
+        // A failed statement leaves nothing behind; only a later one failing must undo the
+        // earlier ones.
+        let savepoint = assumed && chunks.len() > 1;
+        if savepoint {
             sqlx::query("SAVEPOINT optimistic")
                 .execute(&mut **tx)
                 .await?;
         }
-        match insert(tx, &plan.rows, recorded_at).await {
+        match insert(tx, &chunks, recorded_at).await {
             Ok(()) => {
                 sqlx::query("UPDATE event_head SET position = ? WHERE id = 1")
                     .bind(plan.head)
@@ -126,9 +133,11 @@ async fn write_in(
             }
             // A stream assumed new exists: plan again, reading every stream's version.
             Err(sqlx::Error::Database(e)) if assumed && e.is_unique_violation() => {
-                sqlx::query("ROLLBACK TO SAVEPOINT optimistic")
-                    .execute(&mut **tx)
-                    .await?;
+                if savepoint {
+                    sqlx::query("ROLLBACK TO SAVEPOINT optimistic")
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 optimistic = false;
             }
             Err(e) => return Err(e),
@@ -167,11 +176,10 @@ async fn current_versions(
 
 async fn insert(
     tx: &mut Transaction<'static, MySql>,
-    rows: &[PlannedRow<'_>],
+    chunks: &[&[PlannedRow<'_>]],
     recorded_at: NaiveDateTime,
 ) -> Result<(), sqlx::Error> {
-    let size = |row: &PlannedRow<'_>| row.event.payload.len() + row.metadata.len();
-    for chunk in group_commit::pow2_chunks(rows, INSERT_CHUNK_ROWS, INSERT_CHUNK_BYTES, size) {
+    for chunk in chunks {
         insert_chunk(tx, chunk, recorded_at).await?;
     }
     Ok(())

@@ -108,18 +108,26 @@ async fn write_in(
         if plan.rows.is_empty() {
             return Ok(plan.outcomes);
         }
-        if assumed {
+        let size = |_: &PlannedRow<'_>| 1;
+        let chunks: Vec<_> =
+            group_commit::pow2_chunks(&plan.rows, INSERT_CHUNK_ROWS, usize::MAX, size).collect();
+        // A failed statement leaves nothing behind; only a later one failing must undo the
+        // earlier ones.
+        let savepoint = assumed && chunks.len() > 1;
+        if savepoint {
             sqlx::query("SAVEPOINT optimistic")
                 .execute(&mut **tx)
                 .await?;
         }
-        match insert(tx, &plan.rows, recorded_at).await {
+        match insert(tx, &chunks, recorded_at).await {
             Ok(()) => return Ok(plan.outcomes),
             // A stream assumed new exists: plan again, reading every stream's version.
             Err(sqlx::Error::Database(e)) if assumed && e.is_unique_violation() => {
-                sqlx::query("ROLLBACK TO SAVEPOINT optimistic")
-                    .execute(&mut **tx)
-                    .await?;
+                if savepoint {
+                    sqlx::query("ROLLBACK TO SAVEPOINT optimistic")
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 optimistic = false;
             }
             Err(e) => return Err(e),
@@ -158,10 +166,10 @@ async fn current_versions(
 
 async fn insert(
     tx: &mut Transaction<'static, Sqlite>,
-    rows: &[PlannedRow<'_>],
+    chunks: &[&[PlannedRow<'_>]],
     recorded_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    for chunk in group_commit::pow2_chunks(rows, INSERT_CHUNK_ROWS, usize::MAX, |_| 1) {
+    for chunk in chunks {
         insert_chunk(tx, chunk, recorded_at).await?;
     }
     Ok(())

@@ -23,6 +23,7 @@ on_both_backends!(
     metadata_is_stored_with_every_event,
     concurrent_appenders_racing_for_one_stream_get_gapless_versions,
     concurrent_appends_share_one_commit_and_a_conflict_fails_alone,
+    a_conflict_in_a_later_statement_of_a_large_batch_undoes_only_itself,
     a_follower_never_skips_an_event_committed_after_a_held_earlier_position,
     a_follower_under_load_sees_every_event_exactly_once_in_order,
     shutdown_commits_accepted_appends_and_refuses_new_ones,
@@ -475,6 +476,97 @@ async fn concurrent_appends_share_one_commit_and_a_conflict_fails_alone(backend:
         all.iter().zip(1..).all(|(e, p)| e.global_position == p),
         "contiguous positions"
     );
+}
+
+async fn a_conflict_in_a_later_statement_of_a_large_batch_undoes_only_itself(backend: Backend) {
+    let config = GroupCommitConfig {
+        writers: 1,
+        ..GroupCommitConfig::default()
+    };
+    let f = StoreFixture::with_config(backend, &config).await;
+    f.events
+        .append(
+            stream("taken"),
+            ExpectedVersion::NO_STREAM,
+            vec![event("E", 0)],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    // Hold the write lock so that the writer stalls on its first batch and the next two
+    // appends queue up behind it, to be written together as one batch.
+    let held = f
+        .store
+        .begin_append(stream("held"), vec![event("Held", 0)])
+        .await;
+    let first = {
+        let s = Arc::clone(&f.events);
+        tokio::spawn(async move {
+            s.append(
+                stream("first"),
+                ExpectedVersion::NO_STREAM,
+                vec![event("E", 0)],
+                Metadata::default(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let big = {
+        let s = Arc::clone(&f.events);
+        let events: Vec<EventData> = (0..600).map(|n| event("Big", n)).collect();
+        tokio::spawn(async move {
+            s.append(
+                stream("big"),
+                ExpectedVersion::NO_STREAM,
+                events,
+                Metadata::default(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let clash = {
+        let s = Arc::clone(&f.events);
+        tokio::spawn(async move {
+            s.append(
+                stream("taken"),
+                ExpectedVersion::NO_STREAM,
+                vec![event("E", 1)],
+                Metadata::default(),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held.commit().await.unwrap();
+    first.await.unwrap().unwrap();
+    let big = big.await.unwrap().unwrap();
+    assert_eq!(big.version, 600);
+    let clash = clash.await.unwrap().unwrap_err();
+    assert!(
+        matches!(clash, EventStoreError::Conflict { actual: 1, .. }),
+        "{clash:?}"
+    );
+    // The big append's 600 rows went in once, in two or more statements, and the clash left
+    // no row: the log is contiguous and holds exactly what was acknowledged.
+    let all = read_everything(f.events.as_ref()).await;
+    assert_eq!(all.len(), 1 + 1 + 1 + 600);
+    assert!(all.iter().zip(1..).all(|(e, p)| e.global_position == p));
+    assert_eq!(
+        f.events
+            .read_stream(&stream("taken"), 1, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let big_commits: HashSet<_> = all
+        .iter()
+        .filter(|e| e.event_type == "Big")
+        .map(|e| e.recorded_at)
+        .collect();
+    assert_eq!(big_commits.len(), 1);
 }
 
 /// Follows the log from `after` until it has seen `until`, checking that positions arrive
