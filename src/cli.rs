@@ -1,10 +1,15 @@
 //! The `openrun` command line.
 
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::eventstore::{self, EventStore, StreamRef};
 use crate::startup::{self, Application};
-use crate::telemetry;
+use crate::{ops, projections, telemetry};
 
 /// openrun: the order and inventory core of a limited-drop shop.
 #[derive(Debug, Parser)]
@@ -22,6 +27,35 @@ pub enum Command {
     Serve,
     /// Apply the embedded database migrations and exit.
     Migrate,
+    /// Print one stream as a timeline.
+    Replay {
+        /// The stream, as `type/id` (for example `order/0190c0de-...`).
+        #[arg(long)]
+        stream: String,
+        /// One JSON object per event instead of the timeline.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-derive the invariants from the log; exits non-zero on any violation.
+    Audit,
+    /// Projection status and rebuild.
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+/// `openrun projections ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's checkpoint and lag.
+    Status,
+    /// Replay a projection from zero into fresh tables and swap them in.
+    Rebuild {
+        /// The projection's name.
+        name: String,
+    },
 }
 
 /// Runs the parsed command line.
@@ -42,5 +76,71 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(database = %config.database_url_redacted(), "migrations applied");
             Ok(())
         }
+        command => with_log(&config, command).await,
     }
+}
+
+/// Commands that read the log: they open the store, run, and shut it down again.
+async fn with_log(config: &Config, command: Command) -> anyhow::Result<()> {
+    let db = startup::connect(config).await?;
+    db.migrate().await?;
+    let events = eventstore::open(&db, &config.group_commit);
+    let result = run_on_log(&db, Arc::clone(&events), command).await;
+    events.shutdown().await;
+    db.close().await;
+    result
+}
+
+async fn run_on_log(
+    db: &crate::db::Database,
+    events: Arc<dyn EventStore>,
+    command: Command,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Replay { stream, json } => {
+            let stream = StreamRef::parse(&stream)
+                .context("--stream: expected type/id, for example order/0190c0de-...")?;
+            let recorded = ops::stream_events(events.as_ref(), &stream).await?;
+            if recorded.is_empty() {
+                bail!("no stream {stream}");
+            }
+            if json {
+                for event in &recorded {
+                    writeln!(out, "{}", serde_json::to_string(event)?)?;
+                }
+            } else {
+                ops::write_timeline(&mut out, &stream, &recorded)?;
+            }
+        }
+        Command::Audit => {
+            let checks = ops::audit(db, events.as_ref()).await?;
+            if !ops::write_report(&mut out, &checks)? {
+                bail!("the audit found violations");
+            }
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Status,
+        } => {
+            writeln!(
+                out,
+                "{:<24} {:>12} {:>10}",
+                "projection", "checkpoint", "lag"
+            )?;
+            for s in projections::status(db, events.as_ref()).await? {
+                writeln!(out, "{:<24} {:>12} {:>10}", s.name, s.checkpoint, s.lag)?;
+            }
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => {
+            let position = ops::rebuild(db, events, &name).await?;
+            writeln!(
+                out,
+                "{name}: rebuilt up to position {position} and swapped in"
+            )?;
+        }
+        Command::Serve | Command::Migrate => bail!("serve and migrate do not run on an open log"),
+    }
+    Ok(())
 }

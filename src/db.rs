@@ -175,6 +175,14 @@ impl Database {
             .count())
     }
 
+    /// The same pools, as the projections crate names them.
+    pub fn pool(&self) -> openrun_projections::store::Pool {
+        match self {
+            Self::MySql(pool) => openrun_projections::store::Pool::MySql(pool.clone()),
+            Self::Sqlite(pool) => openrun_projections::store::Pool::Sqlite(pool.clone()),
+        }
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         match self {

@@ -8,6 +8,8 @@
 //! - [`db`]: the MySQL / MariaDB or SQLite pool and the embedded migrations.
 //! - [`eventstore`]: the event log, with group commit, on both backends.
 //! - [`http`]: the HTTP API, one module per resource.
+//! - [`projections`]: the read models this service runs (machinery in `openrun-projections`).
+//! - [`ops`]: operator commands: replay a stream, audit the log, projection status and rebuild.
 //! - [`startup`]: building and running the application.
 //! - [`cli`]: the `openrun` command line.
 //! - [`telemetry`]: tracing and metrics.
@@ -17,5 +19,7 @@ pub mod config;
 pub mod db;
 pub mod eventstore;
 pub mod http;
+pub mod ops;
+pub mod projections;
 pub mod startup;
 pub mod telemetry;

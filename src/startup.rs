@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::db::Database;
 use crate::eventstore::{self, EventStore};
+use crate::projections::Projectors;
 use crate::{http, telemetry};
 
 /// What every request handler can reach.
@@ -28,6 +29,7 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    projectors: Projectors,
 }
 
 impl Application {
@@ -37,6 +39,7 @@ impl Application {
         let db = connect(config).await?;
         db.migrate().await?;
         let events = eventstore::open(&db, &config.group_commit);
+        let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
@@ -45,7 +48,11 @@ impl Application {
             events,
             metrics: telemetry::metrics(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            projectors,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -69,6 +76,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")?;
+        self.projectors.stop().await;
         state.events.shutdown().await;
         state.db.close().await;
         tracing::info!("stopped");

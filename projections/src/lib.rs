@@ -1,1 +1,52 @@
-//! openrun projections
+//! Read models that follow the event log, and the machinery that runs them.
+//!
+//! A [`Projection`] has a name, owns a few tables, and turns each recorded event into writes
+//! to them. The [`runner`] feeds it: it catches up from the projection's checkpoint, then
+//! follows new events, woken by appends made in this process and polling for those made by
+//! other processes. The read-model writes of a batch and the move of the checkpoint commit
+//! in one transaction, and the checkpoint moves only from the position the batch started at
+//! (compare-and-set), so every event takes effect exactly once per projection, across crashes
+//! and even if two processes ever ran the same projection at once. A lease in the database
+//! makes sure that normally only one process does.
+//!
+//! # Layout
+//! - [`log`]: recorded events and the [`log::EventSource`] they are read from.
+//! - [`store`]: the database handle, transactions on either backend, checkpoints and leases.
+//! - [`runner`]: catch-up and follow, one task per projection.
+//! - [`rebuild`]: replay from zero into fresh tables and swap them in.
+//! - [`streams`]: the stream index read model (one row per stream).
+#![warn(missing_docs)]
+
+pub mod log;
+pub mod rebuild;
+pub mod runner;
+pub mod store;
+pub mod streams;
+
+use async_trait::async_trait;
+
+use log::RecordedEvent;
+use store::{Pool, Tables, Tx};
+
+/// A read model fed by the event log.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: used for the checkpoint, the lease and the CLI.
+    fn name(&self) -> &'static str;
+
+    /// Creates the projection's tables, named through `tables`, if they do not exist. Use
+    /// only PRIMARY KEY and UNIQUE constraints for indexes: SQLite index names are global, and
+    /// a rebuild creates a second set of tables beside the live one.
+    async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()>;
+
+    /// The tables [`Projection::create_tables`] creates, by base name (a rebuild swaps them).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies one event inside the batch's transaction.
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()>;
+}

@@ -96,6 +96,28 @@ impl<DB: sqlx::Database> OpenAppend<DB> {
     }
 }
 
+/// The event store as the source projections read from.
+pub struct LogSource(pub Arc<dyn EventStore>);
+
+#[async_trait]
+impl openrun_projections::log::EventSource for LogSource {
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, openrun_projections::log::SourceError> {
+        Ok(self.0.read_all(after, limit).await?)
+    }
+
+    async fn head_position(&self) -> Result<u64, openrun_projections::log::SourceError> {
+        Ok(self.0.head_position().await?)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 /// Opens the event store that matches the database backend.
 pub fn open(db: &Database, config: &group_commit::GroupCommitConfig) -> Arc<dyn EventStore> {
     match db {

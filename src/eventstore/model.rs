@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+pub use openrun_projections::log::{Metadata, RecordedEvent};
 
 /// Longest accepted stream type, in bytes (the column is `VARCHAR(64)`).
 pub const MAX_STREAM_TYPE_LEN: usize = 64;
@@ -126,23 +127,6 @@ impl EventData {
     }
 }
 
-/// Who caused an append and why: stored with every event of the append.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Metadata {
-    /// Ties together everything one outside request caused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<Uuid>,
-    /// The message (request, event or scheduled item) that directly caused this append.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub causation_id: Option<Uuid>,
-    /// Who issued the command, for example `member:0190...` or `system:scheduler`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
-    /// The client's `Idempotency-Key`, when the command came with one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-}
-
 /// What a successful append returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -150,36 +134,6 @@ pub struct Appended {
     pub version: u64,
     /// The global positions given to the appended events, in order.
     pub positions: RangeInclusive<u64>,
-}
-
-/// An event as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RecordedEvent {
-    /// Position in the whole log, from 1, contiguous.
-    pub global_position: u64,
-    /// The aggregate type of the stream.
-    pub stream_type: String,
-    /// The aggregate id of the stream.
-    pub stream_id: String,
-    /// Version within the stream, from 1, contiguous.
-    pub version: u64,
-    /// Past-tense event name.
-    pub event_type: String,
-    /// Version of the payload's shape.
-    pub event_version: String,
-    /// The payload.
-    pub payload: serde_json::Value,
-    /// Who caused it and why.
-    pub metadata: Metadata,
-    /// When the event was committed.
-    pub recorded_at: DateTime<Utc>,
-}
-
-impl RecordedEvent {
-    /// The stream this event belongs to.
-    pub fn stream_ref(&self) -> StreamRef {
-        StreamRef::new(&self.stream_type, &self.stream_id)
-    }
 }
 
 /// Why an event store call failed.

@@ -189,6 +189,7 @@ impl Store {
 pub struct StoreFixture {
     pub store: Store,
     pub events: Arc<dyn EventStore>,
+    pub db: Database,
     _test_db: TestDb,
 }
 
@@ -204,6 +205,7 @@ impl StoreFixture {
         Self {
             events: store.dyn_store(),
             store,
+            db,
             _test_db: test_db,
         }
     }

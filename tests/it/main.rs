@@ -7,3 +7,5 @@ mod cli;
 mod cqrs;
 mod eventstore;
 mod helpers;
+mod ops;
+mod projections;

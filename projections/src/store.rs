@@ -1,0 +1,231 @@
+//! The database as projections use it: pools and transactions on either backend, the
+//! per-projection checkpoint, and leases.
+//!
+//! Each projection's checkpoint is a one-row table of its own, `<name>_checkpoint`, named
+//! through [`Tables`] like its read-model tables, so that a rebuild swaps data and checkpoint
+//! together in one step.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::{MySql, MySqlPool, Sqlite, SqlitePool, Transaction};
+
+/// A connection pool on either backend.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// MySQL / MariaDB.
+    MySql(MySqlPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// An open transaction on either backend.
+pub enum Tx {
+    /// MySQL / MariaDB.
+    MySql(Transaction<'static, MySql>),
+    /// SQLite (`BEGIN IMMEDIATE`: it writes).
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+impl Pool {
+    /// Begins a write transaction.
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        Ok(match self {
+            Self::MySql(pool) => Tx::MySql(pool.begin().await?),
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// Runs one statement with no parameters outside any transaction (DDL).
+    pub async fn execute(&self, sql: &str) -> sqlx::Result<()> {
+        match self {
+            Self::MySql(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Self::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+    }
+
+    /// Whether this is the SQLite backend.
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> sqlx::Result<()> {
+        match self {
+            Self::MySql(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Names a projection's tables: the live set, or a set being rebuilt beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    suffix: &'static str,
+}
+
+impl Tables {
+    /// The live tables.
+    pub const LIVE: Self = Self { suffix: "" };
+    /// The tables a rebuild fills before swapping them in.
+    pub const REBUILD: Self = Self {
+        suffix: "__rebuild",
+    };
+    /// The live tables just swapped out by a rebuild, about to be dropped.
+    pub const RETIRED: Self = Self {
+        suffix: "__retired",
+    };
+
+    /// The actual name of the table `base`.
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+
+    /// The checkpoint table of `projection`.
+    pub fn checkpoint(&self, projection: &str) -> String {
+        self.name(&format!("{projection}_checkpoint"))
+    }
+}
+
+/// Creates the checkpoint table of `projection` (at position 0) if it does not exist.
+pub async fn create_checkpoint(
+    pool: &Pool,
+    projection: &str,
+    tables: &Tables,
+) -> anyhow::Result<()> {
+    let table = tables.checkpoint(projection);
+    pool.execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (id INTEGER NOT NULL PRIMARY KEY, position BIGINT NOT NULL)"
+    ))
+    .await
+    .with_context(|| format!("creating {table}"))?;
+    let insert = if pool.is_sqlite() {
+        format!("INSERT OR IGNORE INTO {table} (id, position) VALUES (1, 0)")
+    } else {
+        format!("INSERT IGNORE INTO {table} (id, position) VALUES (1, 0)")
+    };
+    pool.execute(&insert)
+        .await
+        .with_context(|| format!("initialising {table}"))?;
+    Ok(())
+}
+
+/// The position a projection has applied up to.
+pub async fn checkpoint(pool: &Pool, projection: &str, tables: &Tables) -> sqlx::Result<u64> {
+    let sql = format!(
+        "SELECT position FROM {} WHERE id = 1",
+        tables.checkpoint(projection)
+    );
+    let position: i64 = match pool {
+        Pool::MySql(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await?,
+        Pool::Sqlite(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await?,
+    };
+    Ok(u64::try_from(position).unwrap_or(0))
+}
+
+/// Moves the checkpoint from `from` to `to` inside `tx`; false when it was not at `from`
+/// (another runner moved it), in which case the caller must roll back.
+pub async fn advance(
+    tx: &mut Tx,
+    projection: &str,
+    tables: &Tables,
+    from: u64,
+    to: u64,
+) -> sqlx::Result<bool> {
+    let sql = format!(
+        "UPDATE {} SET position = ? WHERE id = 1 AND position = ?",
+        tables.checkpoint(projection)
+    );
+    let (from, to) = (to_i64(from), to_i64(to));
+    let moved = match tx {
+        Tx::MySql(tx) => sqlx::query(&sql)
+            .bind(to)
+            .bind(from)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+        Tx::Sqlite(tx) => sqlx::query(&sql)
+            .bind(to)
+            .bind(from)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected(),
+    };
+    Ok(moved == 1)
+}
+
+/// Takes or renews the lease `name` for `owner` for `ttl`; true if `owner` holds it now.
+/// A lease held by someone else is taken only once it has expired. Time is the database's,
+/// so that every process agrees on it.
+pub async fn acquire_lease(
+    pool: &Pool,
+    name: &str,
+    owner: &str,
+    ttl: Duration,
+) -> sqlx::Result<bool> {
+    let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+    match pool {
+        Pool::MySql(pool) => {
+            sqlx::query(
+                "INSERT INTO projection_leases (name, owner, expires_at) \
+                 VALUES (?, ?, NOW(6) + INTERVAL ? MICROSECOND) \
+                 ON DUPLICATE KEY UPDATE \
+                   owner = IF(expires_at < NOW(6) OR owner = VALUES(owner), VALUES(owner), owner), \
+                   expires_at = IF(owner = VALUES(owner), VALUES(expires_at), expires_at)",
+            )
+            .bind(name)
+            .bind(owner)
+            .bind(ttl_us)
+            .execute(pool)
+            .await?;
+            let holder: String =
+                sqlx::query_scalar("SELECT owner FROM projection_leases WHERE name = ?")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(holder == owner)
+        }
+        Pool::Sqlite(pool) => {
+            // Times are microseconds since the epoch, from SQLite's own clock.
+            let now = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)";
+            let sql = format!(
+                "INSERT INTO projection_leases (name, owner, expires_at) VALUES (?1, ?2, {now} + ?3) \
+                 ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+                 WHERE projection_leases.owner = excluded.owner OR projection_leases.expires_at < {now}"
+            );
+            let taken = sqlx::query(&sql)
+                .bind(name)
+                .bind(owner)
+                .bind(ttl_us)
+                .execute(pool)
+                .await?;
+            Ok(taken.rows_affected() == 1)
+        }
+    }
+}
+
+/// Gives the lease up at once, if `owner` holds it.
+pub async fn release_lease(pool: &Pool, name: &str, owner: &str) -> sqlx::Result<()> {
+    let sql = "DELETE FROM projection_leases WHERE name = ? AND owner = ?";
+    match pool {
+        Pool::MySql(pool) => sqlx::query(sql)
+            .bind(name)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(drop),
+        Pool::Sqlite(pool) => sqlx::query(sql)
+            .bind(name)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(drop),
+    }
+}
+
+/// Positions are stored signed; they never reach 2^63.
+pub fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,234 @@
+//! Operator commands that read the log: `replay` (a stream as a timeline), `audit` (the
+//! invariants re-derived from the log alone) and projection `status` / `rebuild`.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use openrun_projections::rebuild;
+use serde_json::Value;
+
+use crate::db::Database;
+use crate::eventstore::{EventStore, LogSource, RecordedEvent, StreamRef};
+use crate::projections;
+
+/// Events read per round trip.
+const PAGE: usize = 1000;
+/// Longest summary of an event's fields in the timeline.
+const SUMMARY_CHARS: usize = 120;
+
+/// Every event of `stream`, in version order.
+pub async fn stream_events(
+    events: &dyn EventStore,
+    stream: &StreamRef,
+) -> anyhow::Result<Vec<RecordedEvent>> {
+    let mut all: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let from = all.last().map_or(1, |e| e.version + 1);
+        let page = events.read_stream(stream, from, PAGE).await?;
+        let done = page.len() < PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// Writes `stream` as a timeline, one line per event: time, version, event, actor, key fields.
+pub fn write_timeline(
+    out: &mut impl Write,
+    stream: &StreamRef,
+    events: &[RecordedEvent],
+) -> std::io::Result<()> {
+    writeln!(out, "{stream}  ({} events)", events.len())?;
+    for e in events {
+        writeln!(
+            out,
+            "{}  v{:<3} {:<32} {:<44} {}",
+            e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
+            e.version,
+            format!("{} {}", e.event_type, e.event_version),
+            e.metadata.actor.as_deref().unwrap_or("-"),
+            summary(&e.payload),
+        )?;
+    }
+    Ok(())
+}
+
+/// The scalar fields of an event's data as `key=value`, arrays as their length. Sealed or
+/// personal fields (anything about an address) are left out.
+fn summary(payload: &Value) -> String {
+    let data = payload.get("data").unwrap_or(payload);
+    let Some(fields) = data.as_object() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (key, value) in fields {
+        if key.contains("address") {
+            continue;
+        }
+        let shown = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Array(items) => format!("[{}]", items.len()),
+            Value::Object(_) | Value::Null => continue,
+        };
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("{key}={shown}"));
+    }
+    if out.chars().count() > SUMMARY_CHARS {
+        out = out.chars().take(SUMMARY_CHARS - 1).collect::<String>() + "…";
+    }
+    out
+}
+
+/// One check of the audit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// The violations found; empty when the check passed.
+    pub violations: Vec<String>,
+}
+
+/// Re-derives the invariants from the log alone.
+pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec<Check>> {
+    let head = events.head_position().await?;
+    let mut checks = vec![
+        Check {
+            name: "global positions are contiguous from 1",
+            violations: positions(db).await?,
+        },
+        Check {
+            name: "stream versions are contiguous from 1",
+            violations: versions(db).await?,
+        },
+    ];
+    let mut behind = Vec::new();
+    for status in projections::status(db, events).await? {
+        if status.checkpoint > head {
+            behind.push(format!(
+                "{} is at {} past the head {head}",
+                status.name, status.checkpoint
+            ));
+        }
+    }
+    checks.push(Check {
+        name: "every projection checkpoint is at or behind the head",
+        violations: behind,
+    });
+    Ok(checks)
+}
+
+async fn positions(db: &Database) -> anyhow::Result<Vec<String>> {
+    const SQL: &str = "SELECT COUNT(*), CAST(COALESCE(MIN(global_position), 1) AS SIGNED), \
+                       CAST(COALESCE(MAX(global_position), 0) AS SIGNED) FROM events";
+    let (count, min, max): (i64, i64, i64) = match db {
+        Database::MySql(pool) => sqlx::query_as(SQL).fetch_one(pool).await?,
+        Database::Sqlite(pool) => {
+            sqlx::query_as(&SQL.replace("AS SIGNED", "AS INTEGER"))
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok(if count == max && (count == 0 || min == 1) {
+        vec![]
+    } else {
+        vec![format!("{count} events span positions {min}..={max}")]
+    })
+}
+
+async fn versions(db: &Database) -> anyhow::Result<Vec<String>> {
+    const SQL: &str = "SELECT stream_type, stream_id, CAST(COUNT(*) AS SIGNED), CAST(MAX(version) AS SIGNED) \
+                       FROM events GROUP BY stream_type, stream_id \
+                       HAVING COUNT(*) <> MAX(version) OR MIN(version) <> 1 LIMIT 20";
+    let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> = match db {
+        Database::MySql(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+        Database::Sqlite(pool) => {
+            let sql = SQL.replace("AS SIGNED", "AS INTEGER").replace(
+                "stream_type, stream_id,",
+                "CAST(stream_type AS BLOB), CAST(stream_id AS BLOB),",
+            );
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(t, id, count, max)| {
+            format!(
+                "{}/{} has {count} events up to version {max}",
+                String::from_utf8_lossy(&t),
+                String::from_utf8_lossy(&id)
+            )
+        })
+        .collect())
+}
+
+/// Writes the audit report; true when every check passed.
+pub fn write_report(out: &mut impl Write, checks: &[Check]) -> std::io::Result<bool> {
+    for check in checks {
+        let verdict = if check.violations.is_empty() {
+            "ok  "
+        } else {
+            "FAIL"
+        };
+        writeln!(out, "{verdict} {}", check.name)?;
+        for violation in &check.violations {
+            writeln!(out, "       {violation}")?;
+        }
+    }
+    Ok(checks.iter().all(|c| c.violations.is_empty()))
+}
+
+/// Rebuilds the projection `name` from zero with a progress bar, and swaps it in.
+pub async fn rebuild(
+    db: &Database,
+    events: Arc<dyn EventStore>,
+    name: &str,
+) -> anyhow::Result<u64> {
+    let Some(projection) = projections::find(name) else {
+        let known: Vec<&str> = projections::registry().iter().map(|p| p.name()).collect();
+        bail!("no projection called {name:?}; known: {}", known.join(", "));
+    };
+    let head = events.head_position().await?;
+    let bar = ProgressBar::new(head).with_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}",
+        )
+        .context("progress bar template")?
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_owned());
+    let pool = db.pool();
+    openrun_projections::runner::install(&pool, projection.as_ref()).await?;
+    let owner = format!("rebuild-{}", uuid::Uuid::now_v7().simple());
+    let source = LogSource(events);
+    let started = std::time::Instant::now();
+    let progress = |at: u64, head: u64| {
+        bar.set_length(head);
+        bar.set_position(at);
+    };
+    let position = rebuild::rebuild(
+        &pool,
+        &source,
+        projection,
+        &owner,
+        Duration::from_secs(5),
+        &progress,
+    )
+    .await?;
+    bar.finish_and_clear();
+    let rate = position as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    tracing::info!(
+        projection = name,
+        position,
+        events_per_second = rate as u64,
+        "rebuilt and swapped in"
+    );
+    Ok(position)
+}

@@ -1,0 +1,141 @@
+//! Operator commands over the log: `replay` and `audit`, as the binary runs them.
+
+use std::process::Command;
+
+use openrun::db::Database;
+use openrun::eventstore::{EventData, ExpectedVersion, Metadata, StreamRef};
+
+use crate::helpers::{Backend, TestDb, on_both_backends};
+
+on_both_backends!(
+    replay_prints_a_stream_as_a_timeline_or_json,
+    audit_passes_a_sound_log_and_fails_a_broken_one
+);
+
+fn openrun(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_openrun"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn an_order(db: &Database) {
+    let events = openrun::eventstore::open(db, &Default::default());
+    let placed = serde_json::json!({"type": "OrderPlaced", "data": {
+        "total": 219000, "lines": [{"quantity": 1}, {"quantity": 2}], "shipping_address": "sealed:v1:Zm9v"}});
+    let shipped =
+        serde_json::json!({"type": "OrderShipped", "data": {"at": "2026-11-26T10:00:00Z"}});
+    let metadata = Metadata {
+        actor: Some("member:0190aaaa".into()),
+        ..Metadata::default()
+    };
+    events
+        .append(
+            StreamRef::new("order", "o1"),
+            ExpectedVersion::NO_STREAM,
+            vec![EventData::json("OrderPlaced", "1.0", &placed).unwrap()],
+            metadata,
+        )
+        .await
+        .unwrap();
+    let system = Metadata {
+        actor: Some("system:scheduler".into()),
+        ..Metadata::default()
+    };
+    events
+        .append(
+            StreamRef::new("order", "o1"),
+            ExpectedVersion::Exact(1),
+            vec![EventData::json("OrderShipped", "1.0", &shipped).unwrap()],
+            system,
+        )
+        .await
+        .unwrap();
+    events.shutdown().await;
+}
+
+async fn replay_prints_a_stream_as_a_timeline_or_json(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.connect().await;
+    an_order(&db).await;
+
+    let (ok, out, err) = openrun(&test_db, &["replay", "--stream", "order/o1"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "order/o1  (2 events)");
+    assert!(
+        lines[1].contains("v1")
+            && lines[1].contains("OrderPlaced 1.0")
+            && lines[1].contains("member:0190aaaa"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("total=219000") && lines[1].contains("lines=[2]"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("sealed"),
+        "sealed personal data is not printed: {out}"
+    );
+    assert!(
+        lines[2].contains("v2")
+            && lines[2].contains("OrderShipped")
+            && lines[2].contains("system:scheduler"),
+        "{out}"
+    );
+
+    let (ok, out, _) = openrun(&test_db, &["replay", "--stream", "order/o1", "--json"]);
+    assert!(ok);
+    let parsed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed.len(), 2);
+    assert_eq!(parsed[1]["version"], 2);
+    assert_eq!(parsed[1]["event_type"], "OrderShipped");
+    assert_eq!(parsed[0]["metadata"]["actor"], "member:0190aaaa");
+
+    let (ok, _, err) = openrun(&test_db, &["replay", "--stream", "order/none"]);
+    assert!(!ok && err.contains("no stream order/none"), "{err}");
+    let (ok, _, err) = openrun(&test_db, &["replay", "--stream", "nonsense"]);
+    assert!(!ok && err.contains("--stream"), "{err}");
+}
+
+async fn audit_passes_a_sound_log_and_fails_a_broken_one(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.connect().await;
+    an_order(&db).await;
+    let (ok, out, err) = openrun(&test_db, &["audit"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.lines().all(|l| l.starts_with("ok")), "{out}");
+
+    // Lose the first event of the stream: positions and versions both break.
+    let lose = "DELETE FROM events WHERE global_position = 1";
+    match &db {
+        Database::MySql(pool) => sqlx::query(lose).execute(pool).await.map(drop),
+        Database::Sqlite(pool) => sqlx::query(lose).execute(pool).await.map(drop),
+    }
+    .unwrap();
+    let (ok, out, err) = openrun(&test_db, &["audit"]);
+    assert!(!ok, "the audit must fail: {out}");
+    assert!(
+        out.contains("FAIL global positions are contiguous from 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL stream versions are contiguous from 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("order/o1 has 1 events up to version 2"),
+        "{out}"
+    );
+    assert!(err.contains("violations"), "{err}");
+}

@@ -1,0 +1,302 @@
+//! Projections: following the log exactly once, across out-of-order commits, process kills and
+//! rebuilds, on both backends.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openrun::db::Database;
+use openrun::eventstore::{EventStore, ExpectedVersion, Metadata, StreamRef};
+use openrun::projections::{self, Projectors};
+use openrun_projections::store::{self, Tables};
+
+use crate::helpers::{Backend, StoreFixture, TestDb, event, on_both_backends};
+
+on_both_backends!(
+    the_stream_index_follows_the_log,
+    a_projection_never_skips_an_append_committed_after_a_held_earlier_one,
+    a_rebuild_from_zero_equals_the_live_projection_after_100k_events,
+    a_projection_killed_mid_batch_neither_skips_nor_double_applies,
+);
+
+type Row = (String, String, i64, i64, i64, i64);
+
+/// The `streams` read model, row for row.
+pub async fn stream_rows(db: &Database) -> BTreeMap<(String, String), (i64, i64, i64, i64)> {
+    const SQL: &str = "SELECT CAST(stream_type AS CHAR), CAST(stream_id AS CHAR), version, event_count, \
+                       first_position, last_position FROM streams";
+    let rows: Vec<Row> = match db {
+        Database::MySql(pool) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
+        Database::Sqlite(pool) => sqlx::query_as(&SQL.replace("AS CHAR", "AS TEXT"))
+            .fetch_all(pool)
+            .await
+            .unwrap(),
+    };
+    rows.into_iter()
+        .map(|(t, id, v, n, first, last)| ((t, id), (v, n, first, last)))
+        .collect()
+}
+
+/// What the `streams` read model must hold, computed from the events table.
+pub async fn expected_rows(db: &Database) -> BTreeMap<(String, String), (i64, i64, i64, i64)> {
+    const SQL: &str = "SELECT CAST(stream_type AS CHAR), CAST(stream_id AS CHAR), CAST(MAX(version) AS SIGNED), \
+                       CAST(COUNT(*) AS SIGNED), CAST(MIN(global_position) AS SIGNED), CAST(MAX(global_position) AS SIGNED) \
+                       FROM events GROUP BY stream_type, stream_id";
+    let rows: Vec<Row> = match db {
+        Database::MySql(pool) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
+        Database::Sqlite(pool) => sqlx::query_as(
+            &SQL.replace("AS CHAR", "AS TEXT")
+                .replace("AS SIGNED", "AS INTEGER"),
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    };
+    rows.into_iter()
+        .map(|(t, id, v, n, first, last)| ((t, id), (v, n, first, last)))
+        .collect()
+}
+
+/// Waits until the `streams` projection has applied everything up to the head.
+pub async fn caught_up(db: &Database, events: &dyn EventStore, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let head = events.head_position().await.unwrap();
+        let at = store::checkpoint(&db.pool(), "streams", &Tables::LIVE)
+            .await
+            .unwrap_or(0);
+        if at == head {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "the projection is at {at}, the head at {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn append_many(
+    events: &Arc<dyn EventStore>,
+    writers: u64,
+    streams_per_writer: u64,
+    per_stream: u64,
+) {
+    append_named(events, "", writers, streams_per_writer, per_stream).await;
+}
+
+async fn append_named(
+    events: &Arc<dyn EventStore>,
+    prefix: &str,
+    writers: u64,
+    streams_per_writer: u64,
+    per_stream: u64,
+) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let s = Arc::clone(events);
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                for i in 0..streams_per_writer {
+                    let stream = StreamRef::new("order", format!("{prefix}w{w}-s{i}"));
+                    let batch = (0..per_stream).map(|n| event("Happened", n)).collect();
+                    s.append(
+                        stream,
+                        ExpectedVersion::NO_STREAM,
+                        batch,
+                        Metadata::default(),
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn the_stream_index_follows_the_log(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let projectors = Projectors::start(&f.db, Arc::clone(&f.events))
+        .await
+        .unwrap();
+    append_many(&f.events, 8, 25, 3).await;
+    f.events
+        .append(
+            StreamRef::new("order", "w0-s0"),
+            ExpectedVersion::Exact(3),
+            vec![event("More", 9)],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    caught_up(&f.db, f.events.as_ref(), Duration::from_secs(30)).await;
+    let rows = stream_rows(&f.db).await;
+    assert_eq!(rows.len(), 200);
+    assert_eq!(rows[&("order".to_string(), "w0-s0".to_string())].0, 4);
+    assert_eq!(rows, expected_rows(&f.db).await);
+    let status = projections::status(&f.db, f.events.as_ref()).await.unwrap();
+    assert_eq!(
+        (status[0].name, status[0].checkpoint, status[0].lag),
+        ("streams", 601, 0)
+    );
+    projectors.stop().await;
+}
+
+async fn a_projection_never_skips_an_append_committed_after_a_held_earlier_one(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let projectors = Projectors::start(&f.db, Arc::clone(&f.events))
+        .await
+        .unwrap();
+    append_many(&f.events, 1, 3, 1).await;
+    let held = f
+        .store
+        .begin_append(StreamRef::new("order", "held"), vec![event("Held", 0)])
+        .await;
+    let later: Vec<_> = (0..10u64)
+        .map(|i| {
+            let s = Arc::clone(&f.events);
+            tokio::spawn(async move {
+                s.append(
+                    StreamRef::new("order", format!("later{i}")),
+                    ExpectedVersion::NO_STREAM,
+                    vec![event("Later", i)],
+                    Metadata::default(),
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    held.commit().await.unwrap();
+    for task in later {
+        task.await.unwrap();
+    }
+    caught_up(&f.db, f.events.as_ref(), Duration::from_secs(30)).await;
+    let rows = stream_rows(&f.db).await;
+    assert_eq!(rows.len(), 14);
+    assert!(rows.contains_key(&("order".to_string(), "held".to_string())));
+    assert_eq!(rows, expected_rows(&f.db).await);
+    projectors.stop().await;
+}
+
+async fn a_rebuild_from_zero_equals_the_live_projection_after_100k_events(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let projectors = Projectors::start(&f.db, Arc::clone(&f.events))
+        .await
+        .unwrap();
+    // 100,000 events: 25,000 streams of 4, from 250 concurrent appenders.
+    append_many(&f.events, 250, 100, 4).await;
+    assert_eq!(f.events.head_position().await.unwrap(), 100_000);
+    caught_up(&f.db, f.events.as_ref(), Duration::from_secs(300)).await;
+    let live = stream_rows(&f.db).await;
+    assert_eq!(live.len(), 25_000);
+    let position = openrun::ops::rebuild(&f.db, Arc::clone(&f.events), "streams")
+        .await
+        .unwrap();
+    assert_eq!(position, 100_000);
+    let rebuilt = stream_rows(&f.db).await;
+    assert_eq!(
+        rebuilt, live,
+        "the rebuilt projection equals the live one row for row"
+    );
+    // The live follower carries on from the rebuilt checkpoint.
+    f.events
+        .append(
+            StreamRef::new("order", "after"),
+            ExpectedVersion::NO_STREAM,
+            vec![event("After", 0)],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    caught_up(&f.db, f.events.as_ref(), Duration::from_secs(30)).await;
+    assert_eq!(stream_rows(&f.db).await, expected_rows(&f.db).await);
+    projectors.stop().await;
+}
+
+/// `openrun serve` on the test database, in a process of its own.
+fn serve(db: &TestDb) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Command::new(env!("CARGO_BIN_EXE_openrun"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn a_projection_killed_mid_batch_neither_skips_nor_double_applies(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.connect().await;
+    let events = openrun::eventstore::open(&db, &Default::default());
+    append_many(&events, 100, 100, 3).await;
+    let head = events.head_position().await.unwrap();
+    let pool = db.pool();
+    // Kill the serving process (SIGKILL: no clean-up at all) three times while it is catching
+    // up, at different points, and restart it; appends go on meanwhile.
+    let mut kills = 0;
+    for round in 0..3u64 {
+        let mut child = serve(&test_db);
+        let started = Instant::now();
+        let at_start = store::checkpoint(&pool, "streams", &Tables::LIVE)
+            .await
+            .unwrap_or(0);
+        loop {
+            let at = store::checkpoint(&pool, "streams", &Tables::LIVE)
+                .await
+                .unwrap_or(0);
+            if at > at_start + 1000 * (round + 1) || started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (at, head) = (
+            store::checkpoint(&pool, "streams", &Tables::LIVE)
+                .await
+                .unwrap_or(0),
+            events.head_position().await.unwrap(),
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if at < head {
+            // Killed while catching up: somewhere in, or between, its batches.
+            kills += 1;
+        }
+        append_named(&events, &format!("r{round}-"), 10, 10, 2).await;
+    }
+    assert!(
+        kills >= 2,
+        "the process was killed while catching up ({kills} of 3)"
+    );
+    let at = store::checkpoint(&pool, "streams", &Tables::LIVE)
+        .await
+        .unwrap();
+    assert!(at > 0, "the killed processes made progress");
+    // A fresh process takes over (after the dead one's lease expires) and finishes.
+    let mut child = serve(&test_db);
+    caught_up(&db, events.as_ref(), Duration::from_secs(120)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(events.head_position().await.unwrap() > head);
+    let rows = stream_rows(&db).await;
+    assert_eq!(
+        rows,
+        expected_rows(&db).await,
+        "every event applied exactly once"
+    );
+    let applied: i64 = rows.values().map(|r| r.1).sum();
+    assert_eq!(applied as u64, events.head_position().await.unwrap());
+    events.shutdown().await;
+}
