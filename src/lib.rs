@@ -7,19 +7,23 @@
 //! - [`config`]: settings from the environment, validated at start-up.
 //! - [`db`]: the MySQL / MariaDB or SQLite pool and the embedded migrations.
 //! - [`eventstore`]: the event log, with group commit, on both backends.
+//! - [`commands`]: the command path (load, decide, append) every command goes through.
 //! - [`http`]: the HTTP API, one module per resource.
 //! - [`projections`]: the read models this service runs (machinery in `openrun-projections`).
 //! - [`ops`]: operator commands: replay a stream, audit the log, projection status and rebuild.
+//! - [`scheduler`]: fires due timed transitions of the durable schedule.
 //! - [`startup`]: building and running the application.
 //! - [`cli`]: the `openrun` command line.
 //! - [`telemetry`]: tracing and metrics.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod eventstore;
 pub mod http;
 pub mod ops;
 pub mod projections;
+pub mod scheduler;
 pub mod startup;
 pub mod telemetry;

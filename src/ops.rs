@@ -122,6 +122,10 @@ pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec
         name: "every projection checkpoint is at or behind the head",
         violations: behind,
     });
+    checks.push(Check {
+        name: "every due scheduled transition has fired",
+        violations: overdue(db).await?,
+    });
     Ok(checks)
 }
 
@@ -168,6 +172,35 @@ async fn versions(db: &Database) -> anyhow::Result<Vec<String>> {
         })
         .collect())
 }
+
+/// Scheduled transitions more than [`OVERDUE_GRACE_SECS`] past due and still not fired.
+async fn overdue(db: &Database) -> anyhow::Result<Vec<String>> {
+    let sql = format!(
+        "SELECT id, due_at, attempts, last_error FROM {} WHERE status IN ('pending', 'claimed') \
+         AND due_at < ? ORDER BY due_at LIMIT 20",
+        openrun_projections::schedule::TABLE
+    );
+    let cutoff =
+        openrun_projections::schedule::micros(chrono::Utc::now()) - OVERDUE_GRACE_SECS * 1_000_000;
+    let rows: Vec<(String, i64, i32, Option<String>)> = match db {
+        Database::MySql(pool) => sqlx::query_as(&sql).bind(cutoff).fetch_all(pool).await?,
+        Database::Sqlite(pool) => sqlx::query_as(&sql).bind(cutoff).fetch_all(pool).await?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(id, due, attempts, error)| {
+            let due = chrono::DateTime::from_timestamp_micros(due)
+                .map_or_else(|| due.to_string(), |d| d.to_rfc3339());
+            format!(
+                "{id} was due at {due}; {attempts} attempts; last error: {}",
+                error.as_deref().unwrap_or("-")
+            )
+        })
+        .collect())
+}
+
+/// How late a transition may be before the audit calls it a violation.
+const OVERDUE_GRACE_SECS: i64 = 60;
 
 /// Writes the audit report; true when every check passed.
 pub fn write_report(out: &mut impl Write, checks: &[Check]) -> std::io::Result<bool> {

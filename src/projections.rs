@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use openrun_projections::Projection;
 use openrun_projections::runner::{self, RunnerConfig};
+use openrun_projections::schedule::Schedule;
 use openrun_projections::store::{self, Tables};
 use openrun_projections::streams::Streams;
 use tokio::sync::watch;
@@ -15,7 +16,7 @@ use crate::eventstore::{EventStore, LogSource};
 
 /// Every projection, by name.
 pub fn registry() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Streams)]
+    vec![Arc::new(Streams), Arc::new(Schedule)]
 }
 
 /// The projection called `name`.

@@ -8,10 +8,12 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::commands::Commands;
 use crate::config::Config;
 use crate::db::Database;
 use crate::eventstore::{self, EventStore};
 use crate::projections::Projectors;
+use crate::scheduler::Scheduler;
 use crate::{http, telemetry};
 
 /// What every request handler can reach.
@@ -30,6 +32,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     projectors: Projectors,
+    scheduler: Scheduler,
 }
 
 impl Application {
@@ -40,6 +43,8 @@ impl Application {
         db.migrate().await?;
         let events = eventstore::open(&db, &config.group_commit);
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
+        let commands = Arc::new(Commands::new(&events));
+        let scheduler = Scheduler::start(db.pool(), commands);
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
@@ -52,6 +57,7 @@ impl Application {
             listener,
             state,
             projectors,
+            scheduler,
         })
     }
 
@@ -76,6 +82,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")?;
+        self.scheduler.stop().await;
         self.projectors.stop().await;
         state.events.shutdown().await;
         state.db.close().await;

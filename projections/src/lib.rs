@@ -15,11 +15,13 @@
 //! - [`runner`]: catch-up and follow, one task per projection.
 //! - [`rebuild`]: replay from zero into fresh tables and swap them in.
 //! - [`streams`]: the stream index read model (one row per stream).
+//! - [`schedule`]: the durable schedule of timed transitions, filled from events.
 #![warn(missing_docs)]
 
 pub mod log;
 pub mod rebuild;
 pub mod runner;
+pub mod schedule;
 pub mod store;
 pub mod streams;
 

@@ -9,3 +9,4 @@ mod eventstore;
 mod helpers;
 mod ops;
 mod projections;
+mod scheduler;

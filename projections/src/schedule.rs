@@ -1,0 +1,390 @@
+//! The durable schedule: timed transitions, filled from events.
+//!
+//! One row per transition, keyed by what it is (`order/<id>/ship`,
+//! `product/<id>/<schedule id>`), due at an instant, in one of the statuses `pending`,
+//! `claimed` (a scheduler is firing it), `done` or `cancelled`. This projection writes the
+//! rows and closes those the log says are no longer needed; the scheduler of the service
+//! claims and fires due rows and records the outcome. Instants are microseconds since the
+//! Unix epoch on both backends.
+//!
+//! | event | schedule |
+//! |---|---|
+//! | `StatusChangeScheduled` | `product_status` at its `due_at` |
+//! | `ScheduledStatusChangeCancelled` | that row cancelled |
+//! | `ProductStatusChanged` by a schedule, `ScheduledStatusChangeSkipped` | that row done |
+//! | `OrderPlaced` | `order_ship` at placed + `ship_after` |
+//! | `OrderShipped` | ship done; `order_deliver` at shipped + `deliver_after` |
+//! | `OrderDelivered` | deliver done |
+//! | `OrderCancelled` | ship cancelled |
+//! | `ReturnRequested` | `order_pickup` at requested + `return_pickup_after` |
+//! | `ReturnPickedUp` | pick-up done; `order_complete_return` at picked up + `return_complete_after` |
+//! | `ReturnCompleted` | complete-return done |
+//!
+//! The order's durations come from the policy recorded in its `OrderPlaced`, kept in the
+//! side table `schedule_order_policy`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use openrun_domain::order::OrderEvent;
+use openrun_domain::product::ProductEvent;
+
+use crate::Projection;
+use crate::log::RecordedEvent;
+use crate::store::{Pool, Tables, Tx};
+
+/// The schedule table.
+pub const TABLE: &str = "schedule";
+/// Each order's durations, from its `OrderPlaced`.
+pub const POLICY_TABLE: &str = "schedule_order_policy";
+
+/// What a schedule row does when it fires.
+pub mod kind {
+    /// Fire a product's scheduled status change.
+    pub const PRODUCT_STATUS: &str = "product_status";
+    /// `prepared` -> `in_delivery`.
+    pub const ORDER_SHIP: &str = "order_ship";
+    /// `in_delivery` -> `delivered`.
+    pub const ORDER_DELIVER: &str = "order_deliver";
+    /// `return_requested` -> `in_return`.
+    pub const ORDER_PICKUP: &str = "order_pickup";
+    /// `in_return` -> `return_completed`, with the refund.
+    pub const ORDER_COMPLETE_RETURN: &str = "order_complete_return";
+}
+
+/// The `schedule` projection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Schedule;
+
+/// Microseconds since the Unix epoch.
+pub fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+enum Write<'a> {
+    Add {
+        id: String,
+        kind: &'a str,
+        stream_id: &'a str,
+        schedule_id: Option<String>,
+        due: i64,
+    },
+    Close {
+        id: String,
+        status: &'static str,
+        at: i64,
+    },
+    Policy {
+        order_id: &'a str,
+        deliver: i64,
+        pickup: i64,
+        complete: i64,
+    },
+    /// Add a row due `field` seconds (from the order's policy) after `at`.
+    AddAfter {
+        id: String,
+        kind: &'a str,
+        order_id: &'a str,
+        field: &'static str,
+        at: i64,
+    },
+}
+
+fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
+    let id = event.stream_id.as_str();
+    let order = |step: &str| format!("order/{id}/{step}");
+    Ok(match event.stream_type.as_str() {
+        "product" => match serde_json::from_value::<ProductEvent>(event.payload.clone()) {
+            Ok(ProductEvent::StatusChangeScheduled {
+                schedule_id,
+                due_at,
+                ..
+            }) => vec![Write::Add {
+                id: format!("product/{id}/{schedule_id}"),
+                kind: kind::PRODUCT_STATUS,
+                stream_id: id,
+                schedule_id: Some(schedule_id.to_string()),
+                due: micros(due_at),
+            }],
+            Ok(ProductEvent::ScheduledStatusChangeCancelled { schedule_id, .. }) => {
+                vec![Write::Close {
+                    id: format!("product/{id}/{schedule_id}"),
+                    status: "cancelled",
+                    at: micros(event.recorded_at),
+                }]
+            }
+            Ok(ProductEvent::ProductStatusChanged {
+                schedule_id: Some(schedule_id),
+                at,
+                ..
+            })
+            | Ok(ProductEvent::ScheduledStatusChangeSkipped {
+                schedule_id, at, ..
+            }) => {
+                vec![Write::Close {
+                    id: format!("product/{id}/{schedule_id}"),
+                    status: "done",
+                    at: micros(at),
+                }]
+            }
+            // Other product events schedule nothing; an unknown shape is no concern of ours.
+            _ => vec![],
+        },
+        "order" => match serde_json::from_value::<OrderEvent>(event.payload.clone()) {
+            Ok(OrderEvent::OrderPlaced { policy, at, .. }) => {
+                let secs = |d: chrono::Duration| d.num_seconds();
+                vec![
+                    Write::Policy {
+                        order_id: id,
+                        deliver: secs(policy.deliver_after),
+                        pickup: secs(policy.return_pickup_after),
+                        complete: secs(policy.return_complete_after),
+                    },
+                    Write::Add {
+                        id: order("ship"),
+                        kind: kind::ORDER_SHIP,
+                        stream_id: id,
+                        schedule_id: None,
+                        due: micros(at + policy.ship_after),
+                    },
+                ]
+            }
+            Ok(OrderEvent::OrderShipped { at }) => vec![
+                Write::Close {
+                    id: order("ship"),
+                    status: "done",
+                    at: micros(at),
+                },
+                Write::AddAfter {
+                    id: order("deliver"),
+                    kind: kind::ORDER_DELIVER,
+                    order_id: id,
+                    field: "deliver_after_secs",
+                    at: micros(at),
+                },
+            ],
+            Ok(OrderEvent::OrderDelivered { at }) => vec![Write::Close {
+                id: order("deliver"),
+                status: "done",
+                at: micros(at),
+            }],
+            Ok(OrderEvent::OrderCancelled { at, .. }) => vec![Write::Close {
+                id: order("ship"),
+                status: "cancelled",
+                at: micros(at),
+            }],
+            Ok(OrderEvent::ReturnRequested { at, .. }) => vec![Write::AddAfter {
+                id: order("pickup"),
+                kind: kind::ORDER_PICKUP,
+                order_id: id,
+                field: "return_pickup_after_secs",
+                at: micros(at),
+            }],
+            Ok(OrderEvent::ReturnPickedUp { at }) => vec![
+                Write::Close {
+                    id: order("pickup"),
+                    status: "done",
+                    at: micros(at),
+                },
+                Write::AddAfter {
+                    id: order("complete_return"),
+                    kind: kind::ORDER_COMPLETE_RETURN,
+                    order_id: id,
+                    field: "return_complete_after_secs",
+                    at: micros(at),
+                },
+            ],
+            Ok(OrderEvent::ReturnCompleted { at, .. }) => {
+                vec![Write::Close {
+                    id: order("complete_return"),
+                    status: "done",
+                    at: micros(at),
+                }]
+            }
+            _ => vec![],
+        },
+        _ => vec![],
+    })
+}
+
+#[async_trait]
+impl Projection for Schedule {
+    fn name(&self) -> &'static str {
+        "schedule"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[TABLE, POLICY_TABLE]
+    }
+
+    async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()> {
+        let (schedule, policy) = (tables.name(TABLE), tables.name(POLICY_TABLE));
+        // The server's default character set, not a binary collation: MySQL reports binary
+        // collations as binary columns, and these are read back as text.
+        let key = if pool.is_sqlite() {
+            "TEXT"
+        } else {
+            "VARCHAR(200)"
+        };
+        let short = if pool.is_sqlite() {
+            "TEXT"
+        } else {
+            "VARCHAR(64)"
+        };
+        pool.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {schedule} (
+                id {key} NOT NULL PRIMARY KEY,
+                kind {short} NOT NULL,
+                stream_id {short} NOT NULL,
+                schedule_id {short},
+                due_at BIGINT NOT NULL,
+                status {short} NOT NULL,
+                next_attempt_at BIGINT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                claimed_by {short},
+                last_error TEXT,
+                closed_at BIGINT,
+                UNIQUE (status, next_attempt_at, id)
+            )"
+        ))
+        .await?;
+        pool.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {policy} (
+                order_id {key} NOT NULL PRIMARY KEY,
+                deliver_after_secs BIGINT NOT NULL,
+                return_pickup_after_secs BIGINT NOT NULL,
+                return_complete_after_secs BIGINT NOT NULL
+            )"
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()> {
+        let (schedule, policy) = (tables.name(TABLE), tables.name(POLICY_TABLE));
+        let ignore = match tx {
+            Tx::MySql(_) => "INSERT IGNORE",
+            Tx::Sqlite(_) => "INSERT OR IGNORE",
+        };
+        for write in writes(event)? {
+            match write {
+                Write::Add {
+                    id,
+                    kind,
+                    stream_id,
+                    schedule_id,
+                    due,
+                } => {
+                    let sql = format!(
+                        "{ignore} INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
+                         VALUES (?, ?, ?, ?, ?, 'pending', ?)"
+                    );
+                    run(
+                        tx,
+                        &sql,
+                        &[
+                            Arg::S(id),
+                            Arg::S(kind.into()),
+                            Arg::S(stream_id.into()),
+                            Arg::O(schedule_id),
+                            Arg::I(due),
+                            Arg::I(due),
+                        ],
+                    )
+                    .await?;
+                }
+                Write::AddAfter {
+                    id,
+                    kind,
+                    order_id,
+                    field,
+                    at,
+                } => {
+                    let sql = format!(
+                        "{ignore} INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
+                         SELECT ?, ?, order_id, NULL, ? + {field} * 1000000, 'pending', ? + {field} * 1000000 \
+                         FROM {policy} WHERE order_id = ?"
+                    );
+                    run(
+                        tx,
+                        &sql,
+                        &[
+                            Arg::S(id),
+                            Arg::S(kind.into()),
+                            Arg::I(at),
+                            Arg::I(at),
+                            Arg::S(order_id.into()),
+                        ],
+                    )
+                    .await?;
+                }
+                Write::Close { id, status, at } => {
+                    let sql = format!(
+                        "UPDATE {schedule} SET status = ?, closed_at = ?, claimed_by = NULL \
+                         WHERE id = ? AND status IN ('pending', 'claimed')"
+                    );
+                    run(tx, &sql, &[Arg::S(status.into()), Arg::I(at), Arg::S(id)]).await?;
+                }
+                Write::Policy {
+                    order_id,
+                    deliver,
+                    pickup,
+                    complete,
+                } => {
+                    let sql = format!(
+                        "{ignore} INTO {policy} (order_id, deliver_after_secs, return_pickup_after_secs, \
+                         return_complete_after_secs) VALUES (?, ?, ?, ?)"
+                    );
+                    run(
+                        tx,
+                        &sql,
+                        &[
+                            Arg::S(order_id.into()),
+                            Arg::I(deliver),
+                            Arg::I(pickup),
+                            Arg::I(complete),
+                        ],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Arg {
+    S(String),
+    O(Option<String>),
+    I(i64),
+}
+
+async fn run(tx: &mut Tx, sql: &str, args: &[Arg]) -> sqlx::Result<()> {
+    macro_rules! bind_all {
+        ($query:expr) => {{
+            let mut query = $query;
+            for arg in args {
+                query = match arg {
+                    Arg::S(s) => query.bind(s.as_str()),
+                    Arg::O(s) => query.bind(s.as_deref()),
+                    Arg::I(i) => query.bind(*i),
+                };
+            }
+            query
+        }};
+    }
+    match tx {
+        Tx::MySql(tx) => bind_all!(sqlx::query(sql))
+            .execute(&mut **tx)
+            .await
+            .map(drop),
+        Tx::Sqlite(tx) => bind_all!(sqlx::query(sql))
+            .execute(&mut **tx)
+            .await
+            .map(drop),
+    }
+}

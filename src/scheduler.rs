@@ -1,0 +1,306 @@
+//! The scheduler: fires due rows of the durable schedule (filled from events by the
+//! `schedule` projection) through the normal command path.
+//!
+//! Each round it claims up to [`CLAIM_BATCH`] due rows in a short transaction, with `FOR
+//! UPDATE SKIP LOCKED` on MySQL so that several service processes claim disjoint rows (on
+//! SQLite, the single writer, one process holds the `scheduler` lease), marking them
+//! `claimed` until [`CLAIM_TTL`] from now. It then sends each row's command as the system
+//! actor and records the outcome: `done` when the command went through or the domain says
+//! the step no longer applies, or back to `pending` with a backoff and the last error when
+//! something failed on the way. A row whose claimer died becomes due again when the claim
+//! expires; firing it again is harmless, since the domain makes every automatic step a no-op
+//! or a refusal once it has happened.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use cqrs_es::AggregateError;
+use futures_util::future::join_all;
+use openrun_domain::order::{OrderCommand, OrderError};
+use openrun_domain::product::{ProductCommand, ProductError};
+use openrun_domain::{Issuer, ScheduleId};
+use openrun_projections::schedule::{TABLE, kind, micros};
+use openrun_projections::store::{self, Pool};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::commands::Commands;
+use crate::eventstore::cqrs::keys;
+
+/// Most rows claimed per round.
+pub const CLAIM_BATCH: i64 = 200;
+/// How long a claim lasts before another scheduler may fire the row again.
+pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How often to look for due rows: transitions fire within about this of their due time.
+pub const TICK: Duration = Duration::from_millis(250);
+/// The lease that makes one process the scheduler on SQLite.
+const LEASE: &str = "scheduler";
+const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// A claimed row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Due {
+    id: String,
+    kind: String,
+    stream_id: String,
+    schedule_id: Option<String>,
+    due_at: i64,
+    attempts: i32,
+}
+
+/// What firing a row came to.
+enum Outcome {
+    Done(Option<String>),
+    Retry { at: i64, error: String },
+}
+
+/// The running scheduler of this process.
+pub struct Scheduler {
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Starts firing due rows; the schedule tables must exist (the projection installs them).
+    pub fn start(pool: Pool, commands: Arc<Commands>) -> Self {
+        let (shutdown, stop) = watch::channel(false);
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let task = tokio::spawn(run(pool, commands, owner, stop));
+        Self { shutdown, task }
+    }
+
+    /// Stops after the current round.
+    pub async fn stop(self) {
+        // Ignored error: the task already stopped.
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the scheduler task failed");
+        }
+    }
+}
+
+async fn run(pool: Pool, commands: Arc<Commands>, owner: String, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match round(&pool, &commands, &owner).await {
+            // A full batch: there may be more due right now.
+            Ok(n) if n as i64 == CLAIM_BATCH => continue,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = format!("{e:#}"), "scheduler round failed"),
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Claims and fires the due rows; returns how many it fired.
+pub(crate) async fn round(pool: &Pool, commands: &Commands, owner: &str) -> anyhow::Result<usize> {
+    if pool.is_sqlite() && !store::acquire_lease(pool, LEASE, owner, LEASE_TTL).await? {
+        return Ok(0);
+    }
+    let now = micros(Utc::now());
+    if let Some(lag) = oldest_due(pool, now).await? {
+        metrics::gauge!("openrun_schedule_lag_seconds").set((now - lag).max(0) as f64 / 1e6);
+    } else {
+        metrics::gauge!("openrun_schedule_lag_seconds").set(0.0);
+    }
+    let claimed = claim(pool, owner, now).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let outcomes = join_all(claimed.iter().map(|due| fire(commands, due))).await;
+    record(pool, owner, &claimed, outcomes).await?;
+    Ok(claimed.len())
+}
+
+async fn oldest_due(pool: &Pool, now: i64) -> sqlx::Result<Option<i64>> {
+    let sql = format!(
+        "SELECT MIN(due_at) FROM {TABLE} WHERE status IN ('pending', 'claimed') AND due_at <= ?"
+    );
+    match pool {
+        Pool::MySql(p) => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await,
+        Pool::Sqlite(p) => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await,
+    }
+}
+
+async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
+    let select = format!(
+        "SELECT id, kind, stream_id, schedule_id, due_at, attempts FROM {TABLE} \
+         WHERE status IN ('pending', 'claimed') AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
+    );
+    let expires = now + i64::try_from(CLAIM_TTL.as_micros()).unwrap_or(i64::MAX);
+    let mark = |n: usize| {
+        format!(
+            "UPDATE {TABLE} SET status = 'claimed', claimed_by = ?, attempts = attempts + 1, next_attempt_at = ? \
+             WHERE id IN ({})",
+            vec!["?"; n].join(", ")
+        )
+    };
+    match pool {
+        Pool::MySql(p) => {
+            let mut tx = p.begin().await?;
+            let due: Vec<Due> = sqlx::query_as(&format!("{select} FOR UPDATE SKIP LOCKED"))
+                .bind(now)
+                .bind(CLAIM_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !due.is_empty() {
+                let sql = mark(due.len());
+                let mut q = sqlx::query(&sql).bind(owner).bind(expires);
+                for d in &due {
+                    q = q.bind(&d.id);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(due)
+        }
+        Pool::Sqlite(p) => {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            let due: Vec<Due> = sqlx::query_as(&select)
+                .bind(now)
+                .bind(CLAIM_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !due.is_empty() {
+                let sql = mark(due.len());
+                let mut q = sqlx::query(&sql).bind(owner).bind(expires);
+                for d in &due {
+                    q = q.bind(&d.id);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(due)
+        }
+    }
+}
+
+async fn fire(commands: &Commands, due: &Due) -> Outcome {
+    let metadata = HashMap::from([
+        (keys::ACTOR.to_owned(), "system:scheduler".to_owned()),
+        (
+            keys::CAUSATION_ID.to_owned(),
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, due.id.as_bytes()).to_string(),
+        ),
+    ]);
+    let issuer = Issuer::System;
+    let result = match due.kind.as_str() {
+        kind::PRODUCT_STATUS => {
+            let Some(schedule_id) = due
+                .schedule_id
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .map(ScheduleId::from_uuid)
+            else {
+                return Outcome::Done(Some("the row names no schedule".into()));
+            };
+            let command = ProductCommand::FireScheduledStatusChange {
+                issuer,
+                schedule_id,
+            };
+            classify_product(commands.product(&due.stream_id, command, metadata).await)
+        }
+        order_kind => {
+            let command = match order_kind {
+                kind::ORDER_SHIP => OrderCommand::MarkInDelivery { issuer },
+                kind::ORDER_DELIVER => OrderCommand::MarkDelivered { issuer },
+                kind::ORDER_PICKUP => OrderCommand::MarkInReturn { issuer },
+                kind::ORDER_COMPLETE_RETURN => OrderCommand::CompleteReturn { issuer },
+                other => return Outcome::Done(Some(format!("unknown schedule kind {other}"))),
+            };
+            classify_order(commands.order(&due.stream_id, command, metadata).await)
+        }
+    };
+    match result {
+        Ok(note) => Outcome::Done(note),
+        Err(error) => Outcome::Retry {
+            at: retry_at(due.attempts),
+            error,
+        },
+    }
+}
+
+/// Backoff after a failed attempt: 1 s, 2 s, 4 s, ... up to 10 minutes.
+fn retry_at(attempts: i32) -> i64 {
+    let secs = 1i64 << attempts.clamp(0, 10);
+    micros(Utc::now()) + secs.min(600) * 1_000_000
+}
+
+/// A refusal by the domain is final (the step no longer applies); only failures on the way
+/// (database, conflicts that did not settle) are retried.
+fn classify_product(
+    result: Result<(), AggregateError<ProductError>>,
+) -> Result<Option<String>, String> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(AggregateError::UserError(ProductError::ScheduleNotDue { .. })) => {
+            Err("not due yet".into())
+        }
+        Err(AggregateError::UserError(e)) => Ok(Some(format!("not applicable: {e}"))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn classify_order(
+    result: Result<(), AggregateError<OrderError>>,
+) -> Result<Option<String>, String> {
+    match result {
+        Ok(()) => Ok(None),
+        Err(AggregateError::UserError(OrderError::NotDue { .. })) => Err("not due yet".into()),
+        Err(AggregateError::UserError(e)) => Ok(Some(format!("not applicable: {e}"))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn record(
+    pool: &Pool,
+    owner: &str,
+    claimed: &[Due],
+    outcomes: Vec<Outcome>,
+) -> anyhow::Result<()> {
+    let now = micros(Utc::now());
+    let done = format!(
+        "UPDATE {TABLE} SET status = 'done', closed_at = ?, last_error = ?, claimed_by = NULL \
+         WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
+    );
+    let retry = format!(
+        "UPDATE {TABLE} SET status = 'pending', next_attempt_at = ?, last_error = ?, claimed_by = NULL \
+         WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
+    );
+    let mut tx = pool.begin().await?;
+    for (due, outcome) in claimed.iter().zip(outcomes) {
+        let (sql, at, note) = match outcome {
+            Outcome::Done(note) => (&done, now, note),
+            Outcome::Retry { at, error } => {
+                tracing::warn!(row = %due.id, attempts = due.attempts + 1, error = %error, "scheduled transition failed; will retry");
+                (&retry, at, Some(error))
+            }
+        };
+        match &mut tx {
+            store::Tx::MySql(t) => {
+                let q = sqlx::query(sql)
+                    .bind(at)
+                    .bind(note)
+                    .bind(&due.id)
+                    .bind(owner);
+                q.execute(&mut **t).await.map(drop)?;
+            }
+            store::Tx::Sqlite(t) => {
+                let q = sqlx::query(sql)
+                    .bind(at)
+                    .bind(note)
+                    .bind(&due.id)
+                    .bind(owner);
+                q.execute(&mut **t).await.map(drop)?;
+            }
+        }
+        let late = (now - due.due_at).max(0) as f64 / 1e6;
+        metrics::histogram!("openrun_schedule_fire_delay_seconds").record(late);
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! The durable schedule and the scheduler: timed transitions fire through the command path,
+//! exactly once, with several service processes.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use openrun::commands::Commands;
+use openrun::db::Database;
+use openrun::eventstore::{EventStore, StreamRef};
+use openrun_domain::order::{LineItem, OrderCommand, Payment, SealedAddress};
+use openrun_domain::product::{ProductCommand, ProductStatus};
+use openrun_domain::{
+    Actor, CategoryId, MemberId, Money, OrderId, OrderPolicy, ProductId, Role, ScheduleId,
+};
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp, TestDb, on_both_backends};
+
+on_both_backends!(scheduled_transitions_fire_through_the_command_path);
+
+fn member(role: Role) -> Actor {
+    Actor {
+        member_id: MemberId::from_uuid(Uuid::now_v7()),
+        role,
+    }
+}
+
+/// Places an order that ships `ship_after` after it is placed and is delivered `deliver_after`
+/// after that.
+async fn place_order(commands: &Commands, ship_after: i64, deliver_after: i64) -> String {
+    let order_id = OrderId::from_uuid(Uuid::now_v7());
+    let policy = OrderPolicy {
+        ship_after: chrono::Duration::seconds(ship_after),
+        deliver_after: chrono::Duration::seconds(deliver_after),
+        ..OrderPolicy::default()
+    };
+    let place = OrderCommand::Place {
+        actor: member(Role::Basic),
+        order_id,
+        lines: vec![LineItem {
+            product_id: ProductId::from_uuid(Uuid::now_v7()),
+            quantity: 2,
+            unit_price: Money::from_minor(5000),
+        }],
+        shipping_address: SealedAddress("sealed:test".into()),
+        payment: Payment {
+            method: "sandbox".into(),
+            reference: "pay_1".into(),
+            amount: Money::from_minor(10_000),
+        },
+        policy,
+    };
+    let id = order_id.as_uuid().to_string();
+    commands.order(&id, place, HashMap::new()).await.unwrap();
+    id
+}
+
+async fn event_types(events: &dyn EventStore, stream: &StreamRef) -> Vec<String> {
+    events
+        .read_stream(stream, 1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let events = Arc::clone(&app.state.events);
+    let commands = Commands::new(&events);
+
+    // An order that ships 1 s after it is placed and is delivered 1 s after that.
+    let order = place_order(&commands, 1, 1).await;
+    let stream = StreamRef::new("order", &order);
+    wait_for(
+        "the order to be delivered",
+        Duration::from_secs(60),
+        async || {
+            event_types(events.as_ref(), &stream).await
+                == ["OrderPlaced", "OrderShipped", "OrderDelivered"]
+        },
+    )
+    .await;
+    let recorded = events.read_stream(&stream, 1, 10).await.unwrap();
+    assert_eq!(
+        recorded[1].metadata.actor.as_deref(),
+        Some("system:scheduler")
+    );
+    assert!(recorded[1].metadata.causation_id.is_some());
+
+    // A product whose sale is announced by a status change scheduled 2 s ahead.
+    let seller = member(Role::Seller);
+    let product = ProductId::from_uuid(Uuid::now_v7());
+    let product_id = product.as_uuid().to_string();
+    let register = ProductCommand::Register {
+        actor: seller,
+        product_id: product,
+        category_id: CategoryId::from_uuid(Uuid::now_v7()),
+        name: "Sneaker".into(),
+        description: "A limited sneaker".into(),
+        price: Money::from_minor(129_000),
+    };
+    commands
+        .product(&product_id, register, HashMap::new())
+        .await
+        .unwrap();
+    let schedule = ProductCommand::ScheduleStatusChange {
+        actor: seller,
+        schedule_id: ScheduleId::from_uuid(Uuid::now_v7()),
+        to: ProductStatus::Waiting,
+        due_at: Utc::now() + chrono::Duration::seconds(2),
+    };
+    commands
+        .product(&product_id, schedule, HashMap::new())
+        .await
+        .unwrap();
+    let stream = StreamRef::new("product", &product_id);
+    wait_for(
+        "the scheduled status change",
+        Duration::from_secs(60),
+        async || {
+            event_types(events.as_ref(), &stream)
+                .await
+                .iter()
+                .any(|t| t == "ProductStatusChanged")
+        },
+    )
+    .await;
+    let changed = events.read_stream(&stream, 3, 1).await.unwrap();
+    assert_eq!(changed[0].payload["data"]["to"], "waiting");
+    assert!(changed[0].recorded_at >= Utc::now() - chrono::Duration::seconds(60));
+    let audit = openrun::ops::audit(&app.state.db, events.as_ref())
+        .await
+        .unwrap();
+    assert!(audit.iter().all(|c| c.violations.is_empty()), "{audit:?}");
+    app.stop().await;
+}
+
+fn serve(db: &TestDb) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Command::new(env!("CARGO_BIN_EXE_openrun"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The shipping rows of the schedule (none while the projection has not created its table).
+async fn ship_rows(db: &Database) -> Vec<(String, i32, Option<String>)> {
+    let sql = "SELECT status, attempts, last_error FROM schedule WHERE kind = 'order_ship'";
+    match db {
+        Database::MySql(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+    }
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exactly_once() {
+    let test_db = TestDb::new(Backend::MySql).await;
+    let db = test_db.connect().await;
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let commands = Arc::new(Commands::new(&events));
+    // 1,000 orders whose shipping falls due 2 s after they are placed.
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let commands = Arc::clone(&commands);
+            tokio::spawn(async move { place_order(&commands, 2, 86_400).await })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for task in tasks {
+        orders.push(task.await.unwrap());
+    }
+    let mut a = serve(&test_db);
+    let mut b = serve(&test_db);
+    wait_for("1,000 shipments", Duration::from_secs(120), async || {
+        let rows = ship_rows(&db).await;
+        rows.len() == 1000 && rows.iter().all(|r| r.0 == "done")
+    })
+    .await;
+    // Let any straggling second attempt surface before looking.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let rows = ship_rows(&db).await;
+    assert!(
+        rows.iter()
+            .all(|(status, attempts, error)| status == "done" && *attempts == 1 && error.is_none()),
+        "each fired once: {:?}",
+        rows.iter().find(|r| r.1 != 1 || r.2.is_some())
+    );
+    for order in &orders {
+        let types = event_types(events.as_ref(), &StreamRef::new("order", order)).await;
+        assert_eq!(types, ["OrderPlaced", "OrderShipped"], "order {order}");
+    }
+    events.shutdown().await;
+}
