@@ -134,10 +134,13 @@ async fn run_on_log(
         Command::Projections {
             command: ProjectionsCommand::Rebuild { name },
         } => {
-            let position = ops::rebuild(db, events, &name).await?;
+            let rebuilt = ops::rebuild(db, events, &name).await?;
+            let secs = rebuilt.elapsed.as_secs_f64();
+            let rate = rebuilt.position as f64 / secs.max(1e-3);
             writeln!(
                 out,
-                "{name}: rebuilt up to position {position} and swapped in"
+                "{name}: replayed {} events in {secs:.2} s ({rate:.0} events/s) and swapped in",
+                rebuilt.position
             )?;
         }
         Command::Serve | Command::Migrate => bail!("serve and migrate do not run on an open log"),

@@ -51,22 +51,23 @@ pub fn write_timeline(
             e.version,
             format!("{} {}", e.event_type, e.event_version),
             e.metadata.actor.as_deref().unwrap_or("-"),
-            summary(&e.payload),
+            summary(&e.payload, &e.stream_id),
         )?;
     }
     Ok(())
 }
 
-/// The scalar fields of an event's data as `key=value`, arrays as their length. Sealed or
-/// personal fields (anything about an address) are left out.
-fn summary(payload: &Value) -> String {
+/// The scalar fields of an event's data as `key=value`, arrays as their length. Left out: the
+/// instant `at` (the line starts with the time), the stream's own id, and sealed or personal
+/// fields (anything about an address).
+fn summary(payload: &Value, stream_id: &str) -> String {
     let data = payload.get("data").unwrap_or(payload);
     let Some(fields) = data.as_object() else {
         return String::new();
     };
     let mut out = String::new();
     for (key, value) in fields {
-        if key.contains("address") {
+        if key == "at" || key.contains("address") || value.as_str() == Some(stream_id) {
             continue;
         }
         let shown = match value {
@@ -218,12 +219,21 @@ pub fn write_report(out: &mut impl Write, checks: &[Check]) -> std::io::Result<b
     Ok(checks.iter().all(|c| c.violations.is_empty()))
 }
 
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct Rebuilt {
+    /// The position the rebuilt projection is at.
+    pub position: u64,
+    /// How long the replay and swap took.
+    pub elapsed: Duration,
+}
+
 /// Rebuilds the projection `name` from zero with a progress bar, and swaps it in.
 pub async fn rebuild(
     db: &Database,
     events: Arc<dyn EventStore>,
     name: &str,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Rebuilt> {
     let Some(projection) = projections::find(name) else {
         let known: Vec<&str> = projections::registry().iter().map(|p| p.name()).collect();
         bail!("no projection called {name:?}; known: {}", known.join(", "));
@@ -256,12 +266,8 @@ pub async fn rebuild(
     )
     .await?;
     bar.finish_and_clear();
-    let rate = position as f64 / started.elapsed().as_secs_f64().max(1e-3);
-    tracing::info!(
-        projection = name,
+    Ok(Rebuilt {
         position,
-        events_per_second = rate as u64,
-        "rebuilt and swapped in"
-    );
-    Ok(position)
+        elapsed: started.elapsed(),
+    })
 }

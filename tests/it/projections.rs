@@ -195,10 +195,10 @@ async fn a_rebuild_from_zero_equals_the_live_projection_after_100k_events(backen
     caught_up(&f.db, f.events.as_ref(), Duration::from_secs(300)).await;
     let live = stream_rows(&f.db).await;
     assert_eq!(live.len(), 25_000);
-    let position = openrun::ops::rebuild(&f.db, Arc::clone(&f.events), "streams")
+    let rebuilt = openrun::ops::rebuild(&f.db, Arc::clone(&f.events), "streams")
         .await
         .unwrap();
-    assert_eq!(position, 100_000);
+    assert_eq!(rebuilt.position, 100_000);
     let rebuilt = stream_rows(&f.db).await;
     assert_eq!(
         rebuilt, live,
