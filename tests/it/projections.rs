@@ -300,3 +300,70 @@ async fn a_projection_killed_mid_batch_neither_skips_nor_double_applies(backend:
     assert_eq!(applied as u64, events.head_position().await.unwrap());
     events.shutdown().await;
 }
+
+async fn lease_holder(db: &Database, name: &str) -> Option<String> {
+    let sql = "SELECT owner FROM projection_leases WHERE name = ?";
+    match db {
+        Database::MySql(pool) => {
+            sqlx::query_scalar(sql)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_scalar(sql)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+        }
+    }
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_process_running_a_projection_dies_another_takes_over() {
+    let test_db = TestDb::new(Backend::MySql).await;
+    let db = test_db.connect().await;
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let first = serve(&test_db);
+    let second = serve(&test_db);
+    // Leases name their holder's process id first.
+    let started = Instant::now();
+    let holder = loop {
+        if let Some(owner) = lease_holder(&db, "streams").await {
+            break owner;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no process took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let pid = |c: &Child| c.id().to_string();
+    let (mut dead, mut survivor) = if holder.starts_with(&format!("{}-", pid(&first))) {
+        (first, second)
+    } else {
+        assert!(
+            holder.starts_with(&format!("{}-", pid(&second))),
+            "{holder}"
+        );
+        (second, first)
+    };
+    append_many(&events, 10, 10, 1).await;
+    caught_up(&db, events.as_ref(), Duration::from_secs(30)).await;
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    // With the holder dead, new events are applied by the survivor once the lease expires.
+    append_named(&events, "after-", 10, 10, 1).await;
+    caught_up(&db, events.as_ref(), Duration::from_secs(30)).await;
+    let holder = lease_holder(&db, "streams").await.unwrap();
+    assert!(
+        holder.starts_with(&format!("{}-", pid(&survivor))),
+        "{holder}"
+    );
+    assert_eq!(stream_rows(&db).await, expected_rows(&db).await);
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+    events.shutdown().await;
+}
