@@ -10,6 +10,7 @@
 //! | `DATABASE_CONNECT_TIMEOUT_SECS` | `5` | how long start-up waits for the database |
 //! | `EVENT_BATCH_MAX` | `2000` | most events in one group commit |
 //! | `EVENT_WRITERS` | `2` | group-commit writer tasks (SQLite always uses one) |
+//! | `NIGHTLY_AT` | `04:00` | when the nightly jobs run, `HH:MM` in the server's time zone |
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -35,6 +36,7 @@ const KEYS: &[&str] = &[
     "database_connect_timeout_secs",
     "event_batch_max",
     "event_writers",
+    "nightly_at",
     "log_format",
 ];
 
@@ -57,6 +59,7 @@ struct Raw {
     database_connect_timeout_secs: u64,
     event_batch_max: usize,
     event_writers: usize,
+    nightly_at: String,
     log_format: LogFormat,
 }
 
@@ -69,6 +72,7 @@ impl Default for Raw {
             database_connect_timeout_secs: 5,
             event_batch_max: GroupCommitConfig::default().max_batch_events,
             event_writers: GroupCommitConfig::default().writers,
+            nightly_at: "04:00".into(),
             log_format: LogFormat::Text,
         }
     }
@@ -89,6 +93,8 @@ pub struct Config {
     pub database_connect_timeout: Duration,
     /// Group-commit tuning.
     pub group_commit: GroupCommitConfig,
+    /// When the nightly jobs run, in the server's time zone.
+    pub nightly_at: chrono::NaiveTime,
     /// Log output format.
     pub log_format: LogFormat,
 }
@@ -148,7 +154,15 @@ impl Config {
                 "EVENT_BATCH_MAX and EVENT_WRITERS: must be at least 1".into(),
             ));
         }
+        let nightly_at =
+            chrono::NaiveTime::parse_from_str(&raw.nightly_at, "%H:%M").map_err(|_| {
+                ConfigError(format!(
+                    "NIGHTLY_AT: expected HH:MM such as 04:00, got {:?}",
+                    raw.nightly_at
+                ))
+            })?;
         Ok(Self {
+            nightly_at,
             listen_addr,
             database_url: raw.database_url.into(),
             database,
@@ -211,6 +225,8 @@ mod tests {
         assert!(e.to_string().starts_with("DATABASE_URL:"), "{e}");
         let e = Config::validate(raw(|r| r.listen_addr = "nowhere".into())).unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_ADDR:"), "{e}");
+        let e = Config::validate(raw(|r| r.nightly_at = "25:00".into())).unwrap_err();
+        assert!(e.to_string().starts_with("NIGHTLY_AT:"), "{e}");
         let e = Config::validate(raw(|r| r.database_max_connections = 0)).unwrap_err();
         assert!(
             e.to_string().starts_with("DATABASE_MAX_CONNECTIONS:"),

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{Local, NaiveTime, Utc};
 use cqrs_es::AggregateError;
 use futures_util::future::join_all;
 use openrun_domain::order::{OrderCommand, OrderError};
@@ -27,6 +27,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::commands::Commands;
+use crate::db::Database;
+use crate::eventstore::EventStore;
 use crate::eventstore::cqrs::keys;
 
 /// Most rows claimed per round.
@@ -62,12 +64,24 @@ pub struct Scheduler {
     task: JoinHandle<()>,
 }
 
+/// What the scheduler fires rows with.
+pub struct Jobs {
+    /// The command path, for product and order transitions.
+    pub commands: Commands,
+    /// The database, for the nightly audit.
+    pub db: Database,
+    /// The log, for the nightly audit.
+    pub events: Arc<dyn EventStore>,
+    /// When the nightly jobs run, in the server's time zone.
+    pub nightly_at: NaiveTime,
+}
+
 impl Scheduler {
     /// Starts firing due rows; the schedule tables must exist (the projection installs them).
-    pub fn start(pool: Pool, commands: Arc<Commands>) -> Self {
+    pub fn start(jobs: Jobs) -> Self {
         let (shutdown, stop) = watch::channel(false);
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        let task = tokio::spawn(run(pool, commands, owner, stop));
+        let task = tokio::spawn(run(Arc::new(jobs), owner, stop));
         Self { shutdown, task }
     }
 
@@ -81,9 +95,17 @@ impl Scheduler {
     }
 }
 
-async fn run(pool: Pool, commands: Arc<Commands>, owner: String, mut stop: watch::Receiver<bool>) {
+async fn run(jobs: Arc<Jobs>, owner: String, mut stop: watch::Receiver<bool>) {
+    let pool = jobs.db.pool();
+    let mut nightly_planned: Option<std::time::Instant> = None;
     while !*stop.borrow() {
-        match round(&pool, &commands, &owner).await {
+        if nightly_planned.is_none_or(|at| at.elapsed() >= NIGHTLY_PLANNING) {
+            match plan_nightly(&pool, jobs.nightly_at).await {
+                Ok(()) => nightly_planned = Some(std::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "cannot plan the nightly jobs"),
+            }
+        }
+        match round(&pool, &jobs, &owner).await {
             // A full batch: there may be more due right now.
             Ok(n) if n as i64 == CLAIM_BATCH => continue,
             Ok(_) => {}
@@ -97,7 +119,7 @@ async fn run(pool: Pool, commands: Arc<Commands>, owner: String, mut stop: watch
 }
 
 /// Claims and fires the due rows; returns how many it fired.
-pub(crate) async fn round(pool: &Pool, commands: &Commands, owner: &str) -> anyhow::Result<usize> {
+pub(crate) async fn round(pool: &Pool, jobs: &Jobs, owner: &str) -> anyhow::Result<usize> {
     if pool.is_sqlite() && !store::acquire_lease(pool, LEASE, owner, LEASE_TTL).await? {
         return Ok(0);
     }
@@ -111,7 +133,7 @@ pub(crate) async fn round(pool: &Pool, commands: &Commands, owner: &str) -> anyh
     if claimed.is_empty() {
         return Ok(0);
     }
-    let outcomes = join_all(claimed.iter().map(|due| fire(commands, due))).await;
+    let outcomes = join_all(claimed.iter().map(|due| fire(jobs, due))).await;
     record(pool, owner, &claimed, outcomes).await?;
     Ok(claimed.len())
 }
@@ -179,7 +201,8 @@ async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
     }
 }
 
-async fn fire(commands: &Commands, due: &Due) -> Outcome {
+async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
+    let commands = &jobs.commands;
     let metadata = HashMap::from([
         (keys::ACTOR.to_owned(), "system:scheduler".to_owned()),
         (
@@ -204,6 +227,7 @@ async fn fire(commands: &Commands, due: &Due) -> Outcome {
             };
             classify_product(commands.product(&due.stream_id, command, metadata).await)
         }
+        kind::NIGHTLY_AUDIT => nightly_audit(jobs).await,
         order_kind => {
             let command = match order_kind {
                 kind::ORDER_SHIP => OrderCommand::MarkInDelivery { issuer },
@@ -222,6 +246,71 @@ async fn fire(commands: &Commands, due: &Due) -> Outcome {
             error,
         },
     }
+}
+
+/// How often each process makes sure the next nightly run is in the schedule.
+const NIGHTLY_PLANNING: Duration = Duration::from_secs(60);
+
+/// The next instant the local clock shows `at`, strictly after now.
+pub fn next_local(at: NaiveTime, now: chrono::DateTime<Local>) -> chrono::DateTime<Utc> {
+    let mut day = now.date_naive();
+    loop {
+        // A time skipped by a daylight-saving change does not occur that day.
+        if let Some(candidate) = day.and_time(at).and_local_timezone(Local).earliest()
+            && candidate > now
+        {
+            return candidate.with_timezone(&Utc);
+        }
+        day = day.succ_opt().unwrap_or(day);
+    }
+}
+
+/// Puts the next nightly run in the schedule, once (its id is its date).
+async fn plan_nightly(pool: &Pool, at: NaiveTime) -> sqlx::Result<()> {
+    let next = next_local(at, Local::now());
+    let id = format!("nightly/{}/audit", next.with_timezone(&Local).date_naive());
+    let due = micros(next);
+    let insert = if pool.is_sqlite() {
+        "INSERT OR IGNORE"
+    } else {
+        "INSERT IGNORE"
+    };
+    let sql = format!(
+        "{insert} INTO {TABLE} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
+         VALUES (?, ?, '-', NULL, ?, 'pending', ?)"
+    );
+    match pool {
+        Pool::MySql(p) => sqlx::query(&sql)
+            .bind(id)
+            .bind(kind::NIGHTLY_AUDIT)
+            .bind(due)
+            .bind(due)
+            .execute(p)
+            .await
+            .map(drop),
+        Pool::Sqlite(p) => sqlx::query(&sql)
+            .bind(id)
+            .bind(kind::NIGHTLY_AUDIT)
+            .bind(due)
+            .bind(due)
+            .execute(p)
+            .await
+            .map(drop),
+    }
+}
+
+/// The nightly self-audit: the same checks as `openrun audit`, with the number of violations
+/// as the gauge `openrun_audit_violations` and each one logged.
+async fn nightly_audit(jobs: &Jobs) -> Result<Option<String>, String> {
+    let checks = crate::ops::audit(&jobs.db, jobs.events.as_ref())
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let violations: usize = checks.iter().map(|c| c.violations.len()).sum();
+    metrics::gauge!("openrun_audit_violations").set(violations as f64);
+    for check in checks.iter().filter(|c| !c.violations.is_empty()) {
+        tracing::error!(check = check.name, violations = ?check.violations, "nightly audit found violations");
+    }
+    Ok((violations > 0).then(|| format!("{violations} audit violations")))
 }
 
 /// Backoff after a failed attempt: 1 s, 2 s, 4 s, ... up to 10 minutes.
@@ -303,4 +392,27 @@ async fn record(
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_next_nightly_run_is_strictly_after_now() {
+        let four = NaiveTime::from_hms_opt(4, 0, 0).unwrap();
+        let before = Local.with_ymd_and_hms(2026, 11, 25, 3, 59, 0).unwrap();
+        let at = Local.with_ymd_and_hms(2026, 11, 25, 4, 0, 0).unwrap();
+        let after = Local.with_ymd_and_hms(2026, 11, 25, 9, 30, 0).unwrap();
+        assert_eq!(next_local(four, before), at.with_timezone(&Utc));
+        let tomorrow = Local
+            .with_ymd_and_hms(2026, 11, 26, 4, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(next_local(four, at), tomorrow);
+        assert_eq!(next_local(four, after), tomorrow);
+    }
 }

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::eventstore::{self, EventStore};
 use crate::projections::Projectors;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Jobs, Scheduler};
 use crate::{http, telemetry};
 
 /// What every request handler can reach.
@@ -43,8 +43,12 @@ impl Application {
         db.migrate().await?;
         let events = eventstore::open(&db, &config.group_commit);
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
-        let commands = Arc::new(Commands::new(&events));
-        let scheduler = Scheduler::start(db.pool(), commands);
+        let scheduler = Scheduler::start(Jobs {
+            commands: Commands::new(&events),
+            db: db.clone(),
+            events: Arc::clone(&events),
+            nightly_at: config.nightly_at,
+        });
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;

@@ -49,6 +49,9 @@ pub mod kind {
     pub const ORDER_PICKUP: &str = "order_pickup";
     /// `in_return` -> `return_completed`, with the refund.
     pub const ORDER_COMPLETE_RETURN: &str = "order_complete_return";
+    /// The nightly self-audit. Nightly rows are put in the schedule by the scheduler, not by
+    /// events: `nightly/<local date>/<job>`.
+    pub const NIGHTLY_AUDIT: &str = "nightly_audit";
 }
 
 /// The `schedule` projection.

@@ -228,8 +228,14 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// The application with some settings changed.
+    pub async fn spawn_with(backend: Backend, change: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(backend).await;
-        let config = Config::local(&db.url).unwrap();
+        let mut config = Config::local(&db.url).unwrap();
+        change(&mut config);
         let app = Application::build(&config).await.unwrap();
         let addr = app.local_addr().unwrap();
         let state = app.state().clone();

@@ -19,7 +19,30 @@ use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp, TestDb, on_both_backends};
 
-on_both_backends!(scheduled_transitions_fire_through_the_command_path);
+on_both_backends!(
+    scheduled_transitions_fire_through_the_command_path,
+    the_nightly_audit_runs_at_its_time
+);
+
+async fn the_nightly_audit_runs_at_its_time(backend: Backend) {
+    let at = (chrono::Local::now() + chrono::Duration::seconds(2)).time();
+    let app = TestApp::spawn_with(backend, |c| c.nightly_at = at).await;
+    let sql = "SELECT status, last_error FROM schedule WHERE kind = 'nightly_audit'";
+    let db = app.state.db.clone();
+    wait_for("the nightly audit", Duration::from_secs(60), async || {
+        let rows: Vec<(String, Option<String>)> = match &db {
+            Database::MySql(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+            Database::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_default();
+        rows.iter()
+            .any(|(status, error)| status == "done" && error.is_none())
+    })
+    .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("openrun_audit_violations 0"), "{metrics}");
+    app.stop().await;
+}
 
 fn member(role: Role) -> Actor {
     Actor {
