@@ -402,6 +402,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_close_a_row_and_failures_retry_with_growing_backoff() {
+        let not_due = AggregateError::UserError(OrderError::NotDue {
+            step: openrun_domain::order::AutoStep::Ship,
+            due_at: Utc::now(),
+        });
+        assert!(classify_order(Err(not_due)).is_err());
+        let gone = AggregateError::UserError(OrderError::NotPlaced);
+        assert!(
+            matches!(classify_order(Err(gone)), Ok(Some(note)) if note.starts_with("not applicable"))
+        );
+        assert!(classify_order(Err(AggregateError::AggregateConflict)).is_err());
+        assert_eq!(classify_order(Ok(())), Ok(None));
+        let now = micros(Utc::now());
+        let waits: Vec<i64> = [0, 1, 2, 3, 20]
+            .iter()
+            .map(|a| (retry_at(*a) - now) / 1_000_000)
+            .collect();
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+        assert!(waits[4] <= 600, "capped at ten minutes: {waits:?}");
+    }
+
+    #[test]
     fn the_next_nightly_run_is_strictly_after_now() {
         let four = NaiveTime::from_hms_opt(4, 0, 0).unwrap();
         let before = Local.with_ymd_and_hms(2026, 11, 25, 3, 59, 0).unwrap();

@@ -215,6 +215,8 @@ async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exac
     for task in tasks {
         orders.push(task.await.unwrap());
     }
+    // Every item falls due while no service process runs; they fire once the processes start.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut a = serve(&test_db);
     let mut b = serve(&test_db);
     wait_for("1,000 shipments", Duration::from_secs(120), async || {
