@@ -265,11 +265,20 @@ pub fn next_local(at: NaiveTime, now: chrono::DateTime<Local>) -> chrono::DateTi
     }
 }
 
-/// Puts the next nightly run in the schedule, once (its id is its date).
+/// A nightly run missed by less than this (the service was down at the time) runs at
+/// start-up; one missed by more waits for the next night.
+const NIGHTLY_CATCH_UP: chrono::Duration = chrono::Duration::hours(1);
+
+/// Puts the next nightly run in the schedule, and the last one if it was missed within
+/// [`NIGHTLY_CATCH_UP`]; each once, as a row's id is its local date.
 async fn plan_nightly(pool: &Pool, at: NaiveTime) -> sqlx::Result<()> {
-    let next = next_local(at, Local::now());
-    let id = format!("nightly/{}/audit", next.with_timezone(&Local).date_naive());
-    let due = micros(next);
+    let now = Local::now();
+    let next = next_local(at, now);
+    let last = next_local(at, now - chrono::Duration::days(1));
+    let mut runs = vec![next];
+    if last <= now && now.with_timezone(&Utc) - last < NIGHTLY_CATCH_UP {
+        runs.push(last);
+    }
     let insert = if pool.is_sqlite() {
         "INSERT OR IGNORE"
     } else {
@@ -279,24 +288,29 @@ async fn plan_nightly(pool: &Pool, at: NaiveTime) -> sqlx::Result<()> {
         "{insert} INTO {TABLE} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
          VALUES (?, ?, '-', NULL, ?, 'pending', ?)"
     );
-    match pool {
-        Pool::MySql(p) => sqlx::query(&sql)
-            .bind(id)
-            .bind(kind::NIGHTLY_AUDIT)
-            .bind(due)
-            .bind(due)
-            .execute(p)
-            .await
-            .map(drop),
-        Pool::Sqlite(p) => sqlx::query(&sql)
-            .bind(id)
-            .bind(kind::NIGHTLY_AUDIT)
-            .bind(due)
-            .bind(due)
-            .execute(p)
-            .await
-            .map(drop),
+    for run in runs {
+        let id = format!("nightly/{}/audit", run.with_timezone(&Local).date_naive());
+        let due = micros(run);
+        match pool {
+            Pool::MySql(p) => sqlx::query(&sql)
+                .bind(id)
+                .bind(kind::NIGHTLY_AUDIT)
+                .bind(due)
+                .bind(due)
+                .execute(p)
+                .await
+                .map(drop)?,
+            Pool::Sqlite(p) => sqlx::query(&sql)
+                .bind(id)
+                .bind(kind::NIGHTLY_AUDIT)
+                .bind(due)
+                .bind(due)
+                .execute(p)
+                .await
+                .map(drop)?,
+        }
     }
+    Ok(())
 }
 
 /// The nightly self-audit: the same checks as `openrun audit`, with the number of violations
