@@ -1,12 +1,15 @@
 //! The `openrun` command line.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
 
-use crate::config::Config;
+use crate::config::{Config, KeySource};
+use crate::crypto::DataKey;
+use crate::crypto::keyfile::KeyFile;
 use crate::eventstore::{self, EventStore, StreamRef};
 use crate::startup::{self, Application};
 use crate::{ops, projections, telemetry};
@@ -27,6 +30,12 @@ pub enum Command {
     Serve,
     /// Apply the embedded database migrations and exit.
     Migrate,
+    /// Administration of members.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Encryption keys of personal data.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print one stream as a timeline.
     Replay {
         /// The stream, as `type/id` (for example `order/0190c0de-...`).
@@ -58,6 +67,33 @@ pub enum ProjectionsCommand {
     },
 }
 
+/// `openrun admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a verified admin. The password comes from OPENRUN_ADMIN_PASSWORD, or a prompt
+    /// on a terminal.
+    Create {
+        /// The admin's login id.
+        #[arg(long)]
+        login_id: String,
+        /// The admin's e-mail address.
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// `openrun keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-encrypt all personal data under the current key. With the generated key file, a new
+    /// key is added to it first and becomes current; with OPENRUN_DATA_KEYS, put the new key
+    /// first in the variable, then run this.
+    Rotate,
+}
+
+/// The variable holding the first admin's password.
+pub const ADMIN_PASSWORD_VAR: &str = "OPENRUN_ADMIN_PASSWORD";
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_env()?;
@@ -76,8 +112,82 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(database = %config.database_url_redacted(), "migrations applied");
             Ok(())
         }
-        command => with_log(&config, command).await,
+        command @ (Command::Replay { .. } | Command::Audit | Command::Projections { .. }) => {
+            with_log(&config, command).await
+        }
+        Command::Admin(AdminCommand::Create { login_id, email }) => {
+            let password = admin_password()?;
+            let (members, _auth, db) = services(&config).await?;
+            let created = members.create_admin(&login_id, &email, password).await;
+            db.close().await;
+            let id = created.map_err(|e| match e {
+                crate::members::MemberError::Invalid(errors)
+                | crate::members::MemberError::Duplicate(errors) => anyhow::anyhow!(
+                    "{}",
+                    errors
+                        .iter()
+                        .map(|f| format!("{} {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                other => anyhow::Error::new(other),
+            })?;
+            tracing::info!(member_id = %id, "admin created");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let config = match &config.secrets.source {
+                KeySource::File(path) => add_key_to_file(path)?,
+                _ => config,
+            };
+            let (members, _auth, db) = services(&config).await?;
+            let done = members.reencrypt_all().await;
+            db.close().await;
+            let done = done.map_err(anyhow::Error::new)?;
+            tracing::info!(
+                key_id = config.secrets.keys.current_key_id(),
+                members = done.members,
+                addresses = done.addresses,
+                "personal data re-encrypted under the current key"
+            );
+            Ok(())
+        }
     }
+}
+
+type Services = (
+    std::sync::Arc<crate::members::Members>,
+    std::sync::Arc<crate::auth::AuthService>,
+    crate::db::Database,
+);
+
+async fn services(config: &Config) -> anyhow::Result<Services> {
+    let db = startup::connect(config).await?;
+    db.migrate().await?;
+    let (members, auth) = startup::members_and_auth(config, &db).await?;
+    Ok((members, auth, db))
+}
+
+fn admin_password() -> anyhow::Result<SecretString> {
+    if let Ok(password) = std::env::var(ADMIN_PASSWORD_VAR) {
+        return Ok(password.into());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{ADMIN_PASSWORD_VAR}: not set, and there is no terminal to ask on");
+    }
+    let password =
+        rpassword::prompt_password("admin password: ").context("reading the password")?;
+    Ok(password.into())
+}
+
+/// Adds a fresh key to the key file as the current one; older keys stay for reading.
+fn add_key_to_file(path: &std::path::Path) -> anyhow::Result<Config> {
+    let mut file = KeyFile::load_or_create(path).map_err(|e| anyhow::anyhow!(e))?;
+    let n = file.data_keys.split(',').count() + 1;
+    let id = format!("k{n}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    file.data_keys = format!("{},{}", DataKey::generate(id).to_setting(), file.data_keys);
+    file.save(path).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Config::from_env()?)
 }
 
 /// Commands that read the log: they open the store, run, and shut it down again.
@@ -143,7 +253,7 @@ async fn run_on_log(
                 rebuilt.position
             )?;
         }
-        Command::Serve | Command::Migrate => bail!("serve and migrate do not run on an open log"),
+        _ => bail!("only replay, audit and projections run on an open log"),
     }
     Ok(())
 }

@@ -13,16 +13,37 @@
 //! | `NIGHTLY_AT` | `04:00` | when the nightly jobs run, `HH:MM` in the server's time zone |
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
+//! | `PUBLIC_BASE_URL` | `http://127.0.0.1:8080` | the base of links in e-mails |
+//! | `REDIS_URL` | none | sessions and refresh tokens in Redis; in-process when unset |
+//! | `REDIS_KEY_PREFIX` | `openrun:` | prefix of every Redis key |
+//! | `SMTP_URL` | none | `smtp://user:pass@host:587?tls=required` or `smtps://...`; `.eml` files when unset |
+//! | `MAIL_FROM` | `openrun <no-reply@localhost>` | sender of e-mails |
+//! | `MAIL_OUTBOX_DIR` | `data/outbox` | where `.eml` files go without `SMTP_URL` |
+//! | `JWT_SECRET` | from the key file | HS256 secret of access tokens, base64 of at least 32 bytes |
+//! | `OPENRUN_DATA_KEYS` | from the key file | `id:base64key,...` AES-256 keys, the first is current |
+//! | `OPENRUN_BLIND_INDEX_KEY` | from the key file | base64 of 32 bytes, HMAC key of the blind index |
+//! | `OPENRUN_KEYS_FILE` | `data/keys.toml` | generated (0600) with the three secrets above when they are unset |
+//! | `VERIFICATION_TTL_SECS` | `86400` | lifetime of an e-mail verification link |
+//! | `ACCESS_TOKEN_TTL_SECS` | `900` | lifetime of an access token |
+//! | `REFRESH_TOKEN_TTL_SECS` | `2592000` | idle lifetime of a device session (30 days) |
+//! | `LOGIN_PER_ACCOUNT_PER_MINUTE` | `10` | login attempts per login id |
+//! | `LOGIN_PER_ADDRESS_PER_MINUTE` | `30` | login attempts per client address |
+//! | `FAILED_LOGINS_PER_ACCOUNT_PER_HOUR` | `100` | failed logins before an account is locked for the hour |
+//! | `SIGNUPS_PER_ADDRESS_PER_HOUR` | `20` | sign-ups per client address |
+//! | `RESENDS_PER_ADDRESS_PER_HOUR` | `5` | verification e-mail resends per client address |
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::keyfile::KeyFile;
+use crate::crypto::{self, DataKey, KeyRing};
 use crate::db::ConnectOptions;
 use crate::eventstore::group_commit::GroupCommitConfig;
 
@@ -38,6 +59,24 @@ const KEYS: &[&str] = &[
     "event_writers",
     "nightly_at",
     "log_format",
+    "public_base_url",
+    "redis_url",
+    "redis_key_prefix",
+    "smtp_url",
+    "mail_from",
+    "mail_outbox_dir",
+    "jwt_secret",
+    "openrun_data_keys",
+    "openrun_blind_index_key",
+    "openrun_keys_file",
+    "verification_ttl_secs",
+    "access_token_ttl_secs",
+    "refresh_token_ttl_secs",
+    "login_per_account_per_minute",
+    "login_per_address_per_minute",
+    "failed_logins_per_account_per_hour",
+    "signups_per_address_per_hour",
+    "resends_per_address_per_hour",
 ];
 
 /// Log output format.
@@ -61,6 +100,24 @@ struct Raw {
     event_writers: usize,
     nightly_at: String,
     log_format: LogFormat,
+    public_base_url: String,
+    redis_url: Option<String>,
+    redis_key_prefix: String,
+    smtp_url: Option<String>,
+    mail_from: String,
+    mail_outbox_dir: PathBuf,
+    jwt_secret: Option<String>,
+    openrun_data_keys: Option<String>,
+    openrun_blind_index_key: Option<String>,
+    openrun_keys_file: PathBuf,
+    verification_ttl_secs: u64,
+    access_token_ttl_secs: u64,
+    refresh_token_ttl_secs: u64,
+    login_per_account_per_minute: u32,
+    login_per_address_per_minute: u32,
+    failed_logins_per_account_per_hour: u32,
+    signups_per_address_per_hour: u32,
+    resends_per_address_per_hour: u32,
 }
 
 impl Default for Raw {
@@ -74,8 +131,81 @@ impl Default for Raw {
             event_writers: GroupCommitConfig::default().writers,
             nightly_at: "04:00".into(),
             log_format: LogFormat::Text,
+            public_base_url: "http://127.0.0.1:8080".into(),
+            redis_url: None,
+            redis_key_prefix: "openrun:".into(),
+            smtp_url: None,
+            mail_from: "openrun <no-reply@localhost>".into(),
+            mail_outbox_dir: "data/outbox".into(),
+            jwt_secret: None,
+            openrun_data_keys: None,
+            openrun_blind_index_key: None,
+            openrun_keys_file: "data/keys.toml".into(),
+            verification_ttl_secs: 24 * 3600,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            login_per_account_per_minute: 10,
+            login_per_address_per_minute: 30,
+            failed_logins_per_account_per_hour: 100,
+            signups_per_address_per_hour: 20,
+            resends_per_address_per_hour: 5,
         }
     }
+}
+
+/// Where the secrets came from: `openrun keys rotate` adds a key to the file, but cannot
+/// change variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `JWT_SECRET`, `OPENRUN_DATA_KEYS` and `OPENRUN_BLIND_INDEX_KEY` (all set).
+    Environment,
+    /// The generated key file (some or all of the secrets).
+    File(PathBuf),
+    /// Generated in memory for this process only (tests).
+    Ephemeral,
+}
+
+/// The secrets of members and sessions. `Debug` shows none of them.
+#[derive(Clone)]
+pub struct Secrets {
+    /// HS256 key of access tokens.
+    pub jwt_secret: SecretSlice<u8>,
+    /// The data keys (first is current) and the blind-index key.
+    pub keys: KeyRing,
+    /// Where they came from.
+    pub source: KeySource,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({:?}, {:?})", self.keys, self.source)
+    }
+}
+
+/// E-mail delivery.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// SMTP server URL (may hold a password); `.eml` files in `outbox_dir` when unset.
+    pub smtp_url: Option<SecretString>,
+    /// The `From:` of every message.
+    pub from: lettre::message::Mailbox,
+    /// Where `.eml` files are written without SMTP.
+    pub outbox_dir: PathBuf,
+}
+
+/// Rate limits (DESIGN.md section 7).
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Login attempts per login id per minute.
+    pub login_per_account_per_minute: NonZeroU32,
+    /// Login attempts per client address per minute.
+    pub login_per_address_per_minute: NonZeroU32,
+    /// Failed logins per login id per hour before the account is locked for the rest of it.
+    pub failed_logins_per_account_per_hour: NonZeroU32,
+    /// Sign-ups per client address per hour.
+    pub signups_per_address_per_hour: NonZeroU32,
+    /// Verification e-mail resends per client address per hour.
+    pub resends_per_address_per_hour: NonZeroU32,
 }
 
 /// Validated configuration.
@@ -97,6 +227,24 @@ pub struct Config {
     pub nightly_at: chrono::NaiveTime,
     /// Log output format.
     pub log_format: LogFormat,
+    /// The public base URL of the service, for links in e-mails.
+    pub public_base_url: url::Url,
+    /// Redis for sessions and refresh tokens; in-process when `None`.
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
+    /// E-mail delivery.
+    pub mail: MailConfig,
+    /// Signing and encryption keys.
+    pub secrets: Secrets,
+    /// Lifetime of an e-mail verification link.
+    pub verification_ttl: Duration,
+    /// Lifetime of an access token.
+    pub access_token_ttl: Duration,
+    /// Idle lifetime of a device session (each refresh extends it).
+    pub refresh_token_ttl: Duration,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
 }
 
 /// A configuration error, naming the variable.
@@ -122,20 +270,29 @@ impl Config {
             .merge(Env::raw().only(KEYS))
             .extract()
             .map_err(|e| ConfigError(describe(e)))?;
-        Self::validate(raw)
+        let secrets = resolve_secrets(&raw)?;
+        Self::validate(raw, secrets)
     }
 
     /// The defaults with another database, listening on an ephemeral loopback port: for tests
     /// and tools that start the application in-process.
+    /// Its secrets are random and live in memory only.
     pub fn local(database_url: &str) -> Result<Self, ConfigError> {
-        Self::validate(Raw {
-            listen_addr: "127.0.0.1:0".into(),
-            database_url: database_url.into(),
-            ..Raw::default()
-        })
+        Self::validate(
+            Raw {
+                listen_addr: "127.0.0.1:0".into(),
+                database_url: database_url.into(),
+                ..Raw::default()
+            },
+            Secrets {
+                jwt_secret: crypto::random_bytes(crypto::KEY_LEN).into(),
+                keys: KeyRing::generate(),
+                source: KeySource::Ephemeral,
+            },
+        )
     }
 
-    fn validate(raw: Raw) -> Result<Self, ConfigError> {
+    fn validate(raw: Raw, secrets: Secrets) -> Result<Self, ConfigError> {
         let listen_addr = raw.listen_addr.parse().map_err(|_| {
             ConfigError(format!(
                 "LISTEN_ADDR: expected host:port such as 127.0.0.1:8080, got {:?}",
@@ -161,8 +318,80 @@ impl Config {
                     raw.nightly_at
                 ))
             })?;
+        let public_base_url = url::Url::parse(raw.public_base_url.trim_end_matches('/'))
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                ConfigError(
+                    "PUBLIC_BASE_URL: expected an http(s) URL such as https://shop.example".into(),
+                )
+            })?;
+        if let Some(url) = &raw.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError(
+                "REDIS_URL: expected redis://host:port or rediss://...".into(),
+            ));
+        }
+        if let Some(url) = &raw.smtp_url {
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url).map_err(|_| {
+                ConfigError(
+                    "SMTP_URL: expected smtp://user:pass@host:port[?tls=required] or smtps://..."
+                        .into(),
+                )
+            })?;
+        }
+        let from = raw.mail_from.parse().map_err(|_| {
+            ConfigError(
+                "MAIL_FROM: expected an address such as Shop <no-reply@shop.example>".into(),
+            )
+        })?;
+        let secs = |var: &str, value: u64, zero_ok: bool| {
+            if value == 0 && !zero_ok {
+                Err(ConfigError(format!("{var}: must be at least 1")))
+            } else {
+                Ok(Duration::from_secs(value))
+            }
+        };
+        let rate = |var: &str, value: u32| {
+            NonZeroU32::new(value).ok_or_else(|| ConfigError(format!("{var}: must be at least 1")))
+        };
         Ok(Self {
             nightly_at,
+            public_base_url,
+            redis_url: raw.redis_url.map(Into::into),
+            redis_key_prefix: raw.redis_key_prefix,
+            mail: MailConfig {
+                smtp_url: raw.smtp_url.map(Into::into),
+                from,
+                outbox_dir: raw.mail_outbox_dir,
+            },
+            secrets,
+            verification_ttl: secs("VERIFICATION_TTL_SECS", raw.verification_ttl_secs, true)?,
+            access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", raw.access_token_ttl_secs, false)?,
+            refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", raw.refresh_token_ttl_secs, false)?,
+            rate_limits: RateLimits {
+                login_per_account_per_minute: rate(
+                    "LOGIN_PER_ACCOUNT_PER_MINUTE",
+                    raw.login_per_account_per_minute,
+                )?,
+                login_per_address_per_minute: rate(
+                    "LOGIN_PER_ADDRESS_PER_MINUTE",
+                    raw.login_per_address_per_minute,
+                )?,
+                failed_logins_per_account_per_hour: rate(
+                    "FAILED_LOGINS_PER_ACCOUNT_PER_HOUR",
+                    raw.failed_logins_per_account_per_hour,
+                )?,
+                signups_per_address_per_hour: rate(
+                    "SIGNUPS_PER_ADDRESS_PER_HOUR",
+                    raw.signups_per_address_per_hour,
+                )?,
+                resends_per_address_per_hour: rate(
+                    "RESENDS_PER_ADDRESS_PER_HOUR",
+                    raw.resends_per_address_per_hour,
+                )?,
+            },
             listen_addr,
             database_url: raw.database_url.into(),
             database,
@@ -183,6 +412,64 @@ impl Config {
     }
 }
 
+/// The secrets from their variables, each unset one from the key file (created if missing).
+fn resolve_secrets(raw: &Raw) -> Result<Secrets, ConfigError> {
+    let all_set = raw.jwt_secret.is_some()
+        && raw.openrun_data_keys.is_some()
+        && raw.openrun_blind_index_key.is_some();
+    let file = if all_set {
+        None
+    } else {
+        Some(
+            KeyFile::load_or_create(&raw.openrun_keys_file)
+                .map_err(|e| ConfigError(format!("OPENRUN_KEYS_FILE: {e}")))?,
+        )
+    };
+    let pick = |var: &str, env: &Option<String>, from_file: Option<&String>| {
+        env.clone()
+            .or_else(|| from_file.cloned())
+            .ok_or_else(|| ConfigError(format!("{var}: not set")))
+    };
+    let jwt = pick(
+        "JWT_SECRET",
+        &raw.jwt_secret,
+        file.as_ref().map(|f| &f.jwt_secret),
+    )?;
+    let jwt_secret = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, jwt.trim())
+        .ok()
+        .filter(|k| k.len() >= crypto::KEY_LEN)
+        .ok_or_else(|| ConfigError("JWT_SECRET: expected base64 of at least 32 bytes".into()))?;
+    let data_keys: Vec<DataKey> = crypto::parse_data_keys(&pick(
+        "OPENRUN_DATA_KEYS",
+        &raw.openrun_data_keys,
+        file.as_ref().map(|f| &f.data_keys),
+    )?)
+    .map_err(|e| ConfigError(format!("OPENRUN_DATA_KEYS: {e}")))?;
+    let bidx = crypto::decode_key(&pick(
+        "OPENRUN_BLIND_INDEX_KEY",
+        &raw.openrun_blind_index_key,
+        file.as_ref().map(|f| &f.blind_index_key),
+    )?)
+    .map_err(|e| ConfigError(format!("OPENRUN_BLIND_INDEX_KEY: {e}")))?;
+    let keys = KeyRing::new(&data_keys, bidx.into())
+        .map_err(|e| ConfigError(format!("OPENRUN_DATA_KEYS: {e}")))?;
+    Ok(Secrets {
+        jwt_secret: jwt_secret.into(),
+        keys,
+        source: match file {
+            Some(_) => KeySource::File(raw.openrun_keys_file.clone()),
+            None => KeySource::Environment,
+        },
+    })
+}
+
+fn is_secret(key: &str) -> bool {
+    matches!(
+        key,
+        "REDIS_URL" | "SMTP_URL" | "JWT_SECRET" | "OPENRUN_DATA_KEYS" | "OPENRUN_BLIND_INDEX_KEY"
+    )
+}
+
 /// figment's messages name the key in lower case; we name the variable. Values of
 /// `database_url` are never repeated, as they may hold a password.
 fn describe(e: figment::Error) -> String {
@@ -190,6 +477,11 @@ fn describe(e: figment::Error) -> String {
     let reason = match e.kind {
         figment::error::Kind::InvalidType(..) | figment::error::Kind::InvalidValue(..)
             if key.as_deref() == Some("DATABASE_URL") =>
+        {
+            "invalid value".to_string()
+        }
+        figment::error::Kind::InvalidType(..) | figment::error::Kind::InvalidValue(..)
+            if key.as_deref().is_some_and(is_secret) =>
         {
             "invalid value".to_string()
         }
@@ -206,6 +498,58 @@ fn describe(e: figment::Error) -> String {
 mod tests {
     use super::*;
 
+    fn secrets() -> Secrets {
+        Config::local("sqlite://x.db").unwrap().secrets
+    }
+
+    #[test]
+    fn secrets_come_from_variables_or_a_generated_file_and_errors_name_the_variable() {
+        let dir = std::env::temp_dir().join(format!("openrun_keys_{}", uuid::Uuid::now_v7()));
+        let file = dir.join("keys.toml");
+        let raw_file = || raw(|r| r.openrun_keys_file = file.clone());
+        let first = resolve_secrets(&raw_file()).unwrap();
+        assert_eq!(first.source, KeySource::File(file.clone()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // The same keys on the next start.
+        let again = resolve_secrets(&raw_file()).unwrap();
+        let sealed = first.keys.encrypt("f", "x");
+        assert_eq!(again.keys.decrypt("f", &sealed).unwrap(), "x");
+        let e = resolve_secrets(&raw(|r| {
+            r.openrun_keys_file = file.clone();
+            r.jwt_secret = Some("c2hvcnQ=".into());
+        }))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("JWT_SECRET:"), "{e}");
+        let e = resolve_secrets(&raw(|r| {
+            r.openrun_keys_file = file.clone();
+            r.openrun_data_keys = Some("k1:c2VjcmV0LXRvby1zaG9ydA==".into());
+        }))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("OPENRUN_DATA_KEYS:"), "{e}");
+        assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+        let e =
+            Config::validate(raw(|r| r.public_base_url = "ftp://x".into()), secrets()).unwrap_err();
+        assert!(e.to_string().starts_with("PUBLIC_BASE_URL:"), "{e}");
+        let e = Config::validate(raw(|r| r.redis_url = Some("localhost".into())), secrets())
+            .unwrap_err();
+        assert!(e.to_string().starts_with("REDIS_URL:"), "{e}");
+        let e =
+            Config::validate(raw(|r| r.smtp_url = Some("http://x".into())), secrets()).unwrap_err();
+        assert!(e.to_string().starts_with("SMTP_URL:"), "{e}");
+        let e =
+            Config::validate(raw(|r| r.login_per_account_per_minute = 0), secrets()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("LOGIN_PER_ACCOUNT_PER_MINUTE:"),
+            "{e}"
+        );
+    }
+
     fn raw(f: impl FnOnce(&mut Raw)) -> Raw {
         let mut raw = Raw::default();
         f(&mut raw);
@@ -214,20 +558,21 @@ mod tests {
 
     #[test]
     fn defaults_are_the_embedded_shop() {
-        let config = Config::validate(Raw::default()).unwrap();
+        let config = Config::validate(Raw::default(), secrets()).unwrap();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
         assert!(matches!(config.database, ConnectOptions::Sqlite(_)));
     }
 
     #[test]
     fn errors_name_the_variable() {
-        let e = Config::validate(raw(|r| r.database_url = "mysq://x".into())).unwrap_err();
+        let e =
+            Config::validate(raw(|r| r.database_url = "mysq://x".into()), secrets()).unwrap_err();
         assert!(e.to_string().starts_with("DATABASE_URL:"), "{e}");
-        let e = Config::validate(raw(|r| r.listen_addr = "nowhere".into())).unwrap_err();
+        let e = Config::validate(raw(|r| r.listen_addr = "nowhere".into()), secrets()).unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_ADDR:"), "{e}");
-        let e = Config::validate(raw(|r| r.nightly_at = "25:00".into())).unwrap_err();
+        let e = Config::validate(raw(|r| r.nightly_at = "25:00".into()), secrets()).unwrap_err();
         assert!(e.to_string().starts_with("NIGHTLY_AT:"), "{e}");
-        let e = Config::validate(raw(|r| r.database_max_connections = 0)).unwrap_err();
+        let e = Config::validate(raw(|r| r.database_max_connections = 0), secrets()).unwrap_err();
         assert!(
             e.to_string().starts_with("DATABASE_MAX_CONNECTIONS:"),
             "{e}"
@@ -236,11 +581,32 @@ mod tests {
 
     #[test]
     fn the_database_url_never_prints() {
-        let config = Config::validate(raw(|r| {
-            r.database_url = "mysql://shop:hunter2secret@localhost/db".into();
-        }))
+        let config = Config::validate(
+            raw(|r| {
+                r.database_url = "mysql://shop:hunter2secret@localhost/db".into();
+            }),
+            secrets(),
+        )
         .unwrap();
         assert!(!format!("{config:?}").contains("hunter2secret"));
+        // Nor do the keys: Debug shows key ids only.
+        let key = DataKey::generate("k9");
+        let shown = format!(
+            "{:?}",
+            Secrets {
+                keys: KeyRing::new(std::slice::from_ref(&key), crypto::random_bytes(32).into())
+                    .unwrap(),
+                ..config.secrets.clone()
+            }
+        );
+        let setting = key.to_setting();
+        let secret = setting.split_once(':').unwrap().1;
+        assert!(shown.contains("k9") && !shown.contains(secret), "{shown}");
+        let jwt = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            config.secrets.jwt_secret.expose_secret(),
+        );
+        assert!(!format!("{config:?}").contains(&jwt));
         assert!(!config.database_url_redacted().contains("hunter2secret"));
     }
 }

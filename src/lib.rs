@@ -5,6 +5,10 @@
 //!
 //! # Layout
 //! - [`config`]: settings from the environment, validated at start-up.
+//! - [`members`]: sign-up, verification, profile, addresses, roles.
+//! - [`auth`]: passwords, access tokens, device sessions, rate limits, the role extractor.
+//! - [`crypto`]: encryption of personal data and its blind index, key rotation.
+//! - [`mail`]: outgoing e-mail (SMTP or `.eml` files).
 //! - [`db`]: the MySQL / MariaDB or SQLite pool and the embedded migrations.
 //! - [`eventstore`]: the event log, with group commit, on both backends.
 //! - [`commands`]: the command path (load, decide, append) every command goes through.
@@ -16,12 +20,16 @@
 //! - [`cli`]: the `openrun` command line.
 //! - [`telemetry`]: tracing and metrics.
 
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod eventstore;
 pub mod http;
+pub mod mail;
+pub mod members;
 pub mod ops;
 pub mod projections;
 pub mod scheduler;

@@ -8,10 +8,15 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::auth::AuthService;
+use crate::auth::jwt::Jwt;
+use crate::auth::ratelimit::Limiter;
+use crate::auth::tokens::{MemoryTokenStore, RedisTokenStore, TokenStore};
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::db::Database;
 use crate::eventstore::{self, EventStore};
+use crate::members::Members;
 use crate::projections::Projectors;
 use crate::scheduler::{Jobs, Scheduler};
 use crate::{http, telemetry};
@@ -25,6 +30,10 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Members: sign-up, profile, addresses, roles.
+    pub members: Arc<Members>,
+    /// Logins, tokens, sessions, rate limits.
+    pub auth: Arc<AuthService>,
 }
 
 /// A built application: connected, migrated, listening, not yet serving.
@@ -52,10 +61,13 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let (members, auth) = members_and_auth(config, &db).await?;
         let state = AppState {
             db,
             events,
             metrics: telemetry::metrics(),
+            members,
+            auth,
         };
         Ok(Self {
             listener,
@@ -82,7 +94,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        axum::serve(self.listener, http::router(self.state))
+        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")?;
@@ -93,6 +106,37 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The members and auth services on a connected database, with the configured token store
+/// (Redis or in-process) and mailer (SMTP or outbox files).
+pub async fn members_and_auth(
+    config: &Config,
+    db: &Database,
+) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
+    use secrecy::ExposeSecret;
+    let store: Arc<dyn TokenStore> = match &config.redis_url {
+        Some(url) => {
+            Arc::new(RedisTokenStore::connect(url.expose_secret(), &config.redis_key_prefix).await?)
+        }
+        None => Arc::new(MemoryTokenStore::default()),
+    };
+    let members = Members::new(
+        db.clone(),
+        config.secrets.keys.clone(),
+        crate::mail::from_config(&config.mail)?,
+        config.mail.from.clone(),
+        &config.public_base_url,
+        config.verification_ttl,
+    )?;
+    let auth = AuthService::new(
+        db.clone(),
+        Jwt::new(&config.secrets.jwt_secret, config.access_token_ttl),
+        store,
+        Limiter::new(&config.rate_limits),
+        config.refresh_token_ttl,
+    );
+    Ok((Arc::new(members), Arc::new(auth)))
 }
 
 /// Connects to the configured database; the error is one line naming the URL, password hidden.

@@ -2,7 +2,10 @@
 //! assembles them into one router with the OpenAPI document, Swagger UI and the middleware
 //! every request passes through (request id, span, metrics).
 
+pub mod auth;
+pub mod extract;
 pub mod health;
+pub mod members;
 pub mod observability;
 pub mod problem;
 
@@ -24,9 +27,34 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(OpenApi)]
 #[openapi(
     info(title = "openrun", description = "Order and inventory core of a limited-drop shop."),
-    tags((name = "operations", description = "Health, readiness and metrics"))
+    tags(
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "members", description = "Sign-up, verification, profile and addresses"),
+        (name = "auth", description = "Login, tokens and device sessions"),
+        (name = "admin", description = "Administration")
+    ),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme the member endpoints name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
@@ -34,6 +62,24 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(observability::metrics))
+        .routes(routes!(members::sign_up))
+        .routes(routes!(members::verify))
+        .routes(routes!(members::resend_verification))
+        .routes(routes!(members::me, members::update_me))
+        .routes(routes!(members::change_password))
+        .routes(routes!(members::list_addresses, members::add_address))
+        .routes(routes!(
+            members::get_address,
+            members::update_address,
+            members::delete_address
+        ))
+        .routes(routes!(members::set_role))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_all))
+        .routes(routes!(auth::sessions))
+        .routes(routes!(auth::end_session))
         .split_for_parts();
     api_routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))

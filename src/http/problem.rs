@@ -1,6 +1,6 @@
 //! Errors at the HTTP edge as RFC 9457 `application/problem+json`, each with a stable `type`.
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,6 +18,12 @@ pub struct Problem {
     /// What went wrong in this case.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The fields at fault, for validation and conflict problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<crate::members::FieldError>,
+    /// Seconds until a rate-limited request may be retried (sent as `Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -28,7 +34,57 @@ impl Problem {
             title: title.to_owned(),
             status: status.as_u16(),
             detail: None,
+            errors: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    /// Adds the fields at fault.
+    pub fn with_errors(mut self, errors: Vec<crate::members::FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// 401: no valid identity.
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+            .with_detail("a valid access token is required")
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(detail: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+    }
+
+    /// 422: the body breaks field rules.
+    pub fn invalid(errors: Vec<crate::members::FieldError>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid input",
+        )
+        .with_errors(errors)
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(retry_after: std::time::Duration) -> Self {
+        let mut p = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+        );
+        p.retry_after = Some(retry_after.as_secs().max(1));
+        p
+    }
+
+    /// 500: the cause is logged here, once, and never shown.
+    pub fn internal(cause: &anyhow::Error) -> Self {
+        tracing::error!(error = format!("{cause:#}"), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        )
     }
 
     /// Adds the case-specific explanation.
@@ -47,11 +103,22 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }

@@ -72,9 +72,34 @@ async fn openapi_and_swagger_ui_are_served(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/members",
+        "/v1/members/verify",
+        "/v1/members/verification-email",
+        "/v1/members/me",
+        "/v1/members/me/password",
+        "/v1/members/me/addresses",
+        "/v1/members/me/addresses/{id}",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+        "/v1/auth/logout-all",
+        "/v1/auth/sessions",
+        "/v1/auth/sessions/{id}",
+        "/v1/admin/members/{id}/role",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    let me = &doc["paths"]["/v1/members/me"];
+    assert!(me.get("get").is_some() && me.get("patch").is_some());
+    assert_eq!(me["get"]["security"][0], serde_json::json!({"bearer": []}));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let ui = app.get("/docs/").await;
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(

@@ -109,6 +109,10 @@ fn with_no_settings_it_serves_sqlite_under_data_and_stops_on_sigterm() {
         dir.join("data/openrun.db").is_file(),
         "the SQLite file is created under ./data"
     );
+    assert!(
+        dir.join("data/keys.toml").is_file(),
+        "the secrets are generated under ./data"
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -133,4 +137,257 @@ mod reqwest {
         stream.read_to_string(&mut response).ok()?;
         response.starts_with("HTTP/1.1 200").then_some(response)
     }
+}
+
+/// Runs the binary in `dir` with only `vars` set (stdin closed: no terminal).
+fn run_in(dir: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn stored_email(dir: &std::path::Path) -> String {
+    let url = format!("sqlite://{}", dir.join("data/openrun.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let email: String = sqlx::query_scalar("SELECT email_enc FROM members")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    email
+}
+
+const ADMIN_PASSWORD: (&str, &str) = ("OPENRUN_ADMIN_PASSWORD", "a long admin password");
+
+#[tokio::test]
+async fn admin_create_then_keys_rotate_with_the_generated_key_file() {
+    let dir = tempdir();
+    let create = [
+        "admin",
+        "create",
+        "--login-id",
+        "root1",
+        "--email",
+        "root@example.com",
+    ];
+    let (ok, stderr) = run_in(&dir, &[], &create);
+    assert!(!ok && stderr.contains("OPENRUN_ADMIN_PASSWORD"), "{stderr}");
+    let (ok, stderr) = run_in(&dir, &[("OPENRUN_ADMIN_PASSWORD", "short")], &create);
+    assert!(
+        !ok && stderr.contains("password must be at least 10"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run_in(&dir, &[ADMIN_PASSWORD], &create);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run_in(&dir, &[ADMIN_PASSWORD], &create);
+    assert!(!ok && stderr.contains("login_id is taken"), "{stderr}");
+
+    let keys = dir.join("data/keys.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keys).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let before = stored_email(&dir).await;
+    assert!(
+        before.starts_with("k1:") && !before.contains("example"),
+        "{before}"
+    );
+
+    let (ok, stderr) = run_in(&dir, &[], &["keys", "rotate"]);
+    assert!(ok, "{stderr}");
+    let file = std::fs::read_to_string(&keys).unwrap();
+    let data_keys = file.lines().find(|l| l.starts_with("data_keys")).unwrap();
+    assert_eq!(
+        data_keys.matches(':').count(),
+        2,
+        "a new key, and the old one kept"
+    );
+    let new_id = data_keys
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert_ne!(new_id, "k1");
+    let after = stored_email(&dir).await;
+    assert!(after.starts_with(&format!("{new_id}:")), "{after}");
+
+    // The service still reads it: the admin logs in and sees the decrypted address.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = dir.join("serve.log");
+    let mut child = Command::new(BIN)
+        .current_dir(&dir)
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    while reqwest::blocking_get(port).is_none() {
+        assert!(child.try_wait().unwrap().is_none(), "openrun serve exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = ::reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let pair: serde_json::Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"login_id": "root1", "password": ADMIN_PASSWORD.1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: serde_json::Value = client
+        .get(format!("{base}/v1/members/me"))
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "root@example.com");
+    assert_eq!(me["role"], "admin");
+
+    // A member's whole journey, with debug logging on: no personal data in the log.
+    let personal = [
+        "홍길동",
+        "010-9876-5432",
+        "01098765432",
+        "secret.person@example.org",
+        "서울시 비밀구 숨은로 7",
+        "101동 1203호",
+        "a long member password",
+    ];
+    let signed_up = client
+        .post(format!("{base}/v1/members"))
+        .json(
+            &serde_json::json!({"login_id": "person1", "password": personal[6],
+            "name": personal[0], "phone": personal[1], "email": personal[3],
+            "address": {"line1": personal[4], "line2": personal[5]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 201);
+    let duplicate = client
+        .post(format!("{base}/v1/members"))
+        .json(
+            &serde_json::json!({"login_id": "person2", "password": personal[6],
+            "name": personal[0], "phone": personal[1], "email": personal[3],
+            "address": {"line1": personal[4]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    let outbox = std::fs::read_dir(dir.join("data/outbox")).unwrap();
+    let mail = std::fs::read_to_string(outbox.map(|e| e.unwrap().path()).next().unwrap()).unwrap();
+    let mail = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let at = mail.find("token=").unwrap() + "token=".len();
+    let token: String = mail[at..].chars().take(43).collect();
+    let verified = client
+        .get(format!("{base}/v1/members/verify?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let pair: serde_json::Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"login_id": "person1", "password": personal[6]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me: serde_json::Value = client
+        .get(format!("{base}/v1/members/me"))
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], personal[3]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("serving") && log.contains("/v1/members"),
+        "{log}"
+    );
+    for secret in personal
+        .iter()
+        .chain(&[ADMIN_PASSWORD.1, "root@example.com", token.as_str()])
+    {
+        assert!(!log.contains(secret), "{secret:?} is in the log");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn keys_rotate_with_keys_from_the_environment() {
+    use base64::Engine;
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    let dir = tempdir();
+    let k1 = format!("k1:{}", b64(1));
+    let common = [("JWT_SECRET", b64(9)), ("OPENRUN_BLIND_INDEX_KEY", b64(8))];
+    let vars = |keys: &str| -> Vec<(&str, String)> {
+        let mut v = common.to_vec();
+        v.push(("OPENRUN_DATA_KEYS", keys.to_owned()));
+        v.push((ADMIN_PASSWORD.0, ADMIN_PASSWORD.1.to_owned()));
+        v
+    };
+    let run = |v: Vec<(&str, String)>, args: &[&str]| {
+        let refs: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_in(&dir, &refs, args)
+    };
+    let create = [
+        "admin",
+        "create",
+        "--login-id",
+        "root2",
+        "--email",
+        "root2@example.com",
+    ];
+    let (ok, stderr) = run(vars(&k1), &create);
+    assert!(ok, "{stderr}");
+    assert!(
+        !dir.join("data/keys.toml").exists(),
+        "no key file when all three are set"
+    );
+    assert!(stored_email(&dir).await.starts_with("k1:"));
+    let rotated = format!("k2:{},{k1}", b64(2));
+    let (ok, stderr) = run(vars(&rotated), &["keys", "rotate"]);
+    assert!(ok, "{stderr}");
+    assert!(stored_email(&dir).await.starts_with("k2:"));
+    let (ok, stderr) = run(vars("k1:short"), &["keys", "rotate"]);
+    assert!(!ok && stderr.contains("OPENRUN_DATA_KEYS"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

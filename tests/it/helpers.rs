@@ -32,7 +32,7 @@ pub fn mysql_server_url() -> String {
     std::env::var(MYSQL_URL_VAR).unwrap_or_else(|_| MYSQL_URL_DEFAULT.into())
 }
 
-fn random_name(prefix: &str) -> String {
+pub fn random_name(prefix: &str) -> String {
     let n: u64 = rand::rng().random();
     format!("{prefix}{n:016x}")
 }
@@ -216,11 +216,99 @@ pub fn event(event_type: &str, n: u64) -> EventData {
     EventData::json(event_type, "1.0", &serde_json::json!({ "n": n })).unwrap()
 }
 
-/// The application serving on an ephemeral port.
+/// Redis for the MySQL-side tests; every test uses a key prefix of its own.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A real SMTP server (python3 aiosmtpd, see scripts/install-test-deps.sh) on a free loopback
+/// port, delivering into a Maildir; killed when dropped.
+pub struct SmtpServer {
+    pub port: u16,
+    pub maildir: PathBuf,
+    child: std::process::Child,
+}
+
+impl SmtpServer {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir = std::env::temp_dir().join(random_name("openrun_maildir_"));
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/install-test-deps.sh)");
+        let mut server = Self {
+            port,
+            maildir,
+            child,
+        };
+        // Wait until it accepts connections (or has died).
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("aiosmtpd exited with {status}; run scripts/install-test-deps.sh");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The raw messages delivered so far.
+    pub fn messages(&self) -> Vec<String> {
+        read_dir_texts(&self.maildir.join("new"), "")
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.maildir);
+    }
+}
+
+fn read_dir_texts(dir: &std::path::Path, extension: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut files: Vec<(std::time::SystemTime, String)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().to_string_lossy().ends_with(extension))
+        .map(|e| {
+            (
+                e.metadata().unwrap().modified().unwrap(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, text)| text).collect()
+}
+
+/// Where the app's mail goes: a real SMTP server (MySQL side) or the outbox directory (SQLite).
+pub enum MailSink {
+    Smtp(SmtpServer),
+    Outbox(PathBuf),
+}
+
+/// The application serving on an ephemeral port: on MySQL with Redis and SMTP (production's
+/// shape), on SQLite with the in-process token store and the `.eml` outbox (the embedded one).
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub state: AppState,
+    pub config: Config,
+    pub backend: Backend,
+    pub mail: MailSink,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -231,11 +319,25 @@ impl TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
 
-    /// The application with some settings changed.
-    pub async fn spawn_with(backend: Backend, change: impl FnOnce(&mut Config)) -> Self {
+    /// With the configuration changed by `adjust` first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(backend).await;
         let mut config = Config::local(&db.url).unwrap();
-        change(&mut config);
+        let mail = match backend {
+            Backend::MySql => {
+                let smtp = SmtpServer::start().await;
+                config.mail.smtp_url = Some(format!("smtp://127.0.0.1:{}", smtp.port).into());
+                config.redis_url = Some(REDIS_URL.to_string().into());
+                config.redis_key_prefix = format!("{}:", random_name("openrun_test_"));
+                MailSink::Smtp(smtp)
+            }
+            Backend::Sqlite => {
+                let outbox = std::env::temp_dir().join(random_name("openrun_outbox_"));
+                config.mail.outbox_dir = outbox.clone();
+                MailSink::Outbox(outbox)
+            }
+        };
+        adjust(&mut config);
         let app = Application::build(&config).await.unwrap();
         let addr = app.local_addr().unwrap();
         let state = app.state().clone();
@@ -247,9 +349,30 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             state,
+            config,
+            backend,
+            mail,
             shutdown: Some(tx),
             server: Some(server),
             _db: db,
+        }
+    }
+
+    /// The test database's URL.
+    pub fn database_url(&self) -> String {
+        self._db.url.clone()
+    }
+
+    /// The SQLite file (SQLite backend only).
+    pub fn sqlite_path(&self) -> PathBuf {
+        PathBuf::from(self._db.url.trim_start_matches("sqlite://"))
+    }
+
+    /// Every message sent so far, raw (headers and body), oldest first.
+    pub fn mails(&self) -> Vec<String> {
+        match &self.mail {
+            MailSink::Smtp(server) => server.messages(),
+            MailSink::Outbox(dir) => read_dir_texts(dir, ".eml"),
         }
     }
 
@@ -269,6 +392,30 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
+        if self.backend == Backend::MySql {
+            delete_redis_keys(&self.config.redis_key_prefix).await;
+        }
+        if let MailSink::Outbox(dir) = &self.mail {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Deletes every key under `prefix` (a test's own).
+pub async fn delete_redis_keys(prefix: &str) {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 

@@ -3,10 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod auth;
 mod cli;
 mod cqrs;
 mod eventstore;
 mod helpers;
+mod mail;
+mod members;
 mod ops;
 mod projections;
 mod scheduler;
+mod tokenstore;

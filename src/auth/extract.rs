@@ -1,0 +1,71 @@
+//! The authenticated caller, from `Authorization: Bearer <access token>`. `Auth<R>` enforces
+//! the least role `R` a handler needs: no or an invalid token is 401, a lower role 403. Ids and
+//! roles only ever come from here, never from a request body.
+
+use std::marker::PhantomData;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::http::problem::Problem;
+use crate::members::Role;
+use crate::startup::AppState;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The member id (the token's `sub`).
+    pub member_id: String,
+    /// The device session of the token.
+    pub session_id: String,
+    /// The role at issue time.
+    pub role: Role,
+}
+
+/// The least role an endpoint needs.
+pub trait MinRole: Send + Sync + 'static {
+    /// The role.
+    const ROLE: Role;
+}
+
+/// Any signed-in member, verified or not.
+pub struct AnyRole;
+/// A verified member (`basic`, `seller` or `admin`).
+pub struct Basic;
+/// An administrator.
+pub struct Admin;
+
+impl MinRole for AnyRole {
+    const ROLE: Role = Role::Unverified;
+}
+impl MinRole for Basic {
+    const ROLE: Role = Role::Basic;
+}
+impl MinRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// The caller, with at least role `R`.
+pub struct Auth<R: MinRole = AnyRole>(pub Identity, pub PhantomData<R>);
+
+impl<R: MinRole> FromRequestParts<AppState> for Auth<R> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(Problem::unauthorized)?;
+        let identity = state.auth.authenticate(token.trim()).await?;
+        if identity.role < R::ROLE {
+            return Err(Problem::forbidden(&format!(
+                "this needs the role {} or higher",
+                R::ROLE.as_str()
+            )));
+        }
+        Ok(Self(identity, PhantomData))
+    }
+}

@@ -1,0 +1,318 @@
+//! Login, refresh with rotation and reuse detection, logout, the session list, password
+//! change, and checking an access token on every request.
+//!
+//! The hot path ([`AuthService::authenticate`]) reads no database: the token's signature and
+//! claims are checked in memory, and whether its session is still live comes from a small
+//! in-memory cache in front of the token store (sessions ended by this process are known at
+//! once; a session ended by another process is noticed within [`SESSION_CHECK_TTL`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use secrecy::SecretString;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::jwt::Jwt;
+use super::ratelimit::{Limiter, TooMany};
+use super::tokens::{Refreshed, Session, TokenStore};
+use super::{Identity, password};
+use crate::crypto::{random_token, token_hash};
+use crate::db::Database;
+use crate::members::repository;
+use crate::members::{FieldError, Role, validation};
+
+/// How long a "session is live" answer is trusted before the token store is asked again.
+pub const SESSION_CHECK_TTL: Duration = Duration::from_secs(5);
+/// Longest device name kept.
+pub const DEVICE_NAME_MAX: usize = 100;
+
+/// What login and refresh return.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// The JWT to send as `Authorization: Bearer ...`.
+    pub access_token: String,
+    /// Single use: exchange it at `/v1/auth/refresh` for a new pair.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The device session both tokens belong to.
+    pub session_id: String,
+}
+
+/// Why an authentication step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown login id or wrong password (which one is not said).
+    #[error("invalid login id or password")]
+    InvalidCredentials,
+    /// No valid access or refresh token.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// Rate limited.
+    #[error("too many attempts")]
+    TooMany(TooMany),
+    /// No such session of this member.
+    #[error("no such session")]
+    SessionNotFound,
+    /// Field rules broken.
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    /// Anything else (logged, never shown).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<TooMany> for AuthError {
+    fn from(t: TooMany) -> Self {
+        Self::TooMany(t)
+    }
+}
+
+/// Sessions and tokens.
+pub struct AuthService {
+    db: Database,
+    jwt: Jwt,
+    store: Arc<dyn TokenStore>,
+    /// Rate limits of this process.
+    pub limiter: Limiter,
+    refresh_ttl: Duration,
+    live: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+impl AuthService {
+    /// Wires the pieces together.
+    pub fn new(
+        db: Database,
+        jwt: Jwt,
+        store: Arc<dyn TokenStore>,
+        limiter: Limiter,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self {
+            db,
+            jwt,
+            store,
+            limiter,
+            refresh_ttl,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks the login id and password and opens a device session.
+    pub async fn login(
+        &self,
+        login_id: &str,
+        password: SecretString,
+        device: Option<&str>,
+        client: IpAddr,
+    ) -> Result<TokenPair, AuthError> {
+        self.limiter.login(login_id, client)?;
+        let member = match validation::login_id(login_id) {
+            Ok(id) => repository::member_by_login_id(&self.db, &id)
+                .await
+                .context("login")?,
+            Err(_) => None,
+        };
+        let hash = member.as_ref().map(|m| m.password_hash.clone());
+        if !password::verify(password, hash).await? {
+            self.limiter.login_failed(login_id);
+            return Err(AuthError::InvalidCredentials);
+        }
+        let member = member.ok_or(AuthError::InvalidCredentials)?;
+        let device: String = device
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or("unnamed device")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(DEVICE_NAME_MAX)
+            .collect();
+        let now = Utc::now();
+        let session = Session {
+            id: uuid::Uuid::now_v7().to_string(),
+            member_id: member.id.clone(),
+            device,
+            created_at: now,
+            last_used_at: now,
+        };
+        let secret = random_token();
+        self.store
+            .create(&session, &token_hash(&secret), self.refresh_ttl)
+            .await?;
+        self.pair(&session, role_of(&member.role)?, &secret)
+    }
+
+    /// Exchanges a refresh token for a new pair; a rotated token ends its session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let (session_id, presented) = refresh_token
+            .split_once('.')
+            .ok_or(AuthError::InvalidToken)?;
+        let secret = random_token();
+        let outcome = self
+            .store
+            .rotate(
+                session_id,
+                &token_hash(presented),
+                &token_hash(&secret),
+                Utc::now(),
+                self.refresh_ttl,
+            )
+            .await?;
+        match outcome {
+            Refreshed::Rotated(session) => {
+                // The role is read afresh: a member verified or promoted since login gets it.
+                let member = repository::member_by_id(&self.db, &session.member_id)
+                    .await
+                    .context("refresh")?
+                    .ok_or(AuthError::InvalidToken)?;
+                self.pair(&session, role_of(&member.role)?, &secret)
+            }
+            Refreshed::Reused { member_id } => {
+                tracing::warn!(%member_id, session_id, "refresh token reused; session ended");
+                self.mark_ended(&[session_id.to_owned()]);
+                Err(AuthError::InvalidToken)
+            }
+            Refreshed::Unknown => Err(AuthError::InvalidToken),
+        }
+    }
+
+    fn pair(&self, session: &Session, role: Role, secret: &str) -> Result<TokenPair, AuthError> {
+        let access_token = self
+            .jwt
+            .issue(&session.member_id, &session.id, role, Utc::now())?;
+        self.remember(&session.id, true);
+        Ok(TokenPair {
+            access_token,
+            refresh_token: format!("{}.{secret}", session.id),
+            token_type: "Bearer",
+            expires_in: self.jwt.ttl.as_secs(),
+            session_id: session.id.clone(),
+        })
+    }
+
+    /// The identity of a valid access token of a live session.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Identity, AuthError> {
+        let claims = self
+            .jwt
+            .verify(access_token)
+            .ok_or(AuthError::InvalidToken)?;
+        let cached = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&claims.sid).copied());
+        let live = match cached {
+            Some((false, _)) => false,
+            Some((true, at)) if at.elapsed() < SESSION_CHECK_TTL => true,
+            _ => {
+                let live = self.store.is_active(&claims.sid).await?;
+                self.remember(&claims.sid, live);
+                live
+            }
+        };
+        if !live {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Identity {
+            member_id: claims.sub,
+            session_id: claims.sid,
+            role: claims.role,
+        })
+    }
+
+    fn remember(&self, session_id: &str, live: bool) {
+        if let Ok(mut map) = self.live.lock() {
+            if map.len() > 100_000 {
+                // Ended sessions' tokens expire within the access-token lifetime anyway.
+                let keep = self.jwt.ttl;
+                map.retain(|_, (_, at)| at.elapsed() < keep);
+            }
+            map.insert(session_id.to_owned(), (live, Instant::now()));
+        }
+    }
+
+    fn mark_ended(&self, ids: &[String]) {
+        for id in ids {
+            self.remember(id, false);
+        }
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, who: &Identity) -> Result<(), AuthError> {
+        self.end_session(who, &who.session_id).await
+    }
+
+    /// Ends every session of the caller.
+    pub async fn logout_all(&self, who: &Identity) -> Result<(), AuthError> {
+        let ended = self.store.end_all(&who.member_id, None).await?;
+        self.mark_ended(&ended);
+        self.mark_ended(std::slice::from_ref(&who.session_id));
+        Ok(())
+    }
+
+    /// The caller's live sessions.
+    pub async fn sessions(&self, who: &Identity) -> Result<Vec<Session>, AuthError> {
+        Ok(self.store.sessions(&who.member_id).await?)
+    }
+
+    /// Ends one of the caller's sessions (another member's session is not found).
+    pub async fn end_session(&self, who: &Identity, session_id: &str) -> Result<(), AuthError> {
+        if !self.store.end(&who.member_id, session_id).await? {
+            return Err(AuthError::SessionNotFound);
+        }
+        self.mark_ended(&[session_id.to_owned()]);
+        Ok(())
+    }
+
+    /// Changes the caller's password after checking the current one, and ends every other
+    /// session of the member. Wrong current passwords count towards the failed-login limit.
+    pub async fn change_password(
+        &self,
+        who: &Identity,
+        current: SecretString,
+        new: SecretString,
+    ) -> Result<(), AuthError> {
+        use secrecy::ExposeSecret;
+        let member = repository::member_by_id(&self.db, &who.member_id)
+            .await
+            .context("change password")?
+            .ok_or(AuthError::InvalidToken)?;
+        if let Err(message) = validation::password(new.expose_secret(), &member.login_id) {
+            return Err(AuthError::Invalid(vec![FieldError::new(
+                "new_password",
+                message,
+            )]));
+        }
+        // Wrong current passwords count as failed logins: a stolen access token must not
+        // become a way to guess the password.
+        self.limiter.locked(&member.login_id)?;
+        if !password::verify(current, Some(member.password_hash)).await? {
+            self.limiter.login_failed(&member.login_id);
+            return Err(AuthError::Invalid(vec![FieldError::new(
+                "current_password",
+                "does not match",
+            )]));
+        }
+        let hash = password::hash(new).await?;
+        repository::update_password(&self.db, &member.id, &hash, Utc::now())
+            .await
+            .context("change password")?;
+        let ended = self
+            .store
+            .end_all(&member.id, Some(&who.session_id))
+            .await?;
+        self.mark_ended(&ended);
+        Ok(())
+    }
+}
+
+fn role_of(stored: &str) -> anyhow::Result<Role> {
+    Role::parse(stored).with_context(|| format!("unknown stored role {stored:?}"))
+}

@@ -1,0 +1,99 @@
+//! Outgoing e-mail behind the [`Mailer`] trait: SMTP when `SMTP_URL` is set, otherwise `.eml`
+//! files in `MAIL_OUTBOX_DIR` (lettre's file transport), for the embedded default. Both are
+//! exercised by `tests/it/mail.rs`. Addresses are never logged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use crate::config::MailConfig;
+
+/// Sends a message.
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// Delivers `message` (to the SMTP server, or into the outbox).
+    async fn send(&self, message: Message) -> anyhow::Result<()>;
+}
+
+/// Delivery through an SMTP server.
+pub struct SmtpMailer(AsyncSmtpTransport<Tokio1Executor>);
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, message: Message) -> anyhow::Result<()> {
+        // The server's reply text may quote the recipient: only its kind and code are kept,
+        // so no address reaches the logs.
+        self.0.send(message).await.map_err(|e| {
+            let kind = if e.is_permanent() {
+                "permanent"
+            } else if e.is_transient() {
+                "transient"
+            } else if e.is_timeout() {
+                "timeout"
+            } else {
+                "connection or protocol"
+            };
+            let code = e
+                .status()
+                .map(|c| format!(" (code {c})"))
+                .unwrap_or_default();
+            anyhow::anyhow!("SMTP delivery failed: {kind} error{code}")
+        })?;
+        Ok(())
+    }
+}
+
+/// `.eml` files in a directory.
+pub struct FileMailer {
+    transport: AsyncFileTransport<Tokio1Executor>,
+    dir: PathBuf,
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, message: Message) -> anyhow::Result<()> {
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .with_context(|| format!("cannot create the outbox {}", self.dir.display()))?;
+        self.transport
+            .send(message)
+            .await
+            .context("cannot write to the outbox")?;
+        Ok(())
+    }
+}
+
+/// The mailer the configuration asks for.
+pub fn from_config(config: &MailConfig) -> anyhow::Result<Arc<dyn Mailer>> {
+    Ok(match &config.smtp_url {
+        Some(url) => Arc::new(SmtpMailer(
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                .context("SMTP_URL")?
+                .build(),
+        )),
+        None => Arc::new(FileMailer {
+            transport: AsyncFileTransport::new(&config.outbox_dir),
+            dir: config.outbox_dir.clone(),
+        }),
+    })
+}
+
+/// The verification message with its link.
+pub fn verification_message(from: &Mailbox, to: &str, link: &str) -> anyhow::Result<Message> {
+    let to: Mailbox = to.parse().context("the recipient address")?;
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject("Confirm your e-mail address")
+        .header(ContentType::TEXT_PLAIN)
+        .body(format!(
+            "Welcome!\n\nConfirm your e-mail address by opening this link:\n\n{link}\n\n\
+             The link works once and expires. If you did not sign up, ignore this message.\n"
+        ))
+        .context("building the verification message")
+}
