@@ -1,5 +1,7 @@
 //! Password hashing: argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1), always on a
-//! blocking thread so a login never stalls the async runtime's workers.
+//! blocking thread so a login never stalls the async runtime's workers, and at most two per
+//! core at once: a burst of logins waits its turn instead of claiming 19 MiB and a thread
+//! each.
 
 use std::sync::OnceLock;
 
@@ -7,6 +9,7 @@ use anyhow::Context;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
 
 /// Memory cost in KiB (19 MiB).
 pub const MEMORY_KIB: u32 = 19 * 1024;
@@ -30,18 +33,34 @@ fn hash_now(password: &SecretString) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// The PHC string of a new argon2id hash of `password`.
-pub async fn hash(password: SecretString) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_now(&password))
+/// Runs `work` on a blocking thread once one of the hashing permits is free.
+async fn hashing<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    let permits = PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Semaphore::new(2 * cores)
+    });
+    let _permit = permits
+        .acquire()
+        .await
+        .context("the password hashing permits are closed")?;
+    tokio::task::spawn_blocking(work)
         .await
         .context("the password hashing thread failed")?
+}
+
+/// The PHC string of a new argon2id hash of `password`.
+pub async fn hash(password: SecretString) -> anyhow::Result<String> {
+    hashing(move || hash_now(&password)).await
 }
 
 /// Whether `password` matches `hash`. With `None` (no such account) a fixed hash is checked
 /// instead, so that an unknown login id takes as long as a wrong password.
 pub async fn verify(password: SecretString, hash: Option<String>) -> anyhow::Result<bool> {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let known = hash.is_some();
         let hash = match hash {
             Some(h) => h,
@@ -59,7 +78,6 @@ pub async fn verify(password: SecretString, hash: Option<String>) -> anyhow::Res
         Ok(ok && known)
     })
     .await
-    .context("the password hashing thread failed")?
 }
 
 #[cfg(test)]

@@ -30,10 +30,20 @@ pub struct Limiter {
     login_address: DefaultKeyedRateLimiter<IpAddr>,
     signup_address: DefaultKeyedRateLimiter<IpAddr>,
     resend_address: DefaultKeyedRateLimiter<IpAddr>,
-    failures: Mutex<HashMap<String, (Instant, u32)>>,
+    failures: Mutex<Failures>,
     max_failures: NonZeroU32,
     checks: AtomicU64,
 }
+
+/// Failed logins per normalised login id in the current hour.
+#[derive(Default)]
+struct Failures {
+    map: HashMap<String, (Instant, u32)>,
+    swept: Option<Instant>,
+}
+
+/// At most this many login ids have their failures counted at once (about 10 MB).
+const MAX_TRACKED: usize = 100_000;
 
 /// Every this many checks, keys whose limits have fully replenished are forgotten.
 const SWEEP_EVERY: u64 = 10_000;
@@ -68,7 +78,7 @@ impl Limiter {
             resend_address: DefaultKeyedRateLimiter::keyed(per_hour(
                 limits.resends_per_address_per_hour,
             )),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Failures::default()),
             max_failures: limits.failed_logins_per_account_per_hour,
             checks: AtomicU64::new(0),
         }
@@ -83,42 +93,71 @@ impl Limiter {
         }
     }
 
-    /// Whether `account` is locked by too many failed logins this hour.
-    pub fn locked(&self, account: &str) -> Result<(), TooMany> {
-        let failures = self.failures.lock().map_err(|_| TooMany {
-            retry_after: Duration::from_secs(1),
-        })?;
-        match failures.get(&account.to_ascii_lowercase()) {
-            Some((start, n)) if *n >= self.max_failures.get() && start.elapsed() < HOUR => {
-                Err(TooMany {
-                    retry_after: HOUR.saturating_sub(start.elapsed()),
-                })
-            }
-            _ => Ok(()),
+    /// A login attempt from `address` for `account`, the normalised login id (`None` when
+    /// the id given is not even well-formed: such attempts share one per-account budget and
+    /// are not counted as failures, since no account can have that id). On success the
+    /// attempt is counted as a failure straight away, before the password is checked, so
+    /// that parallel guesses cannot slip past the hourly cap; [`Limiter::succeeded`] takes it
+    /// back.
+    pub fn login(&self, account: Option<&str>, address: IpAddr) -> Result<(), TooMany> {
+        self.sweep();
+        check(&self.login_address, &address)?;
+        check(&self.login_account, &account.unwrap_or("").to_owned())?;
+        match account {
+            Some(account) => self.attempt(account),
+            None => Ok(()),
         }
     }
 
-    /// A login attempt for `account` from `address`.
-    pub fn login(&self, account: &str, address: IpAddr) -> Result<(), TooMany> {
+    /// A password check for a signed-in member (a password change): the same per-account
+    /// budget and hourly failure cap as a login, so a stolen access token is no way to guess
+    /// the password.
+    pub fn password_check(&self, account: &str) -> Result<(), TooMany> {
         self.sweep();
-        check(&self.login_address, &address)?;
-        check(&self.login_account, &account.to_ascii_lowercase())?;
-        self.locked(account)
+        check(&self.login_account, &account.to_owned())?;
+        self.attempt(account)
     }
 
-    /// A failed login (or password check) for `account`.
-    pub fn login_failed(&self, account: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            if failures.len() > 100_000 {
-                failures.retain(|_, (start, _)| start.elapsed() < HOUR);
+    /// Refuses when `account` has used up its failures this hour; otherwise counts one.
+    fn attempt(&self, account: &str) -> Result<(), TooMany> {
+        let mut failures = self.failures.lock().map_err(|_| TooMany {
+            retry_after: Duration::from_secs(1),
+        })?;
+        let now = Instant::now();
+        if !failures.map.contains_key(account) && failures.map.len() >= MAX_TRACKED {
+            if failures
+                .swept
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+            {
+                failures.map.retain(|_, (start, _)| start.elapsed() < HOUR);
+                failures.swept = Some(now);
             }
-            let entry = failures
-                .entry(account.to_ascii_lowercase())
-                .or_insert((Instant::now(), 0));
-            if entry.0.elapsed() >= HOUR {
-                *entry = (Instant::now(), 0);
+            if failures.map.len() >= MAX_TRACKED {
+                // Under a flood of distinct login ids: new ones go uncounted (the per-account
+                // per-minute limit still holds) rather than letting the map grow unbounded.
+                return Ok(());
             }
-            entry.1 += 1;
+        }
+        let entry = failures.map.entry(account.to_owned()).or_insert((now, 0));
+        if entry.0.elapsed() >= HOUR {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.max_failures.get() {
+            return Err(TooMany {
+                retry_after: HOUR.saturating_sub(entry.0.elapsed()),
+            });
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// The attempt counted by [`Limiter::login`] or [`Limiter::password_check`] succeeded:
+    /// it is not a failure after all.
+    pub fn succeeded(&self, account: &str) {
+        if let Ok(mut failures) = self.failures.lock()
+            && let Some(entry) = failures.map.get_mut(account)
+        {
+            entry.1 = entry.1.saturating_sub(1);
         }
     }
 

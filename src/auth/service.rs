@@ -58,9 +58,12 @@ pub enum AuthError {
     /// Rate limited.
     #[error("too many attempts")]
     TooMany(TooMany),
-    /// No such session of this member.
+    /// No such session.
     #[error("no such session")]
     SessionNotFound,
+    /// Another member's session.
+    #[error("another member's session")]
+    SessionForbidden,
     /// Field rules broken.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
@@ -113,17 +116,22 @@ impl AuthService {
         device: Option<&str>,
         client: IpAddr,
     ) -> Result<TokenPair, AuthError> {
-        self.limiter.login(login_id, client)?;
-        let member = match validation::login_id(login_id) {
-            Ok(id) => repository::member_by_login_id(&self.db, &id)
+        // Only a well-formed login id keys the per-account limits: a body's arbitrary
+        // string must not become a key the limiter keeps.
+        let account = validation::login_id(login_id).ok();
+        self.limiter.login(account.as_deref(), client)?;
+        let member = match &account {
+            Some(id) => repository::member_by_login_id(&self.db, id)
                 .await
                 .context("login")?,
-            Err(_) => None,
+            None => None,
         };
         let hash = member.as_ref().map(|m| m.password_hash.clone());
         if !password::verify(password, hash).await? {
-            self.limiter.login_failed(login_id);
             return Err(AuthError::InvalidCredentials);
+        }
+        if let Some(account) = &account {
+            self.limiter.succeeded(account);
         }
         let member = member.ok_or(AuthError::InvalidCredentials)?;
         let device: String = device
@@ -154,6 +162,17 @@ impl AuthService {
         let (session_id, presented) = refresh_token
             .split_once('.')
             .ok_or(AuthError::InvalidToken)?;
+        // The member (and so the role, read afresh: a member verified or promoted since
+        // login gets it) is read before the token rotates, so that a failure here leaves the
+        // presented token current and the client can retry.
+        let Some(session) = self.store.session(session_id).await? else {
+            return Err(AuthError::InvalidToken);
+        };
+        let member = repository::member_by_id(&self.db, &session.member_id)
+            .await
+            .context("refresh")?
+            .ok_or(AuthError::InvalidToken)?;
+        let role = role_of(&member.role)?;
         let secret = random_token();
         let outcome = self
             .store
@@ -166,14 +185,7 @@ impl AuthService {
             )
             .await?;
         match outcome {
-            Refreshed::Rotated(session) => {
-                // The role is read afresh: a member verified or promoted since login gets it.
-                let member = repository::member_by_id(&self.db, &session.member_id)
-                    .await
-                    .context("refresh")?
-                    .ok_or(AuthError::InvalidToken)?;
-                self.pair(&session, role_of(&member.role)?, &secret)
-            }
+            Refreshed::Rotated(session) => self.pair(&session, role, &secret),
             Refreshed::Reused { member_id } => {
                 tracing::warn!(%member_id, session_id, "refresh token reused; session ended");
                 self.mark_ended(&[session_id.to_owned()]);
@@ -262,10 +274,13 @@ impl AuthService {
         Ok(self.store.sessions(&who.member_id).await?)
     }
 
-    /// Ends one of the caller's sessions (another member's session is not found).
+    /// Ends one of the caller's sessions; another member's session is forbidden.
     pub async fn end_session(&self, who: &Identity, session_id: &str) -> Result<(), AuthError> {
         if !self.store.end(&who.member_id, session_id).await? {
-            return Err(AuthError::SessionNotFound);
+            return Err(match self.store.session(session_id).await? {
+                Some(_) => AuthError::SessionForbidden,
+                None => AuthError::SessionNotFound,
+            });
         }
         self.mark_ended(&[session_id.to_owned()]);
         Ok(())
@@ -292,23 +307,25 @@ impl AuthService {
         }
         // Wrong current passwords count as failed logins: a stolen access token must not
         // become a way to guess the password.
-        self.limiter.locked(&member.login_id)?;
+        self.limiter.password_check(&member.login_id)?;
         if !password::verify(current, Some(member.password_hash)).await? {
-            self.limiter.login_failed(&member.login_id);
             return Err(AuthError::Invalid(vec![FieldError::new(
                 "current_password",
                 "does not match",
             )]));
         }
+        self.limiter.succeeded(&member.login_id);
         let hash = password::hash(new).await?;
-        repository::update_password(&self.db, &member.id, &hash, Utc::now())
-            .await
-            .context("change password")?;
+        // The other sessions end first: should the store fail, the password is unchanged and
+        // the request can simply be repeated; ending sessions twice is harmless.
         let ended = self
             .store
             .end_all(&member.id, Some(&who.session_id))
             .await?;
         self.mark_ended(&ended);
+        repository::update_password(&self.db, &member.id, &hash, Utc::now())
+            .await
+            .context("change password")?;
         Ok(())
     }
 }

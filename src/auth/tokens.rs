@@ -73,6 +73,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Whether the session is live.
     async fn is_active(&self, session_id: &str) -> anyhow::Result<bool>;
 
+    /// The live session `session_id`, whoever it belongs to.
+    async fn session(&self, session_id: &str) -> anyhow::Result<Option<Session>>;
+
     /// The member's live sessions, oldest first.
     async fn sessions(&self, member_id: &str) -> anyhow::Result<Vec<Session>>;
 
@@ -154,6 +157,10 @@ impl TokenStore for MemoryTokenStore {
 
     async fn is_active(&self, session_id: &str) -> anyhow::Result<bool> {
         self.with(|map| map.contains_key(session_id))
+    }
+
+    async fn session(&self, session_id: &str) -> anyhow::Result<Option<Session>> {
+        self.with(|map| map.get(session_id).map(|e| e.session.clone()))
     }
 
     async fn sessions(&self, member_id: &str) -> anyhow::Result<Vec<Session>> {
@@ -377,6 +384,10 @@ impl TokenStore for RedisTokenStore {
             .clone()
             .exists(self.session_key(session_id))
             .await?)
+    }
+
+    async fn session(&self, session_id: &str) -> anyhow::Result<Option<Session>> {
+        self.load(session_id).await
     }
 
     async fn sessions(&self, member_id: &str) -> anyhow::Result<Vec<Session>> {

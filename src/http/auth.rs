@@ -2,14 +2,14 @@
 //! [`crate::auth::AuthService`], and answers.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{AppJson, ClientAddr};
+use super::extract::{AppJson, AppPath, ClientAddr};
 use super::problem::Problem;
 use crate::auth::tokens::Session;
 use crate::auth::{Auth, AuthError, TokenPair};
@@ -30,6 +30,9 @@ impl From<AuthError> for Problem {
             }
             AuthError::TooMany(t) => Problem::too_many(t.retry_after),
             AuthError::SessionNotFound => Problem::not_found(),
+            AuthError::SessionForbidden => {
+                Problem::forbidden("this session belongs to another member")
+            }
             AuthError::Invalid(errors) => Problem::invalid(errors),
             AuthError::Internal(cause) => Problem::internal(&cause),
         }
@@ -155,11 +158,11 @@ pub async fn sessions(
 
 /// Ends one of the caller's sessions (another member's session is not found).
 #[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    params(("id" = String, Path)), responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn end_session(
     State(state): State<AppState>,
     Auth(me, _): Auth,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<StatusCode, Problem> {
     state.auth.end_session(&me, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -3,13 +3,13 @@
 //! [`crate::members::Members`] (or the auth service), and answers.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{AppJson, ClientAddr};
+use super::extract::{AppJson, AppPath, AppQuery, ClientAddr};
 use super::problem::Problem;
 use crate::auth::{Admin, Auth, Basic};
 use crate::members::service::{
@@ -28,6 +28,7 @@ impl From<MemberError> for Problem {
                 p(StatusCode::CONFLICT, "duplicate", "Already registered").with_errors(errors)
             }
             E::NotFound => Problem::not_found(),
+            E::Forbidden => Problem::forbidden("this address belongs to another member"),
             E::AddressLimit => p(StatusCode::CONFLICT, "address-limit", "Too many addresses")
                 .with_detail(format!("a member keeps at most {MAX_ADDRESSES} addresses")),
             E::TokenUsed => p(
@@ -48,6 +49,8 @@ impl From<MemberError> for Problem {
                 "Unknown link",
             )
             .with_detail("this verification link is not valid"),
+            E::RoleNotRaised => p(StatusCode::CONFLICT, "role-not-raised", "Role not raised")
+                .with_detail("the member has a higher role; roles are granted, never lowered"),
             E::AlreadyVerified => p(StatusCode::CONFLICT, "already-verified", "Already verified"),
             E::Internal(cause) => Problem::internal(&cause),
         }
@@ -121,7 +124,7 @@ pub async fn sign_up(
     (status = 200, body = Verified), (status = 404, body = Problem), (status = 410, body = Problem, description = "Used or expired")))]
 pub async fn verify(
     State(state): State<AppState>,
-    Query(query): Query<VerifyQuery>,
+    AppQuery(query): AppQuery<VerifyQuery>,
 ) -> Result<Json<Verified>, Problem> {
     let role = state.members.verify(&query.token).await?;
     Ok(Json(Verified {
@@ -206,11 +209,11 @@ pub async fn add_address(
 
 /// One of the caller's addresses (another member's is not found).
 #[utoipa::path(get, path = "/v1/members/me/addresses/{id}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = Address), (status = 404, body = Problem)))]
+    params(("id" = String, Path)), responses((status = 200, body = Address), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_address(
     State(state): State<AppState>,
     Auth(me, _): Auth<Basic>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<Address>, Problem> {
     Ok(Json(state.members.get_address(&me.member_id, &id).await?))
 }
@@ -218,11 +221,11 @@ pub async fn get_address(
 /// Replaces one of the caller's addresses.
 #[utoipa::path(put, path = "/v1/members/me/addresses/{id}", tag = "members", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = AddressInput,
-    responses((status = 200, body = Address), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Address), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn update_address(
     State(state): State<AppState>,
     Auth(me, _): Auth<Basic>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
     AppJson(body): AppJson<AddressInput>,
 ) -> Result<Json<Address>, Problem> {
     let address = state
@@ -234,25 +237,26 @@ pub async fn update_address(
 
 /// Deletes one of the caller's addresses.
 #[utoipa::path(delete, path = "/v1/members/me/addresses/{id}", tag = "members", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 204), (status = 404, body = Problem)))]
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn delete_address(
     State(state): State<AppState>,
     Auth(me, _): Auth<Basic>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<StatusCode, Problem> {
     state.members.delete_address(&me.member_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// An admin grants a role, `seller` or `admin`. It shows in the member's access tokens from
-/// their next refresh. Only grants: a lower role in a not yet refreshed token is harmless.
+/// their next refresh. Only raises (a grant below the member's role is 409): a lower role in a
+/// not yet refreshed token is harmless.
 #[utoipa::path(put, path = "/v1/admin/members/{id}/role", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RoleGrant,
-    responses((status = 200, body = RoleChanged), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = RoleChanged), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn set_role(
     State(state): State<AppState>,
     Auth(_admin, _): Auth<Admin>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
     AppJson(body): AppJson<RoleGrant>,
 ) -> Result<Json<RoleChanged>, Problem> {
     Ok(Json(state.members.set_role(&id, body.role).await?))

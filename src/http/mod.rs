@@ -86,6 +86,14 @@ pub fn router(state: AppState) -> Router {
         // A route layer, so that the route template (MatchedPath) is known when it runs.
         .route_layer(axum::middleware::from_fn(observability::record))
         .fallback(|| async { Problem::not_found() })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+            .with_detail("this path does not accept that method")
+        })
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

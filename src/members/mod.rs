@@ -32,6 +32,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 4] = [Self::Unverified, Self::Basic, Self::Seller, Self::Admin];
+
     /// The stored and serialised name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -257,17 +257,27 @@ pub async fn update_password(
     })
 }
 
-/// Sets the role; false when there is no such member.
-pub async fn set_role(
+/// Raises the member's role to `role` when it is one of `lower`; false when there is no
+/// such member or the role is not among them.
+pub async fn raise_role(
     db: &Database,
     id: &str,
     role: &str,
+    lower: &[&str],
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let sql = "UPDATE members SET role = ?, updated_at = ? WHERE id = ?";
+    if lower.is_empty() {
+        return Ok(false);
+    }
+    let marks = vec!["?"; lower.len()].join(", ");
+    let sql =
+        format!("UPDATE members SET role = ?, updated_at = ? WHERE id = ? AND role IN ({marks})");
     with_pool!(db, pool => {
-        sqlx::query(sql).bind(role).bind(now).bind(id).execute(pool).await
-            .map(|r| r.rows_affected() == 1)
+        let mut query = sqlx::query(&sql).bind(role).bind(now).bind(id);
+        for l in lower {
+            query = query.bind(*l);
+        }
+        query.execute(pool).await.map(|r| r.rows_affected() == 1)
     })
 }
 
@@ -364,6 +374,14 @@ pub async fn address(
 ) -> Result<Option<AddressRow>, sqlx::Error> {
     let sql = format!("SELECT {ADDRESS_COLUMNS} FROM addresses WHERE member_id = ? AND id = ?");
     with_pool!(db, pool => sqlx::query_as(&sql).bind(member_id).bind(id).fetch_optional(pool).await)
+}
+
+/// Whether an address `id` exists, whoever it belongs to.
+pub async fn address_exists(db: &Database, id: &str) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM addresses WHERE id = ?";
+    with_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(pool).await.map(|n| n > 0)
+    })
 }
 
 /// Replaces the lines of one of the member's addresses; false when not found.

@@ -28,9 +28,12 @@ pub enum MemberError {
     /// Login id, e-mail or phone taken (409).
     #[error("already taken")]
     Duplicate(Vec<FieldError>),
-    /// No such member or address of the caller (404).
+    /// No such member or address (404).
     #[error("not found")]
     NotFound,
+    /// The address belongs to another member (403).
+    #[error("another member's address")]
+    Forbidden,
     /// Already [`super::MAX_ADDRESSES`] addresses (409).
     #[error("address limit reached")]
     AddressLimit,
@@ -43,6 +46,9 @@ pub enum MemberError {
     /// No such verification token (404).
     #[error("unknown verification link")]
     TokenUnknown,
+    /// A grant that would lower the member's role (409).
+    #[error("the member has a higher role")]
+    RoleNotRaised,
     /// The member is verified already (409).
     #[error("already verified")]
     AlreadyVerified,
@@ -474,10 +480,20 @@ impl Members {
 
     /// One of the member's addresses.
     pub async fn get_address(&self, member_id: &str, id: &str) -> Result<Address, MemberError> {
-        let row = repository::address(&self.db, member_id, id)
-            .await?
-            .ok_or(MemberError::NotFound)?;
-        self.address(row)
+        match repository::address(&self.db, member_id, id).await? {
+            Some(row) => self.address(row),
+            None => Err(self.not_theirs(id).await),
+        }
+    }
+
+    /// Why the member has no address `id`: it belongs to someone else (403) or does not
+    /// exist (404).
+    async fn not_theirs(&self, id: &str) -> MemberError {
+        match repository::address_exists(&self.db, id).await {
+            Ok(true) => MemberError::Forbidden,
+            Ok(false) => MemberError::NotFound,
+            Err(e) => e.into(),
+        }
     }
 
     /// Adds an address, at most [`super::MAX_ADDRESSES`].
@@ -506,9 +522,9 @@ impl Members {
         input: AddressInput,
     ) -> Result<Address, MemberError> {
         let mut errors = Vec::new();
-        let current = repository::address(&self.db, member_id, id)
-            .await?
-            .ok_or(MemberError::NotFound)?;
+        let Some(current) = repository::address(&self.db, member_id, id).await? else {
+            return Err(self.not_theirs(id).await);
+        };
         let is_default = input.is_default.unwrap_or(current.is_default);
         let Some(mut row) =
             self.address_row(member_id, id.into(), &input, is_default, "", &mut errors)
@@ -517,7 +533,7 @@ impl Members {
         };
         row.created_at = current.created_at;
         if !repository::update_address(&self.db, &row).await? {
-            return Err(MemberError::NotFound);
+            return Err(self.not_theirs(id).await);
         }
         self.address(row)
     }
@@ -527,7 +543,7 @@ impl Members {
         if repository::delete_address(&self.db, member_id, id).await? {
             Ok(())
         } else {
-            Err(MemberError::NotFound)
+            Err(self.not_theirs(id).await)
         }
     }
 
@@ -539,8 +555,20 @@ impl Members {
                 "must be seller or admin",
             )]));
         }
-        if !repository::set_role(&self.db, member_id, role.as_str(), Utc::now()).await? {
-            return Err(MemberError::NotFound);
+        // Only ever raised: a grant never demotes (an admin's live tokens would keep the
+        // higher role until they expire).
+        let lower: Vec<&str> = Role::ALL
+            .iter()
+            .filter(|r| **r < role)
+            .map(|r| r.as_str())
+            .collect();
+        if !repository::raise_role(&self.db, member_id, role.as_str(), &lower, Utc::now()).await? {
+            let member = repository::member_by_id(&self.db, member_id)
+                .await?
+                .ok_or(MemberError::NotFound)?;
+            if member.role != role.as_str() {
+                return Err(MemberError::RoleNotRaised);
+            }
         }
         Ok(RoleChanged {
             id: member_id.into(),

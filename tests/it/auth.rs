@@ -391,6 +391,42 @@ async fn failed_logins_lock_the_account_for_the_hour(backend: Backend) {
         assert_eq!(r.status(), expected);
     }
     app.stop().await;
+
+    // Guesses sent in parallel do not slip past the cap: every attempt is counted before
+    // its password is checked.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.rate_limits.failed_logins_per_account_per_hour = 3.try_into().unwrap();
+    })
+    .await;
+    sign_up(&app, 38).await;
+    let m = login(&app, "member38", PASSWORD, "x").await;
+    let guesses = (0..10).map(|i| {
+        let (app, access) = (&app, m.access.clone());
+        async move {
+            let change = json!({"current_password": format!("guess number {i}"),
+                                "new_password": "whatever it is now"});
+            send(
+                app,
+                Method::PUT,
+                "/v1/members/me/password",
+                &access,
+                Some(&change),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, refused), (3, 7), "{statuses:?}");
+    app.stop().await;
 }
 
 async fn sign_up_and_resend_are_rate_limited_per_address(backend: Backend) {

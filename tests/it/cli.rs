@@ -391,3 +391,176 @@ async fn keys_rotate_with_keys_from_the_environment() {
     assert!(!ok && stderr.contains("OPENRUN_DATA_KEYS"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every secret and every piece of personal data a member's requests carry, none of which may
+/// reach the process's output, even with debug logging on.
+#[tokio::test]
+async fn a_serving_process_logs_no_personal_data_or_secrets() {
+    let dir = tempdir();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(&dir)
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug,openrun=trace")
+        .stdout(log("stdout.log"))
+        .stderr(log("stderr.log"))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = ::reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let password = "Quiet Harbour Lantern 88";
+    let wrong = "Loud Harbour Lantern 99";
+    let sign_up = serde_json::json!({
+        "login_id": "logwatch7",
+        "password": password,
+        "name": "Seo Haneul-Logcheck",
+        "phone": "010-7345-9182",
+        "email": "haneul.logcheck@example.co.kr",
+        "address": {"line1": "Banpo-daero 58 Logcheck-gil", "line2": "Suite 4417",
+                    "postal_code": "06591"}
+    });
+    let post = |path: &str, body: &serde_json::Value, token: Option<&str>| {
+        let mut request = client.post(format!("{base}{path}")).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        post("/v1/members", &sign_up, None).await.unwrap().status(),
+        201
+    );
+    assert_eq!(
+        post("/v1/members", &sign_up, None).await.unwrap().status(),
+        409
+    );
+    let mut broken = sign_up.clone();
+    broken["email"] = "haneul.logcheck@@broken".into();
+    broken["phone"] = "020-7345-9182".into();
+    assert_eq!(
+        post("/v1/members", &broken, None).await.unwrap().status(),
+        422
+    );
+    let outbox = dir.join("data/outbox");
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .expect("a verification e-mail")
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let at = mail.find("verify?token=").unwrap() + "verify?token=".len();
+    let link_token: String = mail[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let verified = client
+        .get(format!("{base}/v1/members/verify?token={link_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let login = |password: &str| serde_json::json!({"login_id": "logwatch7", "password": password, "device_name": "phone"});
+    assert_eq!(
+        post("/v1/auth/login", &login(wrong), None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let pair: serde_json::Value = post("/v1/auth/login", &login(password), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+    let me = client
+        .get(format!("{base}/v1/members/me"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let address =
+        serde_json::json!({"line1": "Gangnam-daero 9 Logcheck-ro", "postal_code": "06236"});
+    let added = post("/v1/members/me/addresses", &address, Some(&access))
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let bad_change = serde_json::json!({"current_password": wrong, "new_password": password});
+    let changed = client
+        .put(format!("{base}/v1/members/me/password"))
+        .bearer_auth(&access)
+        .json(&bad_change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 422);
+    let refreshed = post(
+        "/v1/auth/refresh",
+        &serde_json::json!({"refresh_token": refresh}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    // Presenting the rotated token again is logged as reuse: with ids only.
+    let reused = post(
+        "/v1/auth/refresh",
+        &serde_json::json!({"refresh_token": refresh}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reused.status(), 401);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let output = std::fs::read_to_string(dir.join("stdout.log")).unwrap()
+        + &std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+    assert!(
+        output.contains("/v1/auth/refresh"),
+        "the requests were logged"
+    );
+    let secret_part = refresh.split_once('.').unwrap().1;
+    for needle in [
+        password,
+        wrong,
+        "Seo Haneul",
+        "Logcheck",
+        "logcheck",
+        "7345",
+        "9182",
+        "01073459182",
+        "haneul",
+        "Banpo",
+        "Suite 4417",
+        "06591",
+        "Gangnam",
+        &link_token,
+        &access,
+        &access[access.len() - 20..],
+        secret_part,
+    ] {
+        assert!(!output.contains(needle), "the log holds {needle:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -783,10 +783,12 @@ async fn member_a_cannot_read_or_change_member_b_s_things(backend: Backend) {
         "/v1/members/me/addresses/{}",
         b_list["items"][0]["id"].as_str().unwrap()
     );
-    assert_eq!(
-        get(&app, &b_address, &a.access).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    problem(
+        get(&app, &b_address, &a.access).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
     let put = send(
         &app,
         reqwest::Method::PUT,
@@ -795,9 +797,17 @@ async fn member_a_cannot_read_or_change_member_b_s_things(backend: Backend) {
         Some(&json!({"line1": "hijack"})),
     )
     .await;
-    assert_eq!(put.status(), StatusCode::NOT_FOUND);
+    problem(put, StatusCode::FORBIDDEN, "forbidden").await;
     let delete = send(&app, reqwest::Method::DELETE, &b_address, &a.access, None).await;
-    assert_eq!(delete.status(), StatusCode::NOT_FOUND);
+    problem(delete, StatusCode::FORBIDDEN, "forbidden").await;
+    // An address that does not exist at all is 404.
+    let nowhere = "/v1/members/me/addresses/01900000-0000-7000-8000-000000000000";
+    problem(
+        get(&app, nowhere, &a.access).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
     let still: Value = get(&app, &b_address, &b.access).await.json().await.unwrap();
     assert_eq!(still["line1"], "서울시 강남구 테헤란로 21길");
     // Sessions: A sees only A's, cannot end B's.
@@ -821,7 +831,7 @@ async fn member_a_cannot_read_or_change_member_b_s_things(backend: Backend) {
         None,
     )
     .await;
-    assert_eq!(end.status(), StatusCode::NOT_FOUND);
+    problem(end, StatusCode::FORBIDDEN, "forbidden").await;
     assert_eq!(
         get(&app, "/v1/members/me", &b.access).await.status(),
         StatusCode::OK
@@ -900,6 +910,23 @@ async fn an_admin_grants_roles_and_only_an_admin(backend: Backend) {
     // A second admin.
     let promoted = grant(admin.access.clone(), "admin").await;
     assert_eq!(promoted.json::<Value>().await.unwrap()["role"], "admin");
+    // A grant never lowers a role: "seller" for an admin is refused and changes nothing,
+    // granting the role a member has already is a no-op.
+    problem(
+        grant(admin.access.clone(), "seller").await,
+        StatusCode::CONFLICT,
+        "role-not-raised",
+    )
+    .await;
+    let again = grant(admin.access.clone(), "admin").await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let b_again = login(&app, &b.login_id, PASSWORD, "third").await;
+    let me: Value = get(&app, "/v1/members/me", &b_again.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "admin");
     problem(
         grant(admin.access.clone(), "owner").await,
         StatusCode::BAD_REQUEST,
@@ -941,5 +968,33 @@ async fn the_link_follows_public_base_url_and_bodies_must_be_json(backend: Backe
         .await
         .unwrap();
     problem(form, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid-body").await;
+    let huge = app
+        .client
+        .post(app.url("/v1/members"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"login_id\": \"{}\"}}", "x".repeat(3 << 20)))
+        .send()
+        .await
+        .unwrap();
+    problem(huge, StatusCode::PAYLOAD_TOO_LARGE, "body-too-large").await;
+    let no_token = app.get("/v1/members/verify").await;
+    let body = problem(no_token, StatusCode::BAD_REQUEST, "invalid-query").await;
+    assert_eq!(body["detail"], "missing field `token`");
+    let wrong_method = app
+        .client
+        .delete(app.url("/v1/members"))
+        .send()
+        .await
+        .unwrap();
+    assert!(wrong_method.headers().contains_key("allow"));
+    problem(
+        wrong_method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    )
+    .await;
+    let m = verified_member(&app, 41).await;
+    let bad_path = get(&app, "/v1/members/me/addresses/%FF%FE", &m.access).await;
+    problem(bad_path, StatusCode::BAD_REQUEST, "invalid-path").await;
     app.stop().await;
 }
