@@ -31,6 +31,9 @@ pub const SESSION_CHECK_TTL: Duration = Duration::from_secs(5);
 /// Longest device name kept.
 pub const DEVICE_NAME_MAX: usize = 100;
 
+/// The window of the failed-login budget (`FAILED_LOGINS_PER_ACCOUNT_PER_HOUR`).
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(3600);
+
 /// What login and refresh return.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenPair {
@@ -120,6 +123,9 @@ impl AuthService {
         // string must not become a key the limiter keeps.
         let account = validation::login_id(login_id).ok();
         self.limiter.login(account.as_deref(), client)?;
+        if let Some(account) = &account {
+            self.count_attempt(account).await?;
+        }
         let member = match &account {
             Some(id) => repository::member_by_login_id(&self.db, id)
                 .await
@@ -131,7 +137,7 @@ impl AuthService {
             return Err(AuthError::InvalidCredentials);
         }
         if let Some(account) = &account {
-            self.limiter.succeeded(account);
+            self.store.forgive_attempt(account).await?;
         }
         let member = member.ok_or(AuthError::InvalidCredentials)?;
         let device: String = device
@@ -256,6 +262,15 @@ impl AuthService {
         }
     }
 
+    /// Counts a password attempt against the account's hourly budget of failures (shared by
+    /// every process on the same token store); refused when it is spent.
+    async fn count_attempt(&self, account: &str) -> Result<(), AuthError> {
+        self.store
+            .count_attempt(account, self.limiter.max_failures(), FAILURE_WINDOW)
+            .await?
+            .map_err(|retry_after| AuthError::TooMany(TooMany { retry_after }))
+    }
+
     /// Ends the caller's session.
     pub async fn logout(&self, who: &Identity) -> Result<(), AuthError> {
         self.end_session(who, &who.session_id).await
@@ -308,13 +323,14 @@ impl AuthService {
         // Wrong current passwords count as failed logins: a stolen access token must not
         // become a way to guess the password.
         self.limiter.password_check(&member.login_id)?;
+        self.count_attempt(&member.login_id).await?;
         if !password::verify(current, Some(member.password_hash)).await? {
             return Err(AuthError::Invalid(vec![FieldError::new(
                 "current_password",
                 "does not match",
             )]));
         }
-        self.limiter.succeeded(&member.login_id);
+        self.store.forgive_attempt(&member.login_id).await?;
         let hash = password::hash(new).await?;
         // The other sessions end first: should the store fail, the password is unchanged and
         // the request can simply be repeated; ending sessions twice is harmless.

@@ -89,7 +89,96 @@ on_both_stores!(
     an_unknown_token_or_session_changes_nothing,
     a_member_ends_only_their_own_sessions,
     end_all_keeps_the_excepted_session,
+    the_failure_budget_counts_attempts_and_takes_back_successes,
+    the_failure_budget_renews_after_its_window,
 );
+
+async fn the_failure_budget_counts_attempts_and_takes_back_successes(store: &dyn TokenStore) {
+    let window = Duration::from_secs(3600);
+    for _ in 0..3 {
+        assert_eq!(
+            store.count_attempt("alice1", 3, window).await.unwrap(),
+            Ok(())
+        );
+    }
+    let refused = store.count_attempt("alice1", 3, window).await.unwrap();
+    let left = refused.expect_err("the fourth attempt is over the budget");
+    assert!(
+        left > Duration::from_secs(3500) && left <= window,
+        "{left:?}"
+    );
+    // Another account has its own budget.
+    assert_eq!(
+        store.count_attempt("bob22", 3, window).await.unwrap(),
+        Ok(())
+    );
+    // A success gives its attempt back: one more may be tried, then none.
+    store.forgive_attempt("alice1").await.unwrap();
+    assert_eq!(
+        store.count_attempt("alice1", 3, window).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .count_attempt("alice1", 3, window)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    // Taking back from an account with nothing counted changes nothing.
+    store.forgive_attempt("carol3").await.unwrap();
+    store.forgive_attempt("carol3").await.unwrap();
+    assert_eq!(
+        store.count_attempt("carol3", 1, window).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .count_attempt("carol3", 1, window)
+            .await
+            .unwrap()
+            .is_err()
+    );
+}
+
+async fn the_failure_budget_renews_after_its_window(store: &dyn TokenStore) {
+    let window = Duration::from_millis(300);
+    assert_eq!(
+        store.count_attempt("dave44", 1, window).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .count_attempt("dave44", 1, window)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.count_attempt("dave44", 1, window).await.unwrap(),
+        Ok(())
+    );
+}
+
+/// Every process on one Redis shares an account's budget: 10 guesses spread over two
+/// stores (two processes) in parallel get exactly the budget of 4 through.
+#[tokio::test]
+async fn processes_sharing_redis_share_the_failure_budget() {
+    let prefix = format!("{}:", random_name("openrun_test_"));
+    let one = RedisTokenStore::connect(REDIS_URL, &prefix).await.unwrap();
+    let two = RedisTokenStore::connect(REDIS_URL, &prefix).await.unwrap();
+    let window = Duration::from_secs(3600);
+    let guesses = (0..10).map(|i| {
+        let store: &dyn TokenStore = if i % 2 == 0 { &one } else { &two };
+        store.count_attempt("shared5", 4, window)
+    });
+    let outcomes = futures_util::future::join_all(guesses).await;
+    let counted = outcomes.iter().filter(|o| matches!(o, Ok(Ok(())))).count();
+    let refused = outcomes.iter().filter(|o| matches!(o, Ok(Err(_)))).count();
+    assert_eq!((counted, refused), (4, 6), "{outcomes:?}");
+    delete_redis_keys(&prefix).await;
+}
 
 async fn a_created_session_is_active_and_listed(store: &dyn TokenStore) {
     let a = session("s1", "m1", 1);
