@@ -75,7 +75,9 @@ impl CqrsEventRepository {
 fn to_persistence(e: EventStoreError) -> PersistenceError {
     match e {
         EventStoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
-        EventStoreError::Database(e) => PersistenceError::ConnectionError(Box::new(e)),
+        EventStoreError::Database(e) | EventStoreError::OutcomeUnknown(e) => {
+            PersistenceError::ConnectionError(Box::new(e))
+        }
         EventStoreError::Corrupt { .. } => PersistenceError::DeserializationError(Box::new(e)),
         e => PersistenceError::UnknownError(Box::new(e)),
     }

@@ -17,7 +17,10 @@ use std::time::Instant;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::model::{Appended, EventData, EventStoreError, ExpectedVersion, Metadata, StreamRef};
+use super::model::{
+    Appended, EventData, EventStoreError, ExpectedVersion, MAX_APPEND_EVENTS, MAX_METADATA_BYTES,
+    Metadata, StreamRef,
+};
 
 /// Tuning of the group-commit writer.
 #[derive(Debug, Clone)]
@@ -60,16 +63,21 @@ impl PendingAppend {
         metadata: &Metadata,
     ) -> Result<(Self, oneshot::Receiver<Result<Appended, EventStoreError>>), EventStoreError> {
         stream.validate()?;
-        if events.is_empty() {
-            return Err(EventStoreError::InvalidInput(
-                "an append needs at least one event".into(),
-            ));
+        if events.is_empty() || events.len() > MAX_APPEND_EVENTS {
+            return Err(EventStoreError::InvalidInput(format!(
+                "an append needs 1 to {MAX_APPEND_EVENTS} events"
+            )));
         }
         for event in &events {
             event.validate()?;
         }
         let metadata = serde_json::to_string(metadata)
             .map_err(|e| EventStoreError::InvalidInput(format!("metadata: {e}")))?;
+        if metadata.len() > MAX_METADATA_BYTES {
+            return Err(EventStoreError::InvalidInput(format!(
+                "the metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"
+            )));
+        }
         let (reply, answer) = oneshot::channel();
         let pending = Self {
             stream,
@@ -202,15 +210,30 @@ pub(crate) fn pow2_chunks<'a, T>(
     })
 }
 
+/// Why a batch's transaction failed.
+#[derive(Debug)]
+pub(crate) enum BatchFailure {
+    /// Before the commit was sent: nothing was written.
+    Before(sqlx::Error),
+    /// While committing: the batch may or may not have been written.
+    AtCommit(sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Before(e)
+    }
+}
+
 /// A backend's half of group commit: write one batch in one transaction.
 #[async_trait::async_trait]
 pub(crate) trait BatchWriter: Send + Sync + 'static {
     /// Writes the batch and returns each append's outcome in batch order. An `Err` means the
-    /// transaction failed as a whole and nothing was written.
+    /// transaction failed as a whole, and says whether anything may have been written.
     async fn write_batch(
         &self,
         batch: &[PendingAppend],
-    ) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error>;
+    ) -> Result<Vec<Result<Appended, EventStoreError>>, BatchFailure>;
 }
 
 enum Msg {
@@ -221,6 +244,7 @@ enum Msg {
 /// The queue in front of a [`BatchWriter`], and its writer tasks.
 pub(crate) struct GroupCommitter {
     queue: mpsc::Sender<Msg>,
+    accepted: std::sync::atomic::AtomicU64,
     head: Arc<watch::Sender<u64>>,
     writers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -244,6 +268,7 @@ impl GroupCommitter {
             .collect();
         Self {
             queue,
+            accepted: std::sync::atomic::AtomicU64::new(0),
             head,
             writers: std::sync::Mutex::new(writers),
         }
@@ -261,7 +286,14 @@ impl GroupCommitter {
             .send(Msg::Append(pending))
             .await
             .map_err(|_| EventStoreError::ShuttingDown)?;
+        self.accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         answer.await.map_err(|_| EventStoreError::ShuttingDown)?
+    }
+
+    /// Appends taken onto the queue so far (each will be written, even across a shutdown).
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
@@ -300,28 +332,64 @@ async fn run_writer<W: BatchWriter>(
         metrics::histogram!("openrun_eventstore_batch_appends").record(batch.len() as f64);
         metrics::histogram!("openrun_eventstore_batch_events").record(events as f64);
         match result {
-            Ok(outcomes) => {
-                let mut highest = 0;
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    if let Ok(appended) = &outcome {
-                        highest = highest.max(*appended.positions.end());
-                    }
-                    // Ignored error: the caller stopped waiting; the append is committed anyway.
-                    let _ = pending.reply.send(outcome);
+            Ok(outcomes) => reply(&head, batch, outcomes),
+            // The server refused a statement (not the connection failing): nothing was
+            // written, and one append may be the cause, so each is written on its own and
+            // only the culprit fails.
+            Err(BatchFailure::Before(sqlx::Error::Database(e))) if batch.len() > 1 => {
+                tracing::warn!(error = %e, appends = batch.len(),
+                    "event store batch refused; writing its appends one by one");
+                for pending in batch {
+                    let outcome = match writer.write_batch(std::slice::from_ref(&pending)).await {
+                        Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
+                            Err(EventStoreError::InvalidInput("empty append".into()))
+                        }),
+                        Err(failure) => Err(failed(failure, 1)),
+                    };
+                    reply(&head, vec![pending], vec![outcome]);
                 }
-                head.send_if_modified(|h| {
-                    let moved = highest > *h;
-                    *h = (*h).max(highest);
-                    moved
-                });
             }
-            Err(e) => {
-                tracing::error!(error = %e, appends = batch.len(), "event store batch failed");
-                let e = EventStoreError::from(e);
+            Err(failure) => {
+                let e = failed(failure, batch.len());
                 for pending in batch {
                     let _ = pending.reply.send(Err(e.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Sends each caller its outcome and moves the head past what was written.
+fn reply(
+    head: &watch::Sender<u64>,
+    batch: Vec<PendingAppend>,
+    outcomes: Vec<Result<Appended, EventStoreError>>,
+) {
+    let mut highest = 0;
+    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        if let Ok(appended) = &outcome {
+            highest = highest.max(*appended.positions.end());
+        }
+        // Ignored error: the caller stopped waiting; the append is committed anyway.
+        let _ = pending.reply.send(outcome);
+    }
+    head.send_if_modified(|h| {
+        let moved = highest > *h;
+        *h = (*h).max(highest);
+        moved
+    });
+}
+
+/// Logs a failed batch and turns the failure into what its callers are told.
+fn failed(failure: BatchFailure, appends: usize) -> EventStoreError {
+    match failure {
+        BatchFailure::Before(e) => {
+            tracing::error!(error = %e, appends, "event store batch failed");
+            EventStoreError::from(e)
+        }
+        BatchFailure::AtCommit(e) => {
+            tracing::error!(error = %e, appends, "event store commit failed; outcome unknown");
+            EventStoreError::OutcomeUnknown(Arc::new(e))
         }
     }
 }
@@ -376,6 +444,186 @@ mod tests {
         PendingAppend::new(stream, expected, events, &Metadata::default())
             .unwrap()
             .0
+    }
+
+    /// A server-side refusal, as the database would report it.
+    #[derive(Debug)]
+    struct Refused;
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Data too long for column 'metadata'")
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "Data too long for column 'metadata'"
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// A writer that holds batches with the stream `gate` until released, refuses any batch
+    /// holding the stream `poison` (or `lost`, at commit), and records each batch's size.
+    struct FakeWriter {
+        gate: tokio::sync::Semaphore,
+        sizes: std::sync::Mutex<Vec<usize>>,
+        next: std::sync::atomic::AtomicU64,
+    }
+
+    impl Default for FakeWriter {
+        fn default() -> Self {
+            Self {
+                gate: tokio::sync::Semaphore::new(0),
+                sizes: std::sync::Mutex::default(),
+                next: std::sync::atomic::AtomicU64::default(),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl BatchWriter for FakeWriter {
+        async fn write_batch(
+            &self,
+            batch: &[PendingAppend],
+        ) -> Result<Vec<Result<Appended, EventStoreError>>, BatchFailure> {
+            self.sizes.lock().unwrap().push(batch.len());
+            let has = |id: &str| batch.iter().any(|p| p.stream.stream_id == id);
+            if has("gate") {
+                self.gate.acquire().await.unwrap().forget();
+            }
+            if has("poison") {
+                return Err(BatchFailure::Before(sqlx::Error::Database(Box::new(
+                    Refused,
+                ))));
+            }
+            if has("lost") {
+                return Err(BatchFailure::AtCommit(sqlx::Error::PoolClosed));
+            }
+            Ok(batch
+                .iter()
+                .map(|_| {
+                    let at = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    Ok(Appended {
+                        version: 1,
+                        positions: at..=at,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    async fn append_to(committer: &GroupCommitter, id: &str) -> Result<Appended, EventStoreError> {
+        let events = vec![EventData {
+            event_type: "Happened".into(),
+            event_version: "1.0".into(),
+            payload: "{}".into(),
+        }];
+        committer
+            .append(
+                StreamRef::new("t", id),
+                ExpectedVersion::NO_STREAM,
+                events,
+                &Metadata::default(),
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_append_the_server_refuses_fails_alone_and_a_lost_commit_is_unknown() {
+        let writer = Arc::new(FakeWriter::default());
+        let config = GroupCommitConfig {
+            writers: 1,
+            ..GroupCommitConfig::default()
+        };
+        let committer = Arc::new(GroupCommitter::start(Arc::clone(&writer), &config));
+        let gate = tokio::spawn({
+            let committer = Arc::clone(&committer);
+            async move { append_to(&committer, "gate").await }
+        });
+        let queued = |n: usize| committer.queue.max_capacity() - committer.queue.capacity() == n;
+        while writer.sizes.lock().unwrap().is_empty() || !queued(0) {
+            tokio::task::yield_now().await;
+        }
+        let others: Vec<_> = ["a", "b", "poison", "c", "d"]
+            .into_iter()
+            .map(|id| {
+                let committer = Arc::clone(&committer);
+                tokio::spawn(async move { append_to(&committer, id).await })
+            })
+            .collect();
+        while !queued(5) {
+            tokio::task::yield_now().await;
+        }
+        writer.gate.add_permits(1);
+        assert!(gate.await.unwrap().is_ok());
+        let outcomes: Vec<_> = futures_util::future::join_all(others)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert!(matches!(outcomes[2], Err(EventStoreError::Database(_))));
+        for i in [0, 1, 3, 4] {
+            assert!(outcomes[i].is_ok(), "{i}: {:?}", outcomes[i]);
+        }
+        assert_eq!(*writer.sizes.lock().unwrap(), vec![1, 5, 1, 1, 1, 1, 1]);
+
+        // A commit that fails on the wire is not "nothing written": it is unknown.
+        assert!(matches!(
+            append_to(&committer, "lost").await,
+            Err(EventStoreError::OutcomeUnknown(_))
+        ));
+        committer.shutdown().await;
+    }
+
+    #[test]
+    fn payloads_must_be_json_and_appends_bounded() {
+        let event = |payload: String| EventData {
+            event_type: "Happened".into(),
+            event_version: "1.0".into(),
+            payload,
+        };
+        let new = |events: Vec<EventData>, metadata: &Metadata| {
+            PendingAppend::new(
+                StreamRef::new("t", "s"),
+                ExpectedVersion::Any,
+                events,
+                metadata,
+            )
+            .map(drop)
+        };
+        let plain = Metadata::default();
+        let invalid = |r: Result<(), EventStoreError>| {
+            assert!(matches!(r, Err(EventStoreError::InvalidInput(_))), "{r:?}");
+        };
+        assert!(new(vec![event("{\"a\":1}".into())], &plain).is_ok());
+        invalid(new(vec![event("{not json".into())], &plain));
+        invalid(new(vec![event(String::new())], &plain));
+        let big = format!("\"{}\"", "x".repeat(super::super::model::MAX_PAYLOAD_BYTES));
+        invalid(new(vec![event(big)], &plain));
+        invalid(new(vec![], &plain));
+        let many = (0..=MAX_APPEND_EVENTS)
+            .map(|_| event("{}".into()))
+            .collect();
+        invalid(new(many, &plain));
+        let long_key = Metadata {
+            idempotency_key: Some("k".repeat(MAX_METADATA_BYTES)),
+            ..Metadata::default()
+        };
+        invalid(new(vec![event("{}".into())], &long_key));
     }
 
     #[test]

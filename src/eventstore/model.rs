@@ -17,6 +17,13 @@ pub const MAX_STREAM_ID_LEN: usize = 128;
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
 /// Longest accepted event version, in bytes.
 pub const MAX_EVENT_VERSION_LEN: usize = 16;
+/// Largest accepted event payload, in bytes of JSON text (well under MySQL's default 16 MiB
+/// packet; an event is a fact, not a file).
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Largest accepted metadata, in bytes of JSON text (the MySQL column is `TEXT`, 64 KiB).
+pub const MAX_METADATA_BYTES: usize = 16 << 10;
+/// Most events in one append (one append is one transaction holding the commit-order lock).
+pub const MAX_APPEND_EVENTS: usize = 1000;
 
 /// One stream: an aggregate type (`order`, `product`, ...) and the aggregate's id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,7 +130,16 @@ impl EventData {
 
     pub(crate) fn validate(&self) -> Result<(), EventStoreError> {
         check_token("event type", &self.event_type, MAX_EVENT_TYPE_LEN)?;
-        check_token("event version", &self.event_version, MAX_EVENT_VERSION_LEN)
+        check_token("event version", &self.event_version, MAX_EVENT_VERSION_LEN)?;
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(EventStoreError::InvalidInput(format!(
+                "an event payload must be at most {MAX_PAYLOAD_BYTES} bytes"
+            )));
+        }
+        // Every reader parses it: one unparsable payload would stop every projection there.
+        serde_json::from_str::<serde::de::IgnoredAny>(&self.payload)
+            .map_err(|e| EventStoreError::InvalidInput(format!("the payload is not JSON: {e}")))?;
+        Ok(())
     }
 }
 
@@ -163,9 +179,15 @@ pub enum EventStoreError {
         /// What was wrong.
         reason: String,
     },
-    /// The database failed; the append may be retried with the same expected version.
+    /// The database failed before the append could commit; nothing was written, and the
+    /// append may be retried with the same expected version.
     #[error("event store database error: {0}")]
     Database(Arc<sqlx::Error>),
+    /// The connection failed while the append was committing: it may or may not have been
+    /// written. Read the stream to find out before acting on either (never release what the
+    /// append would have taken on the assumption that it failed).
+    #[error("the outcome of the append is unknown: {0}")]
+    OutcomeUnknown(Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for EventStoreError {

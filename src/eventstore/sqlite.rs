@@ -14,7 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use super::group_commit::{
-    self, BatchWriter, GroupCommitConfig, GroupCommitter, PendingAppend, PlannedRow,
+    self, BatchFailure, BatchWriter, GroupCommitConfig, GroupCommitter, PendingAppend, PlannedRow,
 };
 use super::model::{
     Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StoredRow,
@@ -53,6 +53,12 @@ impl SqliteEventStore {
 }
 
 impl SqliteEventStore {
+    /// Appends taken onto the group-commit queue since the store started: each of them is
+    /// written (or refused with its own error), even when a shutdown begins meanwhile.
+    pub fn accepted_appends(&self) -> u64 {
+        self.committer.accepted()
+    }
+
     /// Runs one append in a transaction the caller commits or drops. While it is open it holds
     /// SQLite's write lock, so every other append waits for it. Meant for tests and tools
     /// that need to hold a position open; services use [`EventStore::append`].
@@ -83,10 +89,10 @@ impl BatchWriter for SqliteWriter {
     async fn write_batch(
         &self,
         batch: &[PendingAppend],
-    ) -> Result<Vec<Result<Appended, EventStoreError>>, sqlx::Error> {
+    ) -> Result<Vec<Result<Appended, EventStoreError>>, BatchFailure> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let outcomes = write_in(&mut tx, batch).await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(BatchFailure::AtCommit)?;
         Ok(outcomes)
     }
 }

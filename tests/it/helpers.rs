@@ -160,6 +160,13 @@ impl Store {
         }
     }
 
+    pub fn accepted_appends(&self) -> u64 {
+        match self {
+            Self::MySql(s) => s.accepted_appends(),
+            Self::Sqlite(s) => s.accepted_appends(),
+        }
+    }
+
     pub fn dyn_store(&self) -> Arc<dyn EventStore> {
         match self {
             Self::MySql(s) => s.clone(),
