@@ -99,6 +99,9 @@ pub struct Check {
 
 /// Re-derives the invariants from the log alone.
 pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec<Check>> {
+    // Checkpoints first, then the head: a projection that keeps up with live traffic is
+    // always at or behind a head read after its checkpoint.
+    let statuses = projections::status(db, events).await?;
     let head = events.head_position().await?;
     let mut checks = vec![
         Check {
@@ -111,7 +114,7 @@ pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec
         },
     ];
     let mut behind = Vec::new();
-    for status in projections::status(db, events).await? {
+    for status in statuses {
         if status.checkpoint > head {
             behind.push(format!(
                 "{} is at {} past the head {head}",
@@ -174,18 +177,33 @@ async fn versions(db: &Database) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Scheduled transitions more than [`OVERDUE_GRACE_SECS`] past due and still not fired.
+/// Scheduled transitions more than [`OVERDUE_GRACE_SECS`] past due and still not fired: rows
+/// still pending, and claims that expired that long ago (their process died and no other
+/// took them over). A row a live process is firing now is not overdue.
 async fn overdue(db: &Database) -> anyhow::Result<Vec<String>> {
     let sql = format!(
-        "SELECT id, due_at, attempts, last_error FROM {} WHERE status IN ('pending', 'claimed') \
-         AND due_at < ? ORDER BY due_at LIMIT 20",
+        "SELECT id, due_at, attempts, last_error FROM {} \
+         WHERE due_at < ? AND (status = 'pending' OR (status = 'claimed' AND next_attempt_at < ?)) \
+         ORDER BY due_at LIMIT 20",
         openrun_projections::schedule::TABLE
     );
     let cutoff =
         openrun_projections::schedule::micros(chrono::Utc::now()) - OVERDUE_GRACE_SECS * 1_000_000;
     let rows: Vec<(String, i64, i32, Option<String>)> = match db {
-        Database::MySql(pool) => sqlx::query_as(&sql).bind(cutoff).fetch_all(pool).await?,
-        Database::Sqlite(pool) => sqlx::query_as(&sql).bind(cutoff).fetch_all(pool).await?,
+        Database::MySql(pool) => {
+            sqlx::query_as(&sql)
+                .bind(cutoff)
+                .bind(cutoff)
+                .fetch_all(pool)
+                .await?
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_as(&sql)
+                .bind(cutoff)
+                .bind(cutoff)
+                .fetch_all(pool)
+                .await?
+        }
     };
     Ok(rows
         .into_iter()

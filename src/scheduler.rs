@@ -24,7 +24,7 @@ use openrun_domain::{Issuer, ScheduleId};
 use openrun_projections::schedule::{TABLE, kind, micros};
 use openrun_projections::store::{self, Pool};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::commands::Commands;
 use crate::db::Database;
@@ -98,14 +98,17 @@ impl Scheduler {
 async fn run(jobs: Arc<Jobs>, owner: String, mut stop: watch::Receiver<bool>) {
     let pool = jobs.db.pool();
     let mut nightly_planned: Option<std::time::Instant> = None;
+    let mut long_jobs = JoinSet::new();
     while !*stop.borrow() {
+        // Reap finished long jobs (their outcome is recorded by the job itself).
+        while long_jobs.try_join_next().is_some() {}
         if nightly_planned.is_none_or(|at| at.elapsed() >= NIGHTLY_PLANNING) {
             match plan_nightly(&pool, jobs.nightly_at).await {
                 Ok(()) => nightly_planned = Some(std::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "cannot plan the nightly jobs"),
             }
         }
-        match round(&pool, &jobs, &owner).await {
+        match round(&pool, &jobs, &owner, &mut long_jobs).await {
             // A full batch: there may be more due right now.
             Ok(n) if n as i64 == CLAIM_BATCH => continue,
             Ok(_) => {}
@@ -116,10 +119,19 @@ async fn run(jobs: Arc<Jobs>, owner: String, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(TICK) => {}
         }
     }
+    // A long job cut short keeps its claim until it expires, then runs again.
+    long_jobs.shutdown().await;
 }
 
-/// Claims and fires the due rows; returns how many it fired.
-pub(crate) async fn round(pool: &Pool, jobs: &Jobs, owner: &str) -> anyhow::Result<usize> {
+/// Claims and fires the due rows; returns how many it claimed. Transitions are fired and
+/// recorded before it returns; long jobs (the nightly audit) get a longer claim and run in
+/// `long_jobs`, so that they hold up no transition.
+pub(crate) async fn round(
+    pool: &Pool,
+    jobs: &Arc<Jobs>,
+    owner: &str,
+    long_jobs: &mut JoinSet<()>,
+) -> anyhow::Result<usize> {
     if pool.is_sqlite() && !store::acquire_lease(pool, LEASE, owner, LEASE_TTL).await? {
         return Ok(0);
     }
@@ -130,12 +142,51 @@ pub(crate) async fn round(pool: &Pool, jobs: &Jobs, owner: &str) -> anyhow::Resu
         metrics::gauge!("openrun_schedule_lag_seconds").set(0.0);
     }
     let claimed = claim(pool, owner, now).await?;
-    if claimed.is_empty() {
-        return Ok(0);
+    let count = claimed.len();
+    let (long, short): (Vec<Due>, Vec<Due>) = claimed
+        .into_iter()
+        .partition(|due| due.kind == kind::NIGHTLY_AUDIT);
+    for due in long {
+        let until = now + i64::try_from(LONG_CLAIM_TTL.as_micros()).unwrap_or(i64::MAX);
+        if !extend_claim(pool, owner, &due.id, until).await? {
+            continue;
+        }
+        let (pool, jobs, owner) = (pool.clone(), Arc::clone(jobs), owner.to_owned());
+        long_jobs.spawn(async move {
+            let outcome = fire(&jobs, &due).await;
+            if let Err(e) = record(&pool, &owner, std::slice::from_ref(&due), vec![outcome]).await
+            {
+                tracing::error!(error = format!("{e:#}"), row = %due.id, "cannot record a nightly job");
+            }
+        });
     }
-    let outcomes = join_all(claimed.iter().map(|due| fire(jobs, due))).await;
-    record(pool, owner, &claimed, outcomes).await?;
-    Ok(claimed.len())
+    if !short.is_empty() {
+        let outcomes = join_all(short.iter().map(|due| fire(jobs, due))).await;
+        record(pool, owner, &short, outcomes).await?;
+    }
+    Ok(count)
+}
+
+/// How long the claim of a long job lasts: longer than the job may take, so that no other
+/// process starts it again meanwhile.
+pub const LONG_CLAIM_TTL: Duration = Duration::from_secs(3600);
+
+/// Moves our claim of row `id` to expire at `until`; false when the claim is no longer ours.
+async fn extend_claim(pool: &Pool, owner: &str, id: &str, until: i64) -> sqlx::Result<bool> {
+    let sql = format!(
+        "UPDATE {TABLE} SET next_attempt_at = ? WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
+    );
+    let done = match pool {
+        Pool::MySql(p) => {
+            let q = sqlx::query(&sql).bind(until).bind(id).bind(owner);
+            q.execute(p).await?.rows_affected()
+        }
+        Pool::Sqlite(p) => {
+            let q = sqlx::query(&sql).bind(until).bind(id).bind(owner);
+            q.execute(p).await?.rows_affected()
+        }
+    };
+    Ok(done == 1)
 }
 
 async fn oldest_due(pool: &Pool, now: i64) -> sqlx::Result<Option<i64>> {
@@ -251,12 +302,27 @@ async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
 /// How often each process makes sure the next nightly run is in the schedule.
 const NIGHTLY_PLANNING: Duration = Duration::from_secs(60);
 
-/// The next instant the local clock shows `at`, strictly after now.
+/// The next instant the local clock shows `at`, strictly after now. On a day whose clock
+/// skips `at` (a daylight-saving change), the first instant after the gap.
 pub fn next_local(at: NaiveTime, now: chrono::DateTime<Local>) -> chrono::DateTime<Utc> {
+    next_in(at, now, &Local)
+}
+
+fn next_in<Tz: chrono::TimeZone>(
+    at: NaiveTime,
+    now: chrono::DateTime<Tz>,
+    zone: &Tz,
+) -> chrono::DateTime<Utc> {
     let mut day = now.date_naive();
     loop {
-        // A time skipped by a daylight-saving change does not occur that day.
-        if let Some(candidate) = day.and_time(at).and_local_timezone(Local).earliest()
+        let wall = day.and_time(at);
+        // Gaps are at most a few hours; step in minutes to the first wall time that exists.
+        let candidate = (0..=240).find_map(|m| {
+            (wall + chrono::Duration::minutes(m))
+                .and_local_timezone(zone.clone())
+                .earliest()
+        });
+        if let Some(candidate) = candidate
             && candidate > now
         {
             return candidate.with_timezone(&Utc);
@@ -450,5 +516,76 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(next_local(four, at), tomorrow);
         assert_eq!(next_local(four, after), tomorrow);
+    }
+
+    /// A zone whose clocks jump from 02:00 to 03:00 on 2026-03-29 (+01:00 to +02:00).
+    #[derive(Debug, Clone, Copy)]
+    struct SpringForward;
+
+    impl chrono::TimeZone for SpringForward {
+        type Offset = chrono::FixedOffset;
+
+        fn from_offset(_: &chrono::FixedOffset) -> Self {
+            Self
+        }
+
+        fn offset_from_local_date(
+            &self,
+            _: &chrono::NaiveDate,
+        ) -> chrono::MappedLocalTime<chrono::FixedOffset> {
+            chrono::MappedLocalTime::Single(chrono::FixedOffset::east_opt(3600).unwrap())
+        }
+
+        fn offset_from_local_datetime(
+            &self,
+            local: &chrono::NaiveDateTime,
+        ) -> chrono::MappedLocalTime<chrono::FixedOffset> {
+            let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+            let (gap, end) = (
+                day.and_hms_opt(2, 0, 0).unwrap(),
+                day.and_hms_opt(3, 0, 0).unwrap(),
+            );
+            match *local {
+                l if l < gap => {
+                    chrono::MappedLocalTime::Single(chrono::FixedOffset::east_opt(3600).unwrap())
+                }
+                l if l < end => chrono::MappedLocalTime::None,
+                _ => chrono::MappedLocalTime::Single(chrono::FixedOffset::east_opt(7200).unwrap()),
+            }
+        }
+
+        fn offset_from_utc_date(&self, _: &chrono::NaiveDate) -> chrono::FixedOffset {
+            chrono::FixedOffset::east_opt(3600).unwrap()
+        }
+
+        fn offset_from_utc_datetime(&self, utc: &chrono::NaiveDateTime) -> chrono::FixedOffset {
+            let switch = chrono::NaiveDate::from_ymd_opt(2026, 3, 29)
+                .unwrap()
+                .and_hms_opt(1, 0, 0)
+                .unwrap();
+            chrono::FixedOffset::east_opt(if *utc < switch { 3600 } else { 7200 }).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_nightly_time_the_clock_skips_runs_right_after_the_gap() {
+        let half_past_two = NaiveTime::from_hms_opt(2, 30, 0).unwrap();
+        let day_before = SpringForward
+            .with_ymd_and_hms(2026, 3, 28, 12, 0, 0)
+            .unwrap();
+        let after_gap = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap(); // 03:00 local
+        assert_eq!(
+            next_in(half_past_two, day_before, &SpringForward),
+            after_gap
+        );
+        let next_day = Utc.with_ymd_and_hms(2026, 3, 30, 0, 30, 0).unwrap(); // 02:30 local
+        assert_eq!(
+            next_in(
+                half_past_two,
+                after_gap.with_timezone(&SpringForward),
+                &SpringForward
+            ),
+            next_day
+        );
     }
 }

@@ -44,6 +44,15 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables [`Projection::create_tables`] creates, by base name (a rebuild swaps them).
     fn tables(&self) -> &'static [&'static str];
 
+    /// Carries over what the projection's tables hold besides what the log derives (for
+    /// example the state a consumer of the tables writes into them) from the `from` tables
+    /// into the `into` tables. A rebuild calls it twice: from the live tables into the rebuilt
+    /// ones just before the swap, and from the retired tables into the new live ones just
+    /// after it, so that writes made while swapping are kept too. Default: nothing to carry.
+    async fn carry_over(&self, _pool: &Pool, _from: &Tables, _into: &Tables) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Applies one event inside the batch's transaction.
     async fn apply(
         &self,

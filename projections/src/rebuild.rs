@@ -6,7 +6,9 @@
 //! (in this or any other process) keeps serving meanwhile: its batches write the live tables
 //! and move the live checkpoint by compare-and-set, so a batch that straddles the swap finds
 //! the checkpoint moved and rolls back, and the next one continues from the rebuilt
-//! checkpoint. A crash before the swap leaves the live projection untouched. A lease named
+//! checkpoint. State a projection's tables hold besides the log (the scheduler's progress in
+//! the schedule) is carried over by [`Projection::carry_over`], before and after the swap. A
+//! crash before the swap leaves the live projection untouched. A lease named
 //! `<projection>#rebuild` keeps two rebuilds of one projection from running at once.
 
 use std::sync::Arc;
@@ -79,9 +81,17 @@ async fn replay_and_swap(
             Step::NotLeader => bail!("{name}: the rebuild checkpoint moved under the rebuild"),
         }
     };
+    projection
+        .carry_over(pool, &Tables::LIVE, &Tables::REBUILD)
+        .await
+        .with_context(|| format!("{name}: carrying state over into the rebuilt tables"))?;
     swap(pool, projection)
         .await
         .with_context(|| format!("{name}: swapping the rebuilt tables in"))?;
+    projection
+        .carry_over(pool, &Tables::RETIRED, &Tables::LIVE)
+        .await
+        .with_context(|| format!("{name}: carrying state over after the swap"))?;
     drop_tables(pool, projection, &Tables::RETIRED).await?;
     Ok(position)
 }

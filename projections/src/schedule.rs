@@ -92,12 +92,52 @@ enum Write<'a> {
     },
 }
 
+/// The product events this projection reads; others are not even parsed.
+const PRODUCT_EVENTS: &[&str] = &[
+    "StatusChangeScheduled",
+    "ScheduledStatusChangeCancelled",
+    "ProductStatusChanged",
+    "ScheduledStatusChangeSkipped",
+];
+
+/// The order events this projection reads.
+const ORDER_EVENTS: &[&str] = &[
+    "OrderPlaced",
+    "OrderShipped",
+    "OrderDelivered",
+    "OrderCancelled",
+    "ReturnRequested",
+    "ReturnPickedUp",
+    "ReturnCompleted",
+];
+
+/// The event as `T` when its type is one of `handled`. A handled event that does not parse
+/// is an error, not a skip: skipping it would lose a transition for good, while an error
+/// stops the projection there until a fixed build reads it.
+fn parse<T: serde::de::DeserializeOwned>(
+    event: &RecordedEvent,
+    handled: &[&str],
+) -> anyhow::Result<Option<T>> {
+    if !handled.contains(&event.event_type.as_str()) {
+        return Ok(None);
+    }
+    serde_json::from_value(event.payload.clone())
+        .map(Some)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} at position {} does not parse: {e}",
+                event.event_type,
+                event.global_position
+            )
+        })
+}
+
 fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
     let id = event.stream_id.as_str();
     let order = |step: &str| format!("order/{id}/{step}");
     Ok(match event.stream_type.as_str() {
-        "product" => match serde_json::from_value::<ProductEvent>(event.payload.clone()) {
-            Ok(ProductEvent::StatusChangeScheduled {
+        "product" => match parse::<ProductEvent>(event, PRODUCT_EVENTS)? {
+            Some(ProductEvent::StatusChangeScheduled {
                 schedule_id,
                 due_at,
                 ..
@@ -108,19 +148,19 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                 schedule_id: Some(schedule_id.to_string()),
                 due: micros(due_at),
             }],
-            Ok(ProductEvent::ScheduledStatusChangeCancelled { schedule_id, .. }) => {
+            Some(ProductEvent::ScheduledStatusChangeCancelled { schedule_id, .. }) => {
                 vec![Write::Close {
                     id: format!("product/{id}/{schedule_id}"),
                     status: "cancelled",
                     at: micros(event.recorded_at),
                 }]
             }
-            Ok(ProductEvent::ProductStatusChanged {
+            Some(ProductEvent::ProductStatusChanged {
                 schedule_id: Some(schedule_id),
                 at,
                 ..
             })
-            | Ok(ProductEvent::ScheduledStatusChangeSkipped {
+            | Some(ProductEvent::ScheduledStatusChangeSkipped {
                 schedule_id, at, ..
             }) => {
                 vec![Write::Close {
@@ -129,11 +169,11 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                     at: micros(at),
                 }]
             }
-            // Other product events schedule nothing; an unknown shape is no concern of ours.
+            // Other product events schedule nothing.
             _ => vec![],
         },
-        "order" => match serde_json::from_value::<OrderEvent>(event.payload.clone()) {
-            Ok(OrderEvent::OrderPlaced { policy, at, .. }) => {
+        "order" => match parse::<OrderEvent>(event, ORDER_EVENTS)? {
+            Some(OrderEvent::OrderPlaced { policy, at, .. }) => {
                 let secs = |d: chrono::Duration| d.num_seconds();
                 vec![
                     Write::Policy {
@@ -151,7 +191,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                     },
                 ]
             }
-            Ok(OrderEvent::OrderShipped { at }) => vec![
+            Some(OrderEvent::OrderShipped { at }) => vec![
                 Write::Close {
                     id: order("ship"),
                     status: "done",
@@ -165,24 +205,24 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                     at: micros(at),
                 },
             ],
-            Ok(OrderEvent::OrderDelivered { at }) => vec![Write::Close {
+            Some(OrderEvent::OrderDelivered { at }) => vec![Write::Close {
                 id: order("deliver"),
                 status: "done",
                 at: micros(at),
             }],
-            Ok(OrderEvent::OrderCancelled { at, .. }) => vec![Write::Close {
+            Some(OrderEvent::OrderCancelled { at, .. }) => vec![Write::Close {
                 id: order("ship"),
                 status: "cancelled",
                 at: micros(at),
             }],
-            Ok(OrderEvent::ReturnRequested { at, .. }) => vec![Write::AddAfter {
+            Some(OrderEvent::ReturnRequested { at, .. }) => vec![Write::AddAfter {
                 id: order("pickup"),
                 kind: kind::ORDER_PICKUP,
                 order_id: id,
                 field: "return_pickup_after_secs",
                 at: micros(at),
             }],
-            Ok(OrderEvent::ReturnPickedUp { at }) => vec![
+            Some(OrderEvent::ReturnPickedUp { at }) => vec![
                 Write::Close {
                     id: order("pickup"),
                     status: "done",
@@ -196,7 +236,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                     at: micros(at),
                 },
             ],
-            Ok(OrderEvent::ReturnCompleted { at, .. }) => {
+            Some(OrderEvent::ReturnCompleted { at, .. }) => {
                 vec![Write::Close {
                     id: order("complete_return"),
                     status: "done",
@@ -237,7 +277,7 @@ impl Projection for Schedule {
             "CREATE TABLE IF NOT EXISTS {schedule} (
                 id {key} NOT NULL PRIMARY KEY,
                 kind {short} NOT NULL,
-                stream_id {short} NOT NULL,
+                stream_id {key} NOT NULL,
                 schedule_id {short},
                 due_at BIGINT NOT NULL,
                 status {short} NOT NULL,
@@ -259,6 +299,51 @@ impl Projection for Schedule {
             )"
         ))
         .await?;
+        Ok(())
+    }
+
+    /// The scheduler's progress is not in the log: rows it closed without an event (a step
+    /// the domain refused), its claims, attempts, backoff and last errors, and the nightly
+    /// rows it plans. Rows only `from` has are copied; rows the log leaves pending take the
+    /// scheduler's columns from `from`.
+    async fn carry_over(&self, pool: &Pool, from: &Tables, into: &Tables) -> anyhow::Result<()> {
+        let (from, into) = (from.name(TABLE), into.name(TABLE));
+        const COLUMNS: &str = "id, kind, stream_id, schedule_id, due_at, status, next_attempt_at, \
+                               attempts, claimed_by, last_error, closed_at";
+        let insert = if pool.is_sqlite() {
+            "INSERT OR IGNORE"
+        } else {
+            "INSERT IGNORE"
+        };
+        pool.execute(&format!(
+            "{insert} INTO {into} ({COLUMNS}) SELECT {COLUMNS} FROM {from}"
+        ))
+        .await?;
+        let copy = [
+            "status",
+            "next_attempt_at",
+            "attempts",
+            "claimed_by",
+            "last_error",
+            "closed_at",
+        ];
+        let update = if pool.is_sqlite() {
+            let set: Vec<String> = copy.iter().map(|c| format!("{c} = f.{c}")).collect();
+            format!(
+                "UPDATE {into} SET {} FROM {from} AS f WHERE {into}.id = f.id \
+                 AND {into}.status = 'pending' \
+                 AND (f.status <> 'pending' OR f.attempts <> {into}.attempts)",
+                set.join(", ")
+            )
+        } else {
+            let set: Vec<String> = copy.iter().map(|c| format!("i.{c} = f.{c}")).collect();
+            format!(
+                "UPDATE {into} AS i JOIN {from} AS f ON i.id = f.id SET {} \
+                 WHERE i.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> i.attempts)",
+                set.join(", ")
+            )
+        };
+        pool.execute(&update).await?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ on_both_backends!(
     a_projection_never_skips_an_append_committed_after_a_held_earlier_one,
     a_rebuild_from_zero_equals_the_live_projection_after_100k_events,
     a_projection_killed_mid_batch_neither_skips_nor_double_applies,
+    a_rebuild_under_live_appends_loses_nothing,
 );
 
 type Row = (String, String, i64, i64, i64, i64);
@@ -215,6 +216,56 @@ async fn a_rebuild_from_zero_equals_the_live_projection_after_100k_events(backen
         .await
         .unwrap();
     caught_up(&f.db, f.events.as_ref(), Duration::from_secs(30)).await;
+    assert_eq!(stream_rows(&f.db).await, expected_rows(&f.db).await);
+    projectors.stop().await;
+}
+
+async fn a_rebuild_under_live_appends_loses_nothing(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let projectors = Projectors::start(&f.db, Arc::clone(&f.events))
+        .await
+        .unwrap();
+    append_many(&f.events, 50, 100, 4).await;
+    // Appends keep coming while the rebuild replays and swaps: to new streams and to streams
+    // the rebuild has already replayed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (events, stop) = (Arc::clone(&f.events), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 50 {
+                let stream = StreamRef::new("order", format!("live{n}"));
+                events
+                    .append(
+                        stream,
+                        ExpectedVersion::NO_STREAM,
+                        vec![event("Live", n)],
+                        Metadata::default(),
+                    )
+                    .await
+                    .unwrap();
+                let old = StreamRef::new("order", format!("w{}-s0", n % 50));
+                events
+                    .append(
+                        old,
+                        ExpectedVersion::Any,
+                        vec![event("More", n)],
+                        Metadata::default(),
+                    )
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    openrun::ops::rebuild(&f.db, Arc::clone(&f.events), "streams")
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = appender.await.unwrap();
+    assert!(appended >= 50);
+    caught_up(&f.db, f.events.as_ref(), Duration::from_secs(60)).await;
     assert_eq!(stream_rows(&f.db).await, expected_rows(&f.db).await);
     projectors.stop().await;
 }
