@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::MemberId;
 
 /// A member's role. Roles only grow: sign-up gives `unverified`, e-mail verification gives
-/// `basic`, an admin grants `seller` or `admin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// `basic`, an admin grants `seller` or `admin`. Ordered: each role may do what the roles
+/// before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Signed up, e-mail not verified yet: may not buy or sell.
@@ -27,6 +29,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 4] = [Self::Unverified, Self::Basic, Self::Seller, Self::Admin];
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     /// The role's wire name.
     pub const fn as_str(self) -> &'static str {
         match self {
