@@ -60,4 +60,21 @@ pub trait Projection: Send + Sync + 'static {
         tables: &Tables,
         event: &RecordedEvent,
     ) -> anyhow::Result<()>;
+
+    /// Applies a batch of consecutive events inside one transaction. The default applies
+    /// them one by one; a projection may fold the batch into fewer statements, as long as
+    /// the result equals applying each event in order.
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(tx, tables, event)
+                .await
+                .map_err(|e| e.context(format!("applying event {}", event.global_position)))?;
+        }
+        Ok(())
+    }
 }

@@ -79,12 +79,10 @@ pub async fn step(
         return Ok(Step::Idle(from));
     };
     let mut tx = pool.begin().await?;
-    for event in &events {
-        projection
-            .apply(&mut tx, tables, event)
-            .await
-            .with_context(|| format!("{name}: applying event {}", event.global_position))?;
-    }
+    projection
+        .apply_batch(&mut tx, tables, &events)
+        .await
+        .with_context(|| format!("{name}: applying events {}..={last}", from + 1))?;
     if !store::advance(&mut tx, name, tables, from, last).await? {
         // Another runner moved the checkpoint: drop this batch (the transaction rolls back).
         tracing::warn!(
