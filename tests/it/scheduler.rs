@@ -22,8 +22,74 @@ use crate::helpers::{Backend, TestApp, TestDb, on_both_backends};
 on_both_backends!(
     scheduled_transitions_fire_through_the_command_path,
     the_nightly_audit_runs_at_its_time,
-    rebuilding_the_schedule_keeps_the_scheduler_s_progress
+    rebuilding_the_schedule_keeps_the_scheduler_s_progress,
+    a_claim_left_by_a_dead_process_fires_once_it_expires
 );
+
+async fn a_claim_left_by_a_dead_process_fires_once_it_expires(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let events = Arc::clone(&app.state.events);
+    let commands = Commands::new(&events);
+    let db = app.state.db.clone();
+    // Ships 10 s after it is placed; before then, a process claims the row and dies.
+    let order = place_order(&commands, 10, 3600).await;
+    let id = format!("order/{order}/ship");
+    wait_for("the ship row", Duration::from_secs(8), async || {
+        schedule_rows(&db).await.iter().any(|r| r.0 == id)
+    })
+    .await;
+    let expires = Utc::now() + chrono::Duration::seconds(12);
+    let sql = format!(
+        "UPDATE schedule SET status = 'claimed', claimed_by = 'a-dead-process', attempts = 1, \
+         next_attempt_at = {} WHERE id = ? AND status = 'pending'",
+        expires.timestamp_micros()
+    );
+    let claimed = match &db {
+        Database::MySql(pool) => sqlx::query(&sql)
+            .bind(&id)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        Database::Sqlite(pool) => sqlx::query(&sql)
+            .bind(&id)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(claimed, 1, "the row was still pending");
+    let stream = StreamRef::new("order", &order);
+    wait_for("the order to ship", Duration::from_secs(60), async || {
+        event_types(events.as_ref(), &stream).await.len() == 2
+    })
+    .await;
+    let shipped = events.read_stream(&stream, 2, 1).await.unwrap();
+    assert_eq!(shipped[0].event_type, "OrderShipped");
+    assert!(
+        shipped[0].recorded_at >= expires,
+        "not before the dead claim expired"
+    );
+    let row = schedule_rows(&db)
+        .await
+        .into_iter()
+        .find(|r| r.0 == id)
+        .unwrap();
+    wait_for("the row to close", Duration::from_secs(10), async || {
+        schedule_rows(&db)
+            .await
+            .iter()
+            .any(|r| r.0 == id && r.5 == "done")
+    })
+    .await;
+    let row_done = schedule_rows(&db)
+        .await
+        .into_iter()
+        .find(|r| r.0 == id)
+        .unwrap();
+    assert_eq!((row_done.7, row_done.8), (2, None), "{row:?}");
+    app.stop().await;
+}
 
 type Row = (
     String,
