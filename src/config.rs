@@ -193,7 +193,7 @@ pub struct MailConfig {
     pub outbox_dir: PathBuf,
 }
 
-/// Rate limits (DESIGN.md section 7).
+/// Rate limits.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     /// Login attempts per login id per minute.

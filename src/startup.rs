@@ -115,11 +115,22 @@ pub async fn members_and_auth(
     db: &Database,
 ) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
     use secrecy::ExposeSecret;
-    let store: Arc<dyn TokenStore> = match &config.redis_url {
-        Some(url) => {
-            Arc::new(RedisTokenStore::connect(url.expose_secret(), &config.redis_key_prefix).await?)
-        }
-        None => Arc::new(MemoryTokenStore::default()),
+    let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis_url {
+        Some(url) => (
+            Arc::new(
+                RedisTokenStore::connect(url.expose_secret(), &config.redis_key_prefix).await?,
+            ),
+            Limiter::shared(
+                &config.rate_limits,
+                url.expose_secret(),
+                &config.redis_key_prefix,
+            )
+            .await?,
+        ),
+        None => (
+            Arc::new(MemoryTokenStore::default()),
+            Limiter::new(&config.rate_limits),
+        ),
     };
     let members = Members::new(
         db.clone(),
@@ -133,7 +144,7 @@ pub async fn members_and_auth(
         db.clone(),
         Jwt::new(&config.secrets.jwt_secret, config.access_token_ttl),
         store,
-        Limiter::new(&config.rate_limits),
+        limiter,
         config.refresh_token_ttl,
     );
     Ok((Arc::new(members), Arc::new(auth)))

@@ -1,15 +1,17 @@
-//! Rate limits (DESIGN.md section 7): governor's keyed GCRA limiters for attempts per account
-//! and per client address, in this process. The hourly budget of failed logins per account
-//! is counted by the token store instead ([`super::tokens::TokenStore::count_attempt`]), so
-//! that it is shared by every process using the same Redis.
+//! Rate limits: attempts per account and per client address, by GCRA, in this process
+//! (governor's keyed limiters) or, when `REDIS_URL` is set, in Redis, shared by every
+//! process. The hourly budget of failed logins per account is counted by the token store
+//! ([`super::tokens::TokenStore::count_attempt`]), shared the same way.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use redis::aio::ConnectionManager;
 
 use crate::config::RateLimits;
 
@@ -22,77 +24,162 @@ pub struct TooMany {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The limiters of one process.
+/// Why an attempt was not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Over the limit.
+    #[error("too many attempts")]
+    TooMany(TooMany),
+    /// The shared store (Redis) failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<TooMany> for LimitError {
+    fn from(t: TooMany) -> Self {
+        Self::TooMany(t)
+    }
+}
+
+/// One limit: at most `burst` attempts at once, one more every `window / burst` (GCRA, as
+/// governor's quotas: `burst` per `window` on average, never more than `burst` in a row).
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    name: &'static str,
+    burst: NonZeroU32,
+    window: Duration,
+}
+
+impl Rate {
+    fn quota(&self) -> Quota {
+        Quota::with_period(self.window / self.burst.get())
+            .map(|q| q.allow_burst(self.burst))
+            .unwrap_or_else(|| Quota::per_hour(self.burst))
+    }
+}
+
+/// The rate limits: in this process (governor), or in Redis when `REDIS_URL` is set, where
+/// every process shares them (the same GCRA, run by a Lua script on Redis's clock).
 pub struct Limiter {
-    login_account: DefaultKeyedRateLimiter<String>,
-    login_address: DefaultKeyedRateLimiter<IpAddr>,
-    signup_address: DefaultKeyedRateLimiter<IpAddr>,
-    resend_address: DefaultKeyedRateLimiter<IpAddr>,
+    rates: [Rate; 4],
+    backend: Backend,
     max_failures: NonZeroU32,
     checks: AtomicU64,
 }
 
+enum Backend {
+    Local(Box<[DefaultKeyedRateLimiter<String>; 4]>),
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+        script: redis::Script,
+    },
+}
+
+/// GCRA on Redis's clock: KEYS[1] holds the theoretical arrival time in microseconds;
+/// ARGV[1] is the emission interval and ARGV[2] the window, both in microseconds. Returns -1
+/// when the attempt is let through, else the microseconds to wait.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local next = tat + interval
+if next - now > window then return next - window - now end
+redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000))
+return -1
+";
+
+const LOGIN_ACCOUNT: usize = 0;
+const LOGIN_ADDRESS: usize = 1;
+const SIGNUP_ADDRESS: usize = 2;
+const RESEND_ADDRESS: usize = 3;
+
 /// Every this many checks, keys whose limits have fully replenished are forgotten.
 const SWEEP_EVERY: u64 = 10_000;
 
-fn check<K: std::hash::Hash + Eq + Clone>(
-    limiter: &DefaultKeyedRateLimiter<K>,
-    key: &K,
-) -> Result<(), TooMany> {
-    limiter.check_key(key).map_err(|not_until| TooMany {
-        retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-    })
-}
-
 impl Limiter {
-    /// Limiters with the configured quotas.
+    /// Limiters with the configured quotas, in this process.
     pub fn new(limits: &RateLimits) -> Self {
-        let per_hour = |n: NonZeroU32| {
-            Quota::with_period(HOUR / n.get())
-                .map(|q| q.allow_burst(n))
-                .unwrap_or_else(|| Quota::per_hour(n))
-        };
+        let rates = rates(limits);
+        let local = rates.map(|r| DefaultKeyedRateLimiter::keyed(r.quota()));
         Self {
-            login_account: DefaultKeyedRateLimiter::keyed(Quota::per_minute(
-                limits.login_per_account_per_minute,
-            )),
-            login_address: DefaultKeyedRateLimiter::keyed(Quota::per_minute(
-                limits.login_per_address_per_minute,
-            )),
-            signup_address: DefaultKeyedRateLimiter::keyed(per_hour(
-                limits.signups_per_address_per_hour,
-            )),
-            resend_address: DefaultKeyedRateLimiter::keyed(per_hour(
-                limits.resends_per_address_per_hour,
-            )),
+            rates,
+            backend: Backend::Local(Box::new(local)),
             max_failures: limits.failed_logins_per_account_per_hour,
             checks: AtomicU64::new(0),
         }
     }
 
-    fn sweep(&self) {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.login_account.retain_recent();
-            self.login_address.retain_recent();
-            self.signup_address.retain_recent();
-            self.resend_address.retain_recent();
+    /// Limiters with the configured quotas, in Redis under `prefix`, shared by every process.
+    pub async fn shared(limits: &RateLimits, url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("REDIS_URL is not a Redis URL")?;
+        let conn = ConnectionManager::new(client)
+            .await
+            .context("cannot connect to Redis (REDIS_URL)")?;
+        Ok(Self {
+            rates: rates(limits),
+            backend: Backend::Redis {
+                conn,
+                prefix: prefix.to_owned(),
+                script: redis::Script::new(GCRA_LUA),
+            },
+            max_failures: limits.failed_logins_per_account_per_hour,
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    async fn check(&self, which: usize, key: &str) -> Result<(), LimitError> {
+        let rate = self.rates[which];
+        match &self.backend {
+            Backend::Local(limiters) => {
+                if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                    limiters.iter().for_each(|l| l.retain_recent());
+                }
+                limiters[which]
+                    .check_key(&key.to_owned())
+                    .map_err(|not_until| {
+                        LimitError::TooMany(TooMany {
+                            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                        })
+                    })
+            }
+            Backend::Redis {
+                conn,
+                prefix,
+                script,
+            } => {
+                let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+                let wait: i64 = script
+                    .key(format!("{prefix}rate:{}:{key}", rate.name))
+                    .arg(micros(rate.window / rate.burst.get()).max(1))
+                    .arg(micros(rate.window))
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .with_context(|| format!("checking the {} rate limit", rate.name))?;
+                match u64::try_from(wait) {
+                    Ok(us) => Err(LimitError::TooMany(TooMany {
+                        retry_after: Duration::from_micros(us),
+                    })),
+                    Err(_) => Ok(()),
+                }
+            }
         }
     }
 
     /// A login attempt from `address` for `account`, the normalised login id (`None` when
     /// the id given is not even well-formed: such attempts share one per-account budget, as
     /// a body's arbitrary string must not become a key the limiter keeps).
-    pub fn login(&self, account: Option<&str>, address: IpAddr) -> Result<(), TooMany> {
-        self.sweep();
-        check(&self.login_address, &address)?;
-        check(&self.login_account, &account.unwrap_or("").to_owned())
+    pub async fn login(&self, account: Option<&str>, address: IpAddr) -> Result<(), LimitError> {
+        self.check(LOGIN_ADDRESS, &address.to_string()).await?;
+        self.check(LOGIN_ACCOUNT, account.unwrap_or("")).await
     }
 
     /// A password check for a signed-in member (a password change): the same per-account
     /// budget as a login, so a stolen access token is no faster a way to guess the password.
-    pub fn password_check(&self, account: &str) -> Result<(), TooMany> {
-        self.sweep();
-        check(&self.login_account, &account.to_owned())
+    pub async fn password_check(&self, account: &str) -> Result<(), LimitError> {
+        self.check(LOGIN_ACCOUNT, account).await
     }
 
     /// Failed password checks allowed per account per hour (counted by the token store, so
@@ -102,14 +189,42 @@ impl Limiter {
     }
 
     /// A sign-up from `address`.
-    pub fn sign_up(&self, address: IpAddr) -> Result<(), TooMany> {
-        self.sweep();
-        check(&self.signup_address, &address)
+    pub async fn sign_up(&self, address: IpAddr) -> Result<(), LimitError> {
+        self.check(SIGNUP_ADDRESS, &address.to_string()).await
     }
 
     /// A verification e-mail resend from `address`.
-    pub fn resend(&self, address: IpAddr) -> Result<(), TooMany> {
-        self.sweep();
-        check(&self.resend_address, &address)
+    pub async fn resend(&self, address: IpAddr) -> Result<(), LimitError> {
+        self.check(RESEND_ADDRESS, &address.to_string()).await
     }
+}
+
+fn rates(limits: &RateLimits) -> [Rate; 4] {
+    const MINUTE: Duration = Duration::from_secs(60);
+    let mut rates = [Rate {
+        name: "",
+        burst: NonZeroU32::MIN,
+        window: MINUTE,
+    }; 4];
+    rates[LOGIN_ACCOUNT] = Rate {
+        name: "login_account",
+        burst: limits.login_per_account_per_minute,
+        window: MINUTE,
+    };
+    rates[LOGIN_ADDRESS] = Rate {
+        name: "login_address",
+        burst: limits.login_per_address_per_minute,
+        window: MINUTE,
+    };
+    rates[SIGNUP_ADDRESS] = Rate {
+        name: "signup_address",
+        burst: limits.signups_per_address_per_hour,
+        window: HOUR,
+    };
+    rates[RESEND_ADDRESS] = Rate {
+        name: "resend_address",
+        burst: limits.resends_per_address_per_hour,
+        window: HOUR,
+    };
+    rates
 }

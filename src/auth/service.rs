@@ -18,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::jwt::Jwt;
-use super::ratelimit::{Limiter, TooMany};
+use super::ratelimit::{LimitError, Limiter, TooMany};
 use super::tokens::{Refreshed, Session, TokenStore};
 use super::{Identity, password};
 use crate::crypto::{random_token, token_hash};
@@ -81,6 +81,15 @@ impl From<TooMany> for AuthError {
     }
 }
 
+impl From<LimitError> for AuthError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::TooMany(t) => Self::TooMany(t),
+            LimitError::Store(e) => Self::Internal(e),
+        }
+    }
+}
+
 /// Sessions and tokens.
 pub struct AuthService {
     db: Database,
@@ -122,7 +131,7 @@ impl AuthService {
         // Only a well-formed login id keys the per-account limits: a body's arbitrary
         // string must not become a key the limiter keeps.
         let account = validation::login_id(login_id).ok();
-        self.limiter.login(account.as_deref(), client)?;
+        self.limiter.login(account.as_deref(), client).await?;
         if let Some(account) = &account {
             self.count_attempt(account).await?;
         }
@@ -322,7 +331,7 @@ impl AuthService {
         }
         // Wrong current passwords count as failed logins: a stolen access token must not
         // become a way to guess the password.
-        self.limiter.password_check(&member.login_id)?;
+        self.limiter.password_check(&member.login_id).await?;
         self.count_attempt(&member.login_id).await?;
         if !password::verify(current, Some(member.password_hash)).await? {
             return Err(AuthError::Invalid(vec![FieldError::new(

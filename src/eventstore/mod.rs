@@ -1,4 +1,4 @@
-//! The event store: the append-only log every aggregate stream lives in (DESIGN.md section 4).
+//! The event store: the append-only log every aggregate stream lives in.
 //!
 //! # Contract
 //! - [`EventStore::append`] takes a stream, the version the caller expects it to be at, and the

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::extract::{AppJson, AppPath, ClientAddr};
 use super::problem::Problem;
+use crate::auth::ratelimit::LimitError;
 use crate::auth::tokens::Session;
 use crate::auth::{Auth, AuthError, TokenPair};
 use crate::startup::AppState;
@@ -35,6 +36,15 @@ impl From<AuthError> for Problem {
             }
             AuthError::Invalid(errors) => Problem::invalid(errors),
             AuthError::Internal(cause) => Problem::internal(&cause),
+        }
+    }
+}
+
+impl From<LimitError> for Problem {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::TooMany(t) => Problem::too_many(t.retry_after),
+            LimitError::Store(cause) => Problem::internal(&cause),
         }
     }
 }

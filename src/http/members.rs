@@ -108,11 +108,7 @@ pub async fn sign_up(
     ClientAddr(client): ClientAddr,
     AppJson(body): AppJson<SignUp>,
 ) -> Result<(StatusCode, Json<SignedUp>), Problem> {
-    state
-        .auth
-        .limiter
-        .sign_up(client)
-        .map_err(|t| Problem::too_many(t.retry_after))?;
+    state.auth.limiter.sign_up(client).await?;
     Ok((
         StatusCode::CREATED,
         Json(state.members.sign_up(body).await?),
@@ -141,11 +137,7 @@ pub async fn resend_verification(
     ClientAddr(client): ClientAddr,
     Auth(me, _): Auth,
 ) -> Result<StatusCode, Problem> {
-    state
-        .auth
-        .limiter
-        .resend(client)
-        .map_err(|t| Problem::too_many(t.retry_after))?;
+    state.auth.limiter.resend(client).await?;
     state.members.resend_verification(&me.member_id).await?;
     Ok(StatusCode::ACCEPTED)
 }

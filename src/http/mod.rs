@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md section 8). Each resource module owns its handlers; this module
+//! The HTTP API. Each resource module owns its handlers; this module
 //! assembles them into one router with the OpenAPI document, Swagger UI and the middleware
 //! every request passes through (request id, span, metrics).
 

@@ -1,4 +1,4 @@
-//! The event store conformance suite: the contract of DESIGN.md section 4, on both backends.
+//! The event store conformance suite: the whole contract, on both backends.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

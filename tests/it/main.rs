@@ -12,5 +12,6 @@ mod mail;
 mod members;
 mod ops;
 mod projections;
+mod ratelimit;
 mod scheduler;
 mod tokenstore;
