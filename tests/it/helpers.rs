@@ -234,8 +234,29 @@ pub struct SmtpServer {
     child: std::process::Child,
 }
 
+/// Installs the SMTP server's Python package once, when it is missing (a fresh machine):
+/// the pinned version, from PyPI, by the project's own script.
+fn ensure_aiosmtpd() {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        let present = std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-test-deps.sh");
+            let status = std::process::Command::new("bash")
+                .arg(script)
+                .status()
+                .expect("bash");
+            assert!(status.success(), "{script} failed");
+        }
+    });
+}
+
 impl SmtpServer {
     pub async fn start() -> Self {
+        ensure_aiosmtpd();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
