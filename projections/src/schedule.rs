@@ -305,7 +305,8 @@ impl Projection for Schedule {
     /// The scheduler's progress is not in the log: rows it closed without an event (a step
     /// the domain refused), its claims, attempts, backoff and last errors, and the nightly
     /// rows it plans. Rows only `from` has are copied; rows the log leaves pending take the
-    /// scheduler's columns from `from`.
+    /// scheduler's columns from `from`, and so do rows claimed in `into` that `from` has seen
+    /// closed since (the outcome of a claim recorded while the tables were swapped).
     async fn carry_over(&self, pool: &Pool, from: &Tables, into: &Tables) -> anyhow::Result<()> {
         let (from, into) = (from.name(TABLE), into.name(TABLE));
         const COLUMNS: &str = "id, kind, stream_id, schedule_id, due_at, status, next_attempt_at, \
@@ -330,16 +331,17 @@ impl Projection for Schedule {
         let update = if pool.is_sqlite() {
             let set: Vec<String> = copy.iter().map(|c| format!("{c} = f.{c}")).collect();
             format!(
-                "UPDATE {into} SET {} FROM {from} AS f WHERE {into}.id = f.id \
-                 AND {into}.status = 'pending' \
-                 AND (f.status <> 'pending' OR f.attempts <> {into}.attempts)",
+                "UPDATE {into} SET {} FROM {from} AS f WHERE {into}.id = f.id AND \
+                 (({into}.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> {into}.attempts)) \
+                  OR ({into}.status = 'claimed' AND f.status NOT IN ('pending', 'claimed')))",
                 set.join(", ")
             )
         } else {
             let set: Vec<String> = copy.iter().map(|c| format!("i.{c} = f.{c}")).collect();
             format!(
                 "UPDATE {into} AS i JOIN {from} AS f ON i.id = f.id SET {} \
-                 WHERE i.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> i.attempts)",
+                 WHERE (i.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> i.attempts)) \
+                    OR (i.status = 'claimed' AND f.status NOT IN ('pending', 'claimed'))",
                 set.join(", ")
             )
         };

@@ -3,7 +3,7 @@
 //! core at once: a burst of logins waits its turn instead of claiming 19 MiB and a thread
 //! each.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -37,18 +37,23 @@ fn hash_now(password: &SecretString) -> anyhow::Result<String> {
 async fn hashing<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     let permits = PERMITS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Semaphore::new(2 * cores)
+        Arc::new(Semaphore::new(2 * cores))
     });
-    let _permit = permits
-        .acquire()
+    let permit = Arc::clone(permits)
+        .acquire_owned()
         .await
         .context("the password hashing permits are closed")?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .context("the password hashing thread failed")?
+    // The permit goes with the work: a caller that stops waiting (its client hung up) does
+    // not free it while the hash is still running.
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .context("the password hashing thread failed")?
 }
 
 /// The PHC string of a new argon2id hash of `password`.

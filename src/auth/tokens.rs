@@ -123,8 +123,8 @@ struct Attempts {
 }
 
 /// At most this many accounts have their attempts counted at once in process memory (about
-/// 10 MB). Under a flood of distinct login ids, new ones go uncounted rather than letting the
-/// map grow without bound; the per-account per-minute rate limit still holds for them.
+/// 10 MB). Under a flood of distinct login ids the older half is forgotten, rather than
+/// letting the map grow without bound or leaving new accounts uncounted.
 const MAX_COUNTED_ACCOUNTS: usize = 100_000;
 
 impl MemoryTokenStore {
@@ -253,7 +253,13 @@ impl TokenStore for MemoryTokenStore {
                 attempts.swept = Some(now);
             }
             if attempts.map.len() >= MAX_COUNTED_ACCOUNTS {
-                return Ok(Ok(()));
+                // Still full (a flood of distinct login ids): forget the older half, so that
+                // every account keeps being counted, each for a shorter memory.
+                let mut starts: Vec<Instant> = attempts.map.values().map(|e| e.0).collect();
+                let middle = starts.len() / 2;
+                let (_, cut, _) = starts.select_nth_unstable(middle);
+                let cut = *cut;
+                attempts.map.retain(|_, (start, _, _)| *start > cut);
             }
         }
         let entry = attempts

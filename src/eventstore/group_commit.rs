@@ -336,7 +336,9 @@ async fn run_writer<W: BatchWriter>(
             // The server refused a statement (not the connection failing): nothing was
             // written, and one append may be the cause, so each is written on its own and
             // only the culprit fails.
-            Err(BatchFailure::Before(sqlx::Error::Database(e))) if batch.len() > 1 => {
+            Err(BatchFailure::Before(sqlx::Error::Database(e)))
+                if batch.len() > 1 && caused_by_data(e.as_ref()) =>
+            {
                 tracing::warn!(error = %e, appends = batch.len(),
                     "event store batch refused; writing its appends one by one");
                 for pending in batch {
@@ -357,6 +359,24 @@ async fn run_writer<W: BatchWriter>(
             }
         }
     }
+}
+
+/// Whether the server refused a statement because of the data in it (too long, out of range,
+/// not valid for its column), which one append's input may cause; not a lock wait, deadlock
+/// or read-only server, which would fail every append again.
+fn caused_by_data(e: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::ErrorKind;
+    if let Some(mysql) = e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // Null, out of range, truncated, bad string, too long, bad JSON, check failed.
+        return matches!(
+            mysql.number(),
+            1048 | 1264 | 1292 | 1366 | 1406 | 3140 | 4025
+        );
+    }
+    matches!(
+        e.kind(),
+        ErrorKind::NotNullViolation | ErrorKind::CheckViolation
+    ) || e.code().as_deref() == Some("18") // SQLITE_TOOBIG
 }
 
 /// Sends each caller its outcome and moves the head past what was written.
@@ -446,13 +466,14 @@ mod tests {
             .0
     }
 
-    /// A server-side refusal, as the database would report it.
+    /// A server-side refusal, as the database would report it: caused by the data (a check
+    /// failed) or not (a lock wait timed out).
     #[derive(Debug)]
-    struct Refused;
+    struct Refused(bool);
 
     impl std::fmt::Display for Refused {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Data too long for column 'metadata'")
+            f.write_str("refused")
         }
     }
 
@@ -460,7 +481,7 @@ mod tests {
 
     impl sqlx::error::DatabaseError for Refused {
         fn message(&self) -> &str {
-            "Data too long for column 'metadata'"
+            "refused"
         }
         fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
             self
@@ -472,7 +493,11 @@ mod tests {
             self
         }
         fn kind(&self) -> sqlx::error::ErrorKind {
-            sqlx::error::ErrorKind::Other
+            if self.0 {
+                sqlx::error::ErrorKind::CheckViolation
+            } else {
+                sqlx::error::ErrorKind::Other
+            }
         }
     }
 
@@ -505,9 +530,10 @@ mod tests {
             if has("gate") {
                 self.gate.acquire().await.unwrap().forget();
             }
-            if has("poison") {
+            if has("poison") || has("locked") {
+                let by_data = has("poison");
                 return Err(BatchFailure::Before(sqlx::Error::Database(Box::new(
-                    Refused,
+                    Refused(by_data),
                 ))));
             }
             if has("lost") {
@@ -581,6 +607,36 @@ mod tests {
         }
         assert_eq!(*writer.sizes.lock().unwrap(), vec![1, 5, 1, 1, 1, 1, 1]);
 
+        // A refusal that is not the data's doing (a lock wait timed out) would only repeat
+        // for each append: the batch fails as one.
+        writer.sizes.lock().unwrap().clear();
+        let gate = tokio::spawn({
+            let committer = Arc::clone(&committer);
+            async move { append_to(&committer, "gate").await }
+        });
+        while writer.sizes.lock().unwrap().is_empty() || !queued(0) {
+            tokio::task::yield_now().await;
+        }
+        let others: Vec<_> = ["e", "locked", "f"]
+            .into_iter()
+            .map(|id| {
+                let committer = Arc::clone(&committer);
+                tokio::spawn(async move { append_to(&committer, id).await })
+            })
+            .collect();
+        while !queued(3) {
+            tokio::task::yield_now().await;
+        }
+        writer.gate.add_permits(1);
+        assert!(gate.await.unwrap().is_ok());
+        for outcome in futures_util::future::join_all(others).await {
+            assert!(matches!(
+                outcome.unwrap(),
+                Err(EventStoreError::Database(_))
+            ));
+        }
+        assert_eq!(*writer.sizes.lock().unwrap(), vec![1, 3]);
+
         // A commit that fails on the wire is not "nothing written": it is unknown.
         assert!(matches!(
             append_to(&committer, "lost").await,
@@ -612,6 +668,10 @@ mod tests {
         assert!(new(vec![event("{\"a\":1}".into())], &plain).is_ok());
         invalid(new(vec![event("{not json".into())], &plain));
         invalid(new(vec![event(String::new())], &plain));
+        // What a lighter check would let through and every reader would then refuse.
+        invalid(new(vec![event(r#"{"a":"\udc00"}"#.into())], &plain));
+        invalid(new(vec![event(r#"{"a":1e400}"#.into())], &plain));
+        invalid(new(vec![event("[".repeat(200) + &"]".repeat(200))], &plain));
         let big = format!("\"{}\"", "x".repeat(super::super::model::MAX_PAYLOAD_BYTES));
         invalid(new(vec![event(big)], &plain));
         invalid(new(vec![], &plain));

@@ -31,14 +31,14 @@ async fn a_claim_left_by_a_dead_process_fires_once_it_expires(backend: Backend) 
     let events = Arc::clone(&app.state.events);
     let commands = Commands::new(&events);
     let db = app.state.db.clone();
-    // Ships 10 s after it is placed; before then, a process claims the row and dies.
-    let order = place_order(&commands, 10, 3600).await;
+    // Ships 20 s after it is placed; before then, a process claims the row and dies.
+    let order = place_order(&commands, 20, 3600).await;
     let id = format!("order/{order}/ship");
-    wait_for("the ship row", Duration::from_secs(8), async || {
+    wait_for("the ship row", Duration::from_secs(16), async || {
         schedule_rows(&db).await.iter().any(|r| r.0 == id)
     })
     .await;
-    let expires = Utc::now() + chrono::Duration::seconds(12);
+    let expires = Utc::now() + chrono::Duration::seconds(24);
     let sql = format!(
         "UPDATE schedule SET status = 'claimed', claimed_by = 'a-dead-process', attempts = 1, \
          next_attempt_at = {} WHERE id = ? AND status = 'pending'",
