@@ -31,6 +31,7 @@
 //! | `FAILED_LOGINS_PER_ACCOUNT_PER_HOUR` | `100` | failed logins before an account is locked for the hour |
 //! | `SIGNUPS_PER_ADDRESS_PER_HOUR` | `20` | sign-ups per client address |
 //! | `RESENDS_PER_ADDRESS_PER_HOUR` | `5` | verification e-mail resends per client address |
+//! | `TRUSTED_PROXIES` | none | proxies (addresses or networks) whose `X-Forwarded-For` names the client |
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -77,6 +78,7 @@ const KEYS: &[&str] = &[
     "failed_logins_per_account_per_hour",
     "signups_per_address_per_hour",
     "resends_per_address_per_hour",
+    "trusted_proxies",
 ];
 
 /// Log output format.
@@ -118,6 +120,7 @@ struct Raw {
     failed_logins_per_account_per_hour: u32,
     signups_per_address_per_hour: u32,
     resends_per_address_per_hour: u32,
+    trusted_proxies: String,
 }
 
 impl Default for Raw {
@@ -149,6 +152,7 @@ impl Default for Raw {
             failed_logins_per_account_per_hour: 100,
             signups_per_address_per_hour: 20,
             resends_per_address_per_hour: 5,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -245,6 +249,25 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Reverse proxies whose `X-Forwarded-For` header names the client (for per-address
+    /// limits); empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Comma-separated addresses (`192.0.2.7`) or networks (`10.0.0.0/8`); `None` when one is
+/// neither.
+fn parse_networks(list: &str) -> Option<Vec<ipnet::IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>().ok().or_else(|| {
+                item.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            })
+        })
+        .collect()
 }
 
 /// A configuration error, naming the variable.
@@ -356,7 +379,15 @@ impl Config {
         let rate = |var: &str, value: u32| {
             NonZeroU32::new(value).ok_or_else(|| ConfigError(format!("{var}: must be at least 1")))
         };
+        let trusted_proxies = parse_networks(&raw.trusted_proxies).ok_or_else(|| {
+            ConfigError(format!(
+                "TRUSTED_PROXIES: expected comma-separated addresses or networks such as \
+                 10.0.0.0/8,192.0.2.7, got {:?}",
+                raw.trusted_proxies
+            ))
+        })?;
         Ok(Self {
+            trusted_proxies,
             nightly_at,
             public_base_url,
             redis_url: raw.redis_url.map(Into::into),
@@ -536,6 +567,18 @@ mod tests {
         let e =
             Config::validate(raw(|r| r.public_base_url = "ftp://x".into()), secrets()).unwrap_err();
         assert!(e.to_string().starts_with("PUBLIC_BASE_URL:"), "{e}");
+        let e = Config::validate(
+            raw(|r| r.trusted_proxies = "10.0.0.0/8, proxy".into()),
+            secrets(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("TRUSTED_PROXIES:"), "{e}");
+        let ok = Config::validate(
+            raw(|r| r.trusted_proxies = "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32".into()),
+            secrets(),
+        )
+        .unwrap();
+        assert_eq!(ok.trusted_proxies.len(), 3);
         let e = Config::validate(raw(|r| r.redis_url = Some("localhost".into())), secrets())
             .unwrap_err();
         assert!(e.to_string().starts_with("REDIS_URL:"), "{e}");

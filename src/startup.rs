@@ -34,6 +34,8 @@ pub struct AppState {
     pub members: Arc<Members>,
     /// Logins, tokens, sessions, rate limits.
     pub auth: Arc<AuthService>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 /// A built application: connected, migrated, listening, not yet serving.
@@ -68,6 +70,7 @@ impl Application {
             metrics: telemetry::metrics(),
             members,
             auth,
+            trusted_proxies: config.trusted_proxies.clone().into(),
         };
         Ok(Self {
             listener,

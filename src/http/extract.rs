@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::problem::Problem;
+use crate::startup::AppState;
 
 /// A JSON body; a malformed one is a 400 problem that never repeats the body's values.
 pub struct AppJson<T>(pub T);
@@ -84,10 +85,34 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AppPath
     }
 }
 
-/// The client's address, the key of per-address rate limits: the TCP peer, with an IPv6
-/// peer reduced to its /64 network (one subscriber commonly holds a whole /64, so counting
-/// single IPv6 addresses would hand each client 2^64 budgets).
+/// The client's address, the key of per-address rate limits: the TCP peer or, when the peer
+/// is one of `TRUSTED_PROXIES`, the nearest address in its `X-Forwarded-For` that is not a
+/// trusted proxy (a client cannot pick its budget by sending the header itself). An IPv6
+/// address is reduced to its /64 network (one subscriber commonly holds a whole /64, so
+/// counting single IPv6 addresses would hand each client 2^64 budgets).
 pub struct ClientAddr(pub IpAddr);
+
+/// The client behind `peer`, given the `X-Forwarded-For` values of the request.
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    // Each proxy appends the address it received the request from: read from the right,
+    // past our own proxies.
+    for hop in forwarded_for.rev().flat_map(|v| v.rsplit(',')) {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer
+}
 
 /// The rate-limit key of a peer address.
 pub fn limit_key(ip: IpAddr) -> IpAddr {
@@ -100,20 +125,59 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let ConnectInfo(addr) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
             .await
             .map_err(|_| Problem::internal(&anyhow::anyhow!("no peer address on the request")))?;
-        Ok(Self(limit_key(addr.ip())))
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let client = client_address(addr.ip(), forwarded, &state.trusted_proxies);
+        Ok(Self(limit_key(client)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_nearest_untrusted_forwarded_address_behind_a_trusted_peer() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let trusted: Vec<ipnet::IpNet> = ["10.0.0.0/8", "192.0.2.1/32"]
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .unwrap_or_else(|_| ipnet::IpNet::from(ip("0.0.0.0")))
+            })
+            .collect();
+        let client = |peer: &str, headers: &[&str]| {
+            client_address(ip(peer), headers.iter().copied(), &trusted)
+        };
+        // Not behind a trusted proxy: the header is the client's own word, ignored.
+        assert_eq!(client("203.0.113.9", &["198.51.100.1"]), ip("203.0.113.9"));
+        // Behind our proxies: the nearest address they did not add themselves.
+        assert_eq!(client("10.1.2.3", &["198.51.100.1"]), ip("198.51.100.1"));
+        assert_eq!(
+            client("10.1.2.3", &["1.2.3.4, 198.51.100.1, 192.0.2.1"]),
+            ip("198.51.100.1"),
+            "a spoofed leftmost entry is not believed"
+        );
+        assert_eq!(
+            client("10.1.2.3", &["1.2.3.4", "198.51.100.1, 10.9.9.9"]),
+            ip("198.51.100.1"),
+            "several headers read as one list"
+        );
+        // No header, or nothing usable in it: the proxy itself.
+        assert_eq!(client("10.1.2.3", &[]), ip("10.1.2.3"));
+        assert_eq!(client("10.1.2.3", &["garbage"]), ip("10.1.2.3"));
+        assert_eq!(client("10.1.2.3", &["10.0.0.7"]), ip("10.1.2.3"));
+    }
 
     #[test]
     fn ipv6_peers_share_their_64_network() {

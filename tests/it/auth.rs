@@ -18,7 +18,56 @@ on_both_backends!(
     login_is_rate_limited_per_account_and_per_address_with_retry_after,
     failed_logins_lock_the_account_for_the_hour,
     sign_up_and_resend_are_rate_limited_per_address,
+    behind_a_trusted_proxy_the_forwarded_client_is_limited,
 );
+
+async fn sign_up_from(app: &TestApp, n: u32, forwarded_for: &str) -> StatusCode {
+    app.client
+        .post(app.url("/v1/members"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&crate::members::sign_up_body(n))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn behind_a_trusted_proxy_the_forwarded_client_is_limited(backend: Backend) {
+    // Not configured: the header is the caller's own word and changes nothing.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.rate_limits.signups_per_address_per_hour = 1.try_into().unwrap();
+    })
+    .await;
+    assert_eq!(
+        sign_up_from(&app, 50, "198.51.100.1").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        sign_up_from(&app, 51, "198.51.100.2").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.stop().await;
+    // The test client connects from 127.0.0.1: as a trusted proxy, the clients it names
+    // have budgets of their own, and a client cannot escape its own by prepending addresses.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.rate_limits.signups_per_address_per_hour = 1.try_into().unwrap();
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(
+        sign_up_from(&app, 52, "198.51.100.1").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        sign_up_from(&app, 53, "198.51.100.2").await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        sign_up_from(&app, 54, "203.0.113.5, 198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.stop().await;
+}
 
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
     post(
