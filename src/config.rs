@@ -14,7 +14,7 @@
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 //! | `PUBLIC_BASE_URL` | `http://127.0.0.1:8080` | the base of links in e-mails |
-//! | `REDIS_URL` | none | sessions and refresh tokens in Redis; in-process when unset |
+//! | `REDIS_URL` | none | sessions, refresh tokens and rate limits in Redis; in-process when unset |
 //! | `REDIS_KEY_PREFIX` | `openrun:` | prefix of every Redis key |
 //! | `SMTP_URL` | none | `smtp://user:pass@host:587?tls=required` or `smtps://...`; `.eml` files when unset |
 //! | `MAIL_FROM` | `openrun <no-reply@localhost>` | sender of e-mails |
@@ -233,7 +233,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The public base URL of the service, for links in e-mails.
     pub public_base_url: url::Url,
-    /// Redis for sessions and refresh tokens; in-process when `None`.
+    /// Redis for sessions, refresh tokens and rate limits; in-process when `None`.
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key.
     pub redis_key_prefix: String,
