@@ -131,6 +131,15 @@ impl Limiter {
     }
 
     async fn check(&self, which: usize, key: &str) -> Result<(), LimitError> {
+        let outcome = self.check_in_store(which, key).await;
+        if let Err(LimitError::TooMany(_)) = &outcome {
+            metrics::counter!("openrun_rate_limited_total", "limit" => self.rates[which].name)
+                .increment(1);
+        }
+        outcome
+    }
+
+    async fn check_in_store(&self, which: usize, key: &str) -> Result<(), LimitError> {
         let rate = self.rates[which];
         match &self.backend {
             Backend::Local(limiters) => {

@@ -377,6 +377,11 @@ async fn login_is_rate_limited_per_account_and_per_address_with_retry_after(back
     let by_address = attempt("nobody22").await;
     assert_eq!(by_address.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(by_address.headers().contains_key("retry-after"));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("openrun_rate_limited_total{limit=\"login_address\"}"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
