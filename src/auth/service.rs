@@ -280,6 +280,13 @@ impl AuthService {
             .map_err(|retry_after| AuthError::TooMany(TooMany { retry_after }))
     }
 
+    /// Whether the token store answers, within a second (readiness).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(1), self.store.ping())
+            .await
+            .map_err(|_| anyhow::anyhow!("the token store did not answer within a second"))?
+    }
+
     /// Ends the caller's session.
     pub async fn logout(&self, who: &Identity) -> Result<(), AuthError> {
         self.end_session(who, &who.session_id).await

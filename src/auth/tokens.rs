@@ -99,6 +99,9 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Takes back one attempt counted for `account` (it succeeded).
     async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()>;
+
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> anyhow::Result<()>;
 }
 
 struct Entry {
@@ -274,6 +277,10 @@ impl TokenStore for MemoryTokenStore {
         }
         entry.2 += 1;
         Ok(Ok(()))
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
     }
 
     async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()> {
@@ -585,6 +592,14 @@ impl TokenStore for RedisTokenStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .context("taking back a password attempt")?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .context("Redis does not answer")?;
         Ok(())
     }
 }

@@ -23,10 +23,11 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database answers and every embedded migration is applied.
+/// The database answers, every embedded migration is applied, and the token store (Redis,
+/// when configured) answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready to serve", body = Health),
-    (status = 503, description = "Database unreachable or migrations pending", body = Problem,
+    (status = 503, description = "Database or Redis unreachable, or migrations pending", body = Problem,
         content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
     let unavailable = |detail: &str| {
@@ -35,6 +36,13 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Probl
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(unavailable("the database is unreachable"));
+    }
+    if let Err(e) = state.auth.ping().await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "readiness: token store unreachable"
+        );
+        return Err(unavailable("the session store (Redis) is unreachable"));
     }
     match state.db.pending_migrations().await {
         Ok(0) => Ok(Json(Health { status: "ready" })),

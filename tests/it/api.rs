@@ -132,3 +132,63 @@ async fn an_unknown_path_is_a_problem_document_with_a_request_id(backend: Backen
     assert_eq!(response.headers()["x-request-id"], "req-42");
     app.stop().await;
 }
+
+/// A TCP relay to the test Redis that can be cut, as a network failure would.
+struct Relay {
+    port: u16,
+    accept: tokio::task::JoinHandle<()>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let links = std::sync::Arc::clone(&links);
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link);
+                }
+            }
+        });
+        Self {
+            port,
+            accept,
+            links,
+        }
+    }
+
+    fn cut(&self) {
+        self.accept.abort();
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn readyz_fails_while_redis_is_unreachable() {
+    let relay = Relay::start().await;
+    let app = TestApp::spawn_with(Backend::MySql, |c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{}", relay.port).into());
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    relay.cut();
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/not-ready");
+    assert_eq!(body["detail"], "the session store (Redis) is unreachable");
+    app.stop().await;
+}
