@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::auth::AuthService;
 use crate::auth::jwt::Jwt;
 use crate::auth::ratelimit::Limiter;
-use crate::auth::tokens::{MemoryTokenStore, RedisTokenStore, TokenStore};
+use crate::auth::tokens::{MemoryTokenStore, RedisTokenStore, TokenStore, redis_connection};
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::db::Database;
@@ -119,17 +119,15 @@ pub async fn members_and_auth(
 ) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
     use secrecy::ExposeSecret;
     let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis_url {
-        Some(url) => (
-            Arc::new(
-                RedisTokenStore::connect(url.expose_secret(), &config.redis_key_prefix).await?,
-            ),
-            Limiter::shared(
-                &config.rate_limits,
-                url.expose_secret(),
-                &config.redis_key_prefix,
+        Some(url) => {
+            // One connection for sessions and limits.
+            let conn = redis_connection(url.expose_secret()).await?;
+            let prefix = &config.redis_key_prefix;
+            (
+                Arc::new(RedisTokenStore::new(conn.clone(), prefix)),
+                Limiter::on_redis(&config.rate_limits, conn, prefix),
             )
-            .await?,
-        ),
+        }
         None => (
             Arc::new(MemoryTokenStore::default()),
             Limiter::new(&config.rate_limits),

@@ -1,17 +1,21 @@
 //! Rate limits: attempts per account and per client address, by GCRA, in this process
 //! (governor's keyed limiters) or, when `REDIS_URL` is set, in Redis, shared by every
-//! process. The hourly budget of failed logins per account is counted by the token store
-//! ([`super::tokens::TokenStore::count_attempt`]), shared the same way.
+//! process. The hourly budget of failed logins per account ([`Limiter::count_attempt`]) is
+//! kept in the same place, shared the same way.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use redis::aio::ConnectionManager;
+
+use super::tokens::redis_connection;
 
 use crate::config::RateLimits;
 
@@ -68,13 +72,56 @@ pub struct Limiter {
 }
 
 enum Backend {
-    Local(Box<[DefaultKeyedRateLimiter<String>; 4]>),
+    Local(Box<Local>),
     Redis {
         conn: ConnectionManager,
         prefix: String,
-        script: redis::Script,
+        gcra: redis::Script,
+        attempt: redis::Script,
+        forgive: redis::Script,
     },
 }
+
+/// The limits kept in this process.
+struct Local {
+    limiters: [DefaultKeyedRateLimiter<String>; 4],
+    attempts: Mutex<Attempts>,
+}
+
+/// Password attempts per account in the current window.
+#[derive(Default)]
+struct Attempts {
+    map: HashMap<String, (Instant, Duration, u32)>,
+    swept: Option<Instant>,
+}
+
+/// At most this many accounts have their attempts counted at once in process memory (about
+/// 10 MB). Under a flood of distinct login ids the older half is forgotten, rather than
+/// letting the map grow without bound or leaving new accounts uncounted.
+const MAX_COUNTED_ACCOUNTS: usize = 100_000;
+
+/// Atomically: count an attempt unless the budget (ARGV[1]) is spent; the window (ARGV[2],
+/// milliseconds) starts with the first attempt. Returns -1 when counted, else the
+/// milliseconds left in the window.
+const ATTEMPT_LUA: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    left = tonumber(ARGV[2])
+  end
+  return left
+end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return -1
+";
+
+/// Atomically: take back one counted attempt, if any.
+const FORGIVE_LUA: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+";
 
 /// GCRA on Redis's clock: KEYS[1] holds the theoretical arrival time in microseconds;
 /// ARGV[1] is the emission interval and ARGV[2] the window, both in microseconds. Returns -1
@@ -103,7 +150,10 @@ impl Limiter {
     /// Limiters with the configured quotas, in this process.
     pub fn new(limits: &RateLimits) -> Self {
         let rates = rates(limits);
-        let local = rates.map(|r| DefaultKeyedRateLimiter::keyed(r.quota()));
+        let local = Local {
+            limiters: rates.map(|r| DefaultKeyedRateLimiter::keyed(r.quota())),
+            attempts: Mutex::default(),
+        };
         Self {
             rates,
             backend: Backend::Local(Box::new(local)),
@@ -112,22 +162,26 @@ impl Limiter {
         }
     }
 
-    /// Limiters with the configured quotas, in Redis under `prefix`, shared by every process.
+    /// Limiters with the configured quotas, in the Redis at `url` under `prefix`, shared by
+    /// every process.
     pub async fn shared(limits: &RateLimits, url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("REDIS_URL is not a Redis URL")?;
-        let conn = ConnectionManager::new(client)
-            .await
-            .context("cannot connect to Redis (REDIS_URL)")?;
-        Ok(Self {
+        Ok(Self::on_redis(limits, redis_connection(url).await?, prefix))
+    }
+
+    /// The same on an open Redis connection (shared with the token store).
+    pub fn on_redis(limits: &RateLimits, conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
             rates: rates(limits),
             backend: Backend::Redis {
                 conn,
                 prefix: prefix.to_owned(),
-                script: redis::Script::new(GCRA_LUA),
+                gcra: redis::Script::new(GCRA_LUA),
+                attempt: redis::Script::new(ATTEMPT_LUA),
+                forgive: redis::Script::new(FORGIVE_LUA),
             },
             max_failures: limits.failed_logins_per_account_per_hour,
             checks: AtomicU64::new(0),
-        })
+        }
     }
 
     async fn check(&self, which: usize, key: &str) -> Result<(), LimitError> {
@@ -142,7 +196,8 @@ impl Limiter {
     async fn check_in_store(&self, which: usize, key: &str) -> Result<(), LimitError> {
         let rate = self.rates[which];
         match &self.backend {
-            Backend::Local(limiters) => {
+            Backend::Local(local) => {
+                let limiters = &local.limiters;
                 if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
                     limiters.iter().for_each(|l| l.retain_recent());
                 }
@@ -155,12 +210,10 @@ impl Limiter {
                     })
             }
             Backend::Redis {
-                conn,
-                prefix,
-                script,
+                conn, prefix, gcra, ..
             } => {
                 let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-                let wait: i64 = script
+                let wait: i64 = gcra
                     .key(format!("{prefix}rate:{}:{key}", rate.name))
                     .arg(micros(rate.window / rate.burst.get()).max(1))
                     .arg(micros(rate.window))
@@ -191,10 +244,112 @@ impl Limiter {
         self.check(LOGIN_ACCOUNT, account).await
     }
 
-    /// Failed password checks allowed per account per hour (counted by the token store, so
-    /// that every process sharing it shares the budget).
+    /// Failed password checks allowed per account per hour ([`Limiter::count_attempt`]).
     pub fn max_failures(&self) -> u32 {
         self.max_failures.get()
+    }
+
+    /// Counts one password attempt against `account`'s budget of `max` failures per `window`
+    /// (a fixed window from the first counted attempt). When the budget is spent nothing is
+    /// counted and the answer is how long until the window ends. An attempt is counted before
+    /// its password is checked, so parallel guesses cannot slip past the budget;
+    /// [`Limiter::forgive_attempt`] takes back one that succeeded.
+    pub async fn count_attempt(
+        &self,
+        account: &str,
+        max: u32,
+        window: Duration,
+    ) -> anyhow::Result<Result<(), Duration>> {
+        match &self.backend {
+            Backend::Local(local) => {
+                let mut attempts = local
+                    .attempts
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the attempt map was poisoned"))?;
+                let now = Instant::now();
+                if !attempts.map.contains_key(account) && attempts.map.len() >= MAX_COUNTED_ACCOUNTS
+                {
+                    if attempts
+                        .swept
+                        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+                    {
+                        attempts
+                            .map
+                            .retain(|_, (start, window, _)| start.elapsed() < *window);
+                        attempts.swept = Some(now);
+                    }
+                    if attempts.map.len() >= MAX_COUNTED_ACCOUNTS {
+                        // Still full (a flood of distinct login ids): forget the older half, so that
+                        // every account keeps being counted, each for a shorter memory.
+                        let mut starts: Vec<Instant> = attempts.map.values().map(|e| e.0).collect();
+                        let middle = starts.len() / 2;
+                        let (_, cut, _) = starts.select_nth_unstable(middle);
+                        let cut = *cut;
+                        attempts.map.retain(|_, (start, _, _)| *start > cut);
+                    }
+                }
+                let entry = attempts
+                    .map
+                    .entry(account.to_owned())
+                    .or_insert((now, window, 0));
+                if entry.0.elapsed() >= entry.1 {
+                    *entry = (now, window, 0);
+                }
+                if entry.2 >= max {
+                    return Ok(Err(entry.1.saturating_sub(entry.0.elapsed())));
+                }
+                entry.2 += 1;
+                Ok(Ok(()))
+            }
+            Backend::Redis {
+                conn,
+                prefix,
+                attempt,
+                ..
+            } => {
+                let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+                let left: i64 = attempt
+                    .key(format!("{prefix}attempts:{account}"))
+                    .arg(max)
+                    .arg(window_ms)
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .context("counting a password attempt")?;
+                Ok(match u64::try_from(left) {
+                    Ok(ms) => Err(Duration::from_millis(ms)),
+                    Err(_) => Ok(()),
+                })
+            }
+        }
+    }
+
+    /// Takes back one attempt counted for `account` (it succeeded).
+    pub async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Local(local) => {
+                let mut attempts = local
+                    .attempts
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the attempt map was poisoned"))?;
+                if let Some(entry) = attempts.map.get_mut(account) {
+                    entry.2 = entry.2.saturating_sub(1);
+                }
+                Ok(())
+            }
+            Backend::Redis {
+                conn,
+                prefix,
+                forgive,
+                ..
+            } => {
+                let _: i64 = forgive
+                    .key(format!("{prefix}attempts:{account}"))
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .context("taking back a password attempt")?;
+                Ok(())
+            }
+        }
     }
 
     /// A sign-up from `address`.

@@ -146,7 +146,7 @@ impl AuthService {
             return Err(AuthError::InvalidCredentials);
         }
         if let Some(account) = &account {
-            self.store.forgive_attempt(account).await?;
+            self.limiter.forgive_attempt(account).await?;
         }
         let member = member.ok_or(AuthError::InvalidCredentials)?;
         let device: String = device
@@ -272,9 +272,9 @@ impl AuthService {
     }
 
     /// Counts a password attempt against the account's hourly budget of failures (shared by
-    /// every process on the same token store); refused when it is spent.
+    /// every process on the same Redis); refused when it is spent.
     async fn count_attempt(&self, account: &str) -> Result<(), AuthError> {
-        self.store
+        self.limiter
             .count_attempt(account, self.limiter.max_failures(), FAILURE_WINDOW)
             .await?
             .map_err(|retry_after| AuthError::TooMany(TooMany { retry_after }))
@@ -346,7 +346,7 @@ impl AuthService {
                 "does not match",
             )]));
         }
-        self.store.forgive_attempt(&member.login_id).await?;
+        self.limiter.forgive_attempt(&member.login_id).await?;
         let hash = password::hash(new).await?;
         // The other sessions end first: should the store fail, the password is unchanged and
         // the request can simply be repeated; ending sessions twice is harmless.

@@ -85,21 +85,6 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Ends every session of the member but `except`; returns the ended ids.
     async fn end_all(&self, member_id: &str, except: Option<&str>) -> anyhow::Result<Vec<String>>;
 
-    /// Counts one password attempt against `account`'s budget of `max` failures per `window`
-    /// (a fixed window from the first counted attempt). When the budget is spent nothing is
-    /// counted and the answer is how long until the window ends. An attempt is counted before
-    /// its password is checked, so parallel guesses cannot slip past the budget;
-    /// [`TokenStore::forgive_attempt`] takes back one that succeeded.
-    async fn count_attempt(
-        &self,
-        account: &str,
-        max: u32,
-        window: Duration,
-    ) -> anyhow::Result<Result<(), Duration>>;
-
-    /// Takes back one attempt counted for `account` (it succeeded).
-    async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()>;
-
     /// Whether the store answers (readiness).
     async fn ping(&self) -> anyhow::Result<()>;
 }
@@ -115,20 +100,7 @@ struct Entry {
 #[derive(Default)]
 pub struct MemoryTokenStore {
     sessions: Mutex<HashMap<String, Entry>>,
-    attempts: Mutex<Attempts>,
 }
-
-/// Password attempts per account in the current window.
-#[derive(Default)]
-struct Attempts {
-    map: HashMap<String, (Instant, Duration, u32)>,
-    swept: Option<Instant>,
-}
-
-/// At most this many accounts have their attempts counted at once in process memory (about
-/// 10 MB). Under a flood of distinct login ids the older half is forgotten, rather than
-/// letting the map grow without bound or leaving new accounts uncounted.
-const MAX_COUNTED_ACCOUNTS: usize = 100_000;
 
 impl MemoryTokenStore {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> anyhow::Result<T> {
@@ -234,65 +206,17 @@ impl TokenStore for MemoryTokenStore {
         })
     }
 
-    async fn count_attempt(
-        &self,
-        account: &str,
-        max: u32,
-        window: Duration,
-    ) -> anyhow::Result<Result<(), Duration>> {
-        let mut attempts = self
-            .attempts
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the attempt map was poisoned"))?;
-        let now = Instant::now();
-        if !attempts.map.contains_key(account) && attempts.map.len() >= MAX_COUNTED_ACCOUNTS {
-            if attempts
-                .swept
-                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
-            {
-                attempts
-                    .map
-                    .retain(|_, (start, window, _)| start.elapsed() < *window);
-                attempts.swept = Some(now);
-            }
-            if attempts.map.len() >= MAX_COUNTED_ACCOUNTS {
-                // Still full (a flood of distinct login ids): forget the older half, so that
-                // every account keeps being counted, each for a shorter memory.
-                let mut starts: Vec<Instant> = attempts.map.values().map(|e| e.0).collect();
-                let middle = starts.len() / 2;
-                let (_, cut, _) = starts.select_nth_unstable(middle);
-                let cut = *cut;
-                attempts.map.retain(|_, (start, _, _)| *start > cut);
-            }
-        }
-        let entry = attempts
-            .map
-            .entry(account.to_owned())
-            .or_insert((now, window, 0));
-        if entry.0.elapsed() >= entry.1 {
-            *entry = (now, window, 0);
-        }
-        if entry.2 >= max {
-            return Ok(Err(entry.1.saturating_sub(entry.0.elapsed())));
-        }
-        entry.2 += 1;
-        Ok(Ok(()))
-    }
-
     async fn ping(&self) -> anyhow::Result<()> {
         Ok(())
     }
+}
 
-    async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()> {
-        let mut attempts = self
-            .attempts
-            .lock()
-            .map_err(|_| anyhow::anyhow!("the attempt map was poisoned"))?;
-        if let Some(entry) = attempts.map.get_mut(account) {
-            entry.2 = entry.2.saturating_sub(1);
-        }
-        Ok(())
-    }
+/// A connection to the Redis at `url`; the manager reconnects by itself afterwards.
+pub async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+    ConnectionManager::new(client)
+        .await
+        .context("cannot connect to Redis (REDIS_URL)")
 }
 
 /// The Redis store. Keys (under the configured prefix): `session:{id}` a hash (member_id,
@@ -303,32 +227,7 @@ pub struct RedisTokenStore {
     conn: ConnectionManager,
     prefix: String,
     rotate: redis::Script,
-    attempt: redis::Script,
-    forgive: redis::Script,
 }
-
-/// Atomically: count an attempt unless the budget (ARGV[1]) is spent; the window (ARGV[2],
-/// milliseconds) starts with the first attempt. Returns -1 when counted, else the
-/// milliseconds left in the window.
-const ATTEMPT_LUA: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n >= tonumber(ARGV[1]) then
-  local left = redis.call('PTTL', KEYS[1])
-  if left < 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    left = tonumber(ARGV[2])
-  end
-  return left
-end
-if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return -1
-";
-
-/// Atomically: take back one counted attempt, if any.
-const FORGIVE_LUA: &str = r"
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
-return 0
-";
 
 /// Atomically: rotate when the presented hash is current, end the session when it was
 /// rotated before, else nothing.
@@ -357,17 +256,16 @@ return {'unknown'}
 impl RedisTokenStore {
     /// Connects (the connection manager reconnects by itself afterwards).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-        let conn = ConnectionManager::new(client)
-            .await
-            .context("cannot connect to Redis (REDIS_URL)")?;
-        Ok(Self {
+        Ok(Self::new(redis_connection(url).await?, prefix))
+    }
+
+    /// The store on an open connection (shared with the rate limits).
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
             conn,
             prefix: prefix.into(),
             rotate: redis::Script::new(ROTATE_LUA),
-            attempt: redis::Script::new(ATTEMPT_LUA),
-            forgive: redis::Script::new(FORGIVE_LUA),
-        })
+        }
     }
 
     fn session_key(&self, id: &str) -> String {
@@ -376,10 +274,6 @@ impl RedisTokenStore {
 
     fn rotated_key(&self, id: &str) -> String {
         format!("{}rotated:{id}", self.prefix)
-    }
-
-    fn attempts_key(&self, account: &str) -> String {
-        format!("{}attempts:{account}", self.prefix)
     }
 
     fn member_key(&self, member_id: &str) -> String {
@@ -562,37 +456,6 @@ impl TokenStore for RedisTokenStore {
             .collect();
         self.delete(member_id, &ended).await?;
         Ok(ended)
-    }
-
-    async fn count_attempt(
-        &self,
-        account: &str,
-        max: u32,
-        window: Duration,
-    ) -> anyhow::Result<Result<(), Duration>> {
-        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let left: i64 = self
-            .attempt
-            .key(self.attempts_key(account))
-            .arg(max)
-            .arg(window_ms)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("counting a password attempt")?;
-        Ok(match u64::try_from(left) {
-            Ok(ms) => Err(Duration::from_millis(ms)),
-            Err(_) => Ok(()),
-        })
-    }
-
-    async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()> {
-        let _: i64 = self
-            .forgive
-            .key(self.attempts_key(account))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("taking back a password attempt")?;
-        Ok(())
     }
 
     async fn ping(&self) -> anyhow::Result<()> {

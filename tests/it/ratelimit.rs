@@ -77,7 +77,10 @@ async fn the_contract(limiter: &Limiter) {
 
 #[tokio::test]
 async fn in_process() {
-    the_contract(&Limiter::new(&limits())).await;
+    let limiter = Limiter::new(&limits());
+    the_contract(&limiter).await;
+    the_failure_budget_counts_attempts_and_takes_back_successes(&limiter).await;
+    the_failure_budget_renews_after_its_window(&limiter).await;
 }
 
 #[tokio::test]
@@ -87,6 +90,8 @@ async fn in_redis() {
         .await
         .unwrap();
     the_contract(&limiter).await;
+    the_failure_budget_counts_attempts_and_takes_back_successes(&limiter).await;
+    the_failure_budget_renews_after_its_window(&limiter).await;
     delete_redis_keys(&prefix).await;
 }
 
@@ -108,5 +113,91 @@ async fn processes_sharing_redis_share_the_limits() {
     let outcomes = futures_util::future::join_all(attempts).await;
     let passed = outcomes.iter().filter(|o| o.is_ok()).count();
     assert_eq!(passed, 3, "{outcomes:?}");
+    delete_redis_keys(&prefix).await;
+}
+
+async fn the_failure_budget_counts_attempts_and_takes_back_successes(limiter: &Limiter) {
+    let window = Duration::from_secs(3600);
+    for _ in 0..3 {
+        assert_eq!(
+            limiter.count_attempt("alice1", 3, window).await.unwrap(),
+            Ok(())
+        );
+    }
+    let refused = limiter.count_attempt("alice1", 3, window).await.unwrap();
+    let left = refused.expect_err("the fourth attempt is over the budget");
+    assert!(
+        left > Duration::from_secs(3500) && left <= window,
+        "{left:?}"
+    );
+    // Another account has its own budget.
+    assert_eq!(
+        limiter.count_attempt("bob22", 3, window).await.unwrap(),
+        Ok(())
+    );
+    // A success gives its attempt back: one more may be tried, then none.
+    limiter.forgive_attempt("alice1").await.unwrap();
+    assert_eq!(
+        limiter.count_attempt("alice1", 3, window).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        limiter
+            .count_attempt("alice1", 3, window)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    // Taking back from an account with nothing counted changes nothing.
+    limiter.forgive_attempt("carol3").await.unwrap();
+    limiter.forgive_attempt("carol3").await.unwrap();
+    assert_eq!(
+        limiter.count_attempt("carol3", 1, window).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        limiter
+            .count_attempt("carol3", 1, window)
+            .await
+            .unwrap()
+            .is_err()
+    );
+}
+
+async fn the_failure_budget_renews_after_its_window(limiter: &Limiter) {
+    let window = Duration::from_secs(2);
+    assert_eq!(
+        limiter.count_attempt("dave44", 1, window).await.unwrap(),
+        Ok(())
+    );
+    let left = limiter.count_attempt("dave44", 1, window).await.unwrap();
+    let left = left.expect_err("within the window the budget is spent");
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
+    assert_eq!(
+        limiter.count_attempt("dave44", 1, window).await.unwrap(),
+        Ok(())
+    );
+}
+
+/// Every process on one Redis shares an account's budget: 10 guesses spread over two
+/// limiters (two processes) in parallel get exactly the budget of 4 through.
+#[tokio::test]
+async fn processes_sharing_redis_share_the_failure_budget() {
+    let prefix = format!("{}:", random_name("openrun_test_"));
+    let one = Limiter::shared(&limits(), REDIS_URL, &prefix)
+        .await
+        .unwrap();
+    let two = Limiter::shared(&limits(), REDIS_URL, &prefix)
+        .await
+        .unwrap();
+    let window = Duration::from_secs(3600);
+    let guesses = (0..10).map(|i| {
+        let limiter = if i % 2 == 0 { &one } else { &two };
+        limiter.count_attempt("shared5", 4, window)
+    });
+    let outcomes = futures_util::future::join_all(guesses).await;
+    let counted = outcomes.iter().filter(|o| matches!(o, Ok(Ok(())))).count();
+    let refused = outcomes.iter().filter(|o| matches!(o, Ok(Err(_)))).count();
+    assert_eq!((counted, refused), (4, 6), "{outcomes:?}");
     delete_redis_keys(&prefix).await;
 }
