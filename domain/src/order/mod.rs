@@ -53,17 +53,12 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
-
 pub use command::{LineItem, OrderCommand, Payment, SealedAddress};
 pub use decide::{apply, decide};
 pub use error::OrderError;
 pub use event::{ORDER_EVENT_VERSION, OrderEvent, OrderLine, RefundCause, StockLine};
 pub use state::{Order, OrderState, Refund};
 pub use status::{AutoStep, OrderStatus};
-
-use crate::Stamped;
 
 /// The most lines one order may have.
 pub const MAX_LINES: usize = 50;
@@ -72,26 +67,4 @@ pub const MAX_QUANTITY_PER_LINE: u32 = 10_000;
 /// The longest return reason, in characters.
 pub const MAX_REASON_CHARS: usize = 1_000;
 
-impl Aggregate for Order {
-    const TYPE: &'static str = "order";
-    type Command = Stamped<OrderCommand>;
-    type Event = OrderEvent;
-    type Error = OrderError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in decide(self, command.command, command.now)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        apply(self, &event);
-    }
-}
+aggregate_shim!(Order, "order", OrderCommand, OrderEvent, OrderError);

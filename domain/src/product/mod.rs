@@ -63,9 +63,6 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
-
 pub use command::ProductCommand;
 pub use decide::{apply, decide};
 pub use error::ProductError;
@@ -76,7 +73,6 @@ pub use event::{
 pub use state::{Product, ProductState, Schedule, ScheduleState, Suspension};
 pub use status::ProductStatus;
 
-use crate::Stamped;
 use crate::money::Money;
 
 /// The longest product name, in characters.
@@ -90,26 +86,10 @@ pub const MAX_PENDING_SCHEDULES: usize = 20;
 /// The most images of each kind in one image set.
 pub const MAX_IMAGES_PER_KIND: usize = 5;
 
-impl Aggregate for Product {
-    const TYPE: &'static str = "product";
-    type Command = Stamped<ProductCommand>;
-    type Event = ProductEvent;
-    type Error = ProductError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in decide(self, command.command, command.now)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        apply(self, &event);
-    }
-}
+aggregate_shim!(
+    Product,
+    "product",
+    ProductCommand,
+    ProductEvent,
+    ProductError
+);

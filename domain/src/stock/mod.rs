@@ -15,12 +15,10 @@
 //! characters), and may lower supply but never below zero.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::Stamped;
 use crate::actor::{Actor, Denied, Role};
 use crate::ids::MemberId;
 
@@ -229,29 +227,7 @@ pub fn apply(stock: &mut Stock, event: &StockEvent) {
     }
 }
 
-impl Aggregate for Stock {
-    const TYPE: &'static str = "stock";
-    type Command = Stamped<StockCommand>;
-    type Event = StockEvent;
-    type Error = StockError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in decide(self, command.command, command.now)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        apply(self, &event);
-    }
-}
+aggregate_shim!(Stock, "stock", StockCommand, StockEvent, StockError);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
