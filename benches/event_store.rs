@@ -238,7 +238,7 @@ impl MariaDb {
 async fn open_store(url: &str) -> (Database, Arc<dyn EventStore>) {
     let config = Config::local(url).unwrap();
     let db = openrun::startup::connect(&config).await.unwrap();
-    db.migrate().await.unwrap();
+    openrun::db::migrate(&db).await.unwrap();
     let store = eventstore::open(&db, &config.group_commit);
     (db, store)
 }

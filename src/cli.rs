@@ -107,7 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let db = startup::connect(&config).await?;
-            db.migrate().await?;
+            crate::db::migrate(&db).await?;
             db.close().await;
             tracing::info!(database = %config.database_url_redacted(), "migrations applied");
             Ok(())
@@ -163,7 +163,7 @@ type Services = (
 
 async fn services(config: &Config) -> anyhow::Result<Services> {
     let db = startup::connect(config).await?;
-    db.migrate().await?;
+    crate::db::migrate(&db).await?;
     let (members, auth) = startup::members_and_auth(config, &db).await?;
     Ok((members, auth, db))
 }
@@ -193,7 +193,7 @@ fn add_key_to_file(path: &std::path::Path) -> anyhow::Result<Config> {
 /// Commands that read the log: they open the store, run, and shut it down again.
 async fn with_log(config: &Config, command: Command) -> anyhow::Result<()> {
     let db = startup::connect(config).await?;
-    db.migrate().await?;
+    crate::db::migrate(&db).await?;
     let events = eventstore::open(&db, &config.group_commit);
     let result = run_on_log(&db, Arc::clone(&events), command).await;
     events.shutdown().await;

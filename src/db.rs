@@ -7,10 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::Executor;
 use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Executor, MySqlPool, SqlitePool};
 
 static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/mysql");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -18,14 +18,21 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 /// How long a SQLite connection waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection pool on one of the two backends.
-#[derive(Debug, Clone)]
-pub enum Database {
-    /// MySQL 8+ or MariaDB 10.6+.
-    MySql(MySqlPool),
-    /// SQLite in WAL mode.
-    Sqlite(SqlitePool),
+/// A connection pool on one of the two backends: MySQL 8+ / MariaDB 10.6+, or SQLite in WAL
+/// mode. The projections crate's pool, so that the service and its read models share one.
+pub use openrun_projections::store::Pool as Database;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend (the queries are
+/// the same text; only the driver differs).
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::MySql($pool) => $body,
+            $crate::db::Database::Sqlite($pool) => $body,
+        }
+    };
 }
+pub(crate) use with_pool;
 
 /// Parsed connection options, checked at start-up before anything connects.
 #[derive(Clone)]
@@ -83,113 +90,85 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-impl Database {
-    /// Connects, waiting at most `connect_timeout` for the first connection.
-    pub async fn connect(
-        options: &ConnectOptions,
-        max_connections: u32,
-        connect_timeout: Duration,
-    ) -> Result<Self, sqlx::Error> {
-        match options {
-            ConnectOptions::MySql(options) => {
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(connect_timeout)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // Each statement sees what committed before it: the writer's
-                            // version check must see every batch committed before its lock.
-                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                                .await?;
-                            Ok(())
-                        })
+/// Connects, waiting at most `connect_timeout` for the first connection.
+pub async fn connect(
+    options: &ConnectOptions,
+    max_connections: u32,
+    connect_timeout: Duration,
+) -> Result<Database, sqlx::Error> {
+    match options {
+        ConnectOptions::MySql(options) => {
+            let pool = MySqlPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(connect_timeout)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // Each statement sees what committed before it: the writer's
+                        // version check must see every batch committed before its lock.
+                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                            .await?;
+                        Ok(())
                     })
-                    .connect_with(options.clone())
-                    .await?;
-                Ok(Self::MySql(pool))
+                })
+                .connect_with(options.clone())
+                .await?;
+            Ok(Database::MySql(pool))
+        }
+        ConnectOptions::Sqlite(options) => {
+            if let Some(parent) = options.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
             }
-            ConnectOptions::Sqlite(options) => {
-                if let Some(parent) = options.get_filename().parent()
-                    && !parent.as_os_str().is_empty()
-                {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let options = options
-                    .clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // FULL: an acknowledged append survives a power cut, not just a crash.
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                    .foreign_keys(true);
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(connect_timeout)
-                    .connect_with(options)
-                    .await?;
-                Ok(Self::Sqlite(pool))
+            let options = options
+                .clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: an acknowledged append survives a power cut, not just a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(connect_timeout)
+                .connect_with(options)
+                .await?;
+            Ok(Database::Sqlite(pool))
+        }
+    }
+}
+
+fn migrator(db: &Database) -> &'static Migrator {
+    match db {
+        Database::MySql(_) => &MYSQL_MIGRATIONS,
+        Database::Sqlite(_) => &SQLITE_MIGRATIONS,
+    }
+}
+
+/// Applies the embedded migrations that have not run yet.
+pub async fn migrate(db: &Database) -> anyhow::Result<()> {
+    match db {
+        Database::MySql(pool) => MYSQL_MIGRATIONS.run(pool).await,
+        Database::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+    }
+    .context("applying database migrations")
+}
+
+/// How many embedded migrations have not been applied successfully.
+pub async fn pending_migrations(db: &Database) -> Result<usize, sqlx::Error> {
+    const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+    let applied: Vec<i64> =
+        with_pool!(db, pool => sqlx::query_scalar(APPLIED).fetch_all(pool).await).or_else(|e| {
+            match &e {
+                // No migration table yet: nothing applied.
+                sqlx::Error::Database(d) if d.message().contains("_sqlx_migrations") => Ok(vec![]),
+                _ => Err(e),
             }
-        }
-    }
-
-    fn migrator(&self) -> &'static Migrator {
-        match self {
-            Self::MySql(_) => &MYSQL_MIGRATIONS,
-            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
-        }
-    }
-
-    /// Applies the embedded migrations that have not run yet.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Self::MySql(pool) => MYSQL_MIGRATIONS.run(pool).await,
-            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
-        }
-        .context("applying database migrations")
-    }
-
-    /// Checks the database answers.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::MySql(pool) => pool.execute("SELECT 1").await.map(drop),
-            Self::Sqlite(pool) => pool.execute("SELECT 1").await.map(drop),
-        }
-    }
-
-    /// How many embedded migrations have not been applied successfully.
-    pub async fn pending_migrations(&self) -> Result<usize, sqlx::Error> {
-        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
-        let applied: Vec<i64> = match self {
-            Self::MySql(pool) => sqlx::query_scalar(APPLIED).fetch_all(pool).await,
-            Self::Sqlite(pool) => sqlx::query_scalar(APPLIED).fetch_all(pool).await,
-        }
-        .or_else(|e| match &e {
-            // No migration table yet: nothing applied.
-            sqlx::Error::Database(db) if db.message().contains("_sqlx_migrations") => Ok(vec![]),
-            _ => Err(e),
         })?;
-        Ok(self
-            .migrator()
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
-            .count())
-    }
-
-    /// The same pools, as the projections crate names them.
-    pub fn pool(&self) -> openrun_projections::store::Pool {
-        match self {
-            Self::MySql(pool) => openrun_projections::store::Pool::MySql(pool.clone()),
-            Self::Sqlite(pool) => openrun_projections::store::Pool::Sqlite(pool.clone()),
-        }
-    }
-
-    /// Closes every connection.
-    pub async fn close(&self) {
-        match self {
-            Self::MySql(pool) => pool.close().await,
-            Self::Sqlite(pool) => pool.close().await,
-        }
-    }
+    Ok(migrator(db)
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .count())
 }
 
 #[cfg(test)]

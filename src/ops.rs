@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use openrun_projections::rebuild;
 use serde_json::Value;
 
-use crate::db::Database;
+use crate::db::{Database, with_pool};
 use crate::eventstore::{EventStore, LogSource, RecordedEvent, StreamRef};
 use crate::projections;
 
@@ -189,22 +189,9 @@ async fn overdue(db: &Database) -> anyhow::Result<Vec<String>> {
     );
     let cutoff =
         openrun_projections::schedule::micros(chrono::Utc::now()) - OVERDUE_GRACE_SECS * 1_000_000;
-    let rows: Vec<(String, i64, i32, Option<String>)> = match db {
-        Database::MySql(pool) => {
-            sqlx::query_as(&sql)
-                .bind(cutoff)
-                .bind(cutoff)
-                .fetch_all(pool)
-                .await?
-        }
-        Database::Sqlite(pool) => {
-            sqlx::query_as(&sql)
-                .bind(cutoff)
-                .bind(cutoff)
-                .fetch_all(pool)
-                .await?
-        }
-    };
+    let rows: Vec<(String, i64, i32, Option<String>)> = with_pool!(db, pool => {
+        sqlx::query_as(&sql).bind(cutoff).bind(cutoff).fetch_all(pool).await?
+    });
     Ok(rows
         .into_iter()
         .map(|(id, due, attempts, error)| {
@@ -265,8 +252,7 @@ pub async fn rebuild(
         .progress_chars("=> "),
     );
     bar.set_prefix(name.to_owned());
-    let pool = db.pool();
-    openrun_projections::runner::install(&pool, projection.as_ref()).await?;
+    openrun_projections::runner::install(db, projection.as_ref()).await?;
     let owner = format!("rebuild-{}", uuid::Uuid::now_v7().simple());
     let source = LogSource(events);
     let started = std::time::Instant::now();
@@ -275,7 +261,7 @@ pub async fn rebuild(
         bar.set_position(at);
     };
     let position = rebuild::rebuild(
-        &pool,
+        db,
         &source,
         projection,
         &owner,

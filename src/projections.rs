@@ -33,14 +33,19 @@ pub struct Projectors {
 impl Projectors {
     /// Installs every projection's tables and starts following the log.
     pub async fn start(db: &Database, events: Arc<dyn EventStore>) -> anyhow::Result<Self> {
-        let pool = db.pool();
         let projections = registry();
         for projection in &projections {
-            runner::install(&pool, projection.as_ref()).await?;
+            runner::install(db, projection.as_ref()).await?;
         }
         let (shutdown, stop) = watch::channel(false);
         let source = Arc::new(LogSource(events));
-        let tasks = runner::spawn(pool, source, projections, RunnerConfig::default(), stop);
+        let tasks = runner::spawn(
+            db.clone(),
+            source,
+            projections,
+            RunnerConfig::default(),
+            stop,
+        );
         Ok(Self { shutdown, tasks })
     }
 
@@ -69,12 +74,11 @@ pub struct Status {
 
 /// The status of every projection.
 pub async fn status(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec<Status>> {
-    let pool = db.pool();
     let head = events.head_position().await?;
     let mut all = Vec::new();
     for projection in registry() {
-        runner::install(&pool, projection.as_ref()).await?;
-        let checkpoint = store::checkpoint(&pool, projection.name(), &Tables::LIVE).await?;
+        runner::install(db, projection.as_ref()).await?;
+        let checkpoint = store::checkpoint(db, projection.name(), &Tables::LIVE).await?;
         all.push(Status {
             name: projection.name(),
             checkpoint,

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::commands::Commands;
-use crate::db::Database;
+use crate::db::{Database, with_pool};
 use crate::eventstore::EventStore;
 use crate::eventstore::cqrs::keys;
 
@@ -96,19 +96,19 @@ impl Scheduler {
 }
 
 async fn run(jobs: Arc<Jobs>, owner: String, mut stop: watch::Receiver<bool>) {
-    let pool = jobs.db.pool();
+    let pool = &jobs.db;
     let mut nightly_planned: Option<std::time::Instant> = None;
     let mut long_jobs = JoinSet::new();
     while !*stop.borrow() {
         // Reap finished long jobs (their outcome is recorded by the job itself).
         while long_jobs.try_join_next().is_some() {}
         if nightly_planned.is_none_or(|at| at.elapsed() >= NIGHTLY_PLANNING) {
-            match plan_nightly(&pool, jobs.nightly_at).await {
+            match plan_nightly(pool, jobs.nightly_at).await {
                 Ok(()) => nightly_planned = Some(std::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "cannot plan the nightly jobs"),
             }
         }
-        match round(&pool, &jobs, &owner, &mut long_jobs).await {
+        match round(pool, &jobs, &owner, &mut long_jobs).await {
             // A full batch: there may be more due right now.
             Ok(n) if n as i64 == CLAIM_BATCH => continue,
             Ok(_) => {}
@@ -176,16 +176,10 @@ async fn extend_claim(pool: &Pool, owner: &str, id: &str, until: i64) -> sqlx::R
     let sql = format!(
         "UPDATE {TABLE} SET next_attempt_at = ? WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
     );
-    let done = match pool {
-        Pool::MySql(p) => {
-            let q = sqlx::query(&sql).bind(until).bind(id).bind(owner);
-            q.execute(p).await?.rows_affected()
-        }
-        Pool::Sqlite(p) => {
-            let q = sqlx::query(&sql).bind(until).bind(id).bind(owner);
-            q.execute(p).await?.rows_affected()
-        }
-    };
+    let done = with_pool!(pool, p => {
+        let q = sqlx::query(&sql).bind(until).bind(id).bind(owner);
+        q.execute(p).await?.rows_affected()
+    });
     Ok(done == 1)
 }
 
@@ -193,10 +187,7 @@ async fn oldest_due(pool: &Pool, now: i64) -> sqlx::Result<Option<i64>> {
     let sql = format!(
         "SELECT MIN(due_at) FROM {TABLE} WHERE status IN ('pending', 'claimed') AND due_at <= ?"
     );
-    match pool {
-        Pool::MySql(p) => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await,
-        Pool::Sqlite(p) => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await,
-    }
+    with_pool!(pool, p => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await)
 }
 
 async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
@@ -212,44 +203,30 @@ async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
             vec!["?"; n].join(", ")
         )
     };
-    match pool {
-        Pool::MySql(p) => {
-            let mut tx = p.begin().await?;
-            let due: Vec<Due> = sqlx::query_as(&format!("{select} FOR UPDATE SKIP LOCKED"))
-                .bind(now)
-                .bind(CLAIM_BATCH)
-                .fetch_all(&mut *tx)
-                .await?;
-            if !due.is_empty() {
-                let sql = mark(due.len());
-                let mut q = sqlx::query(&sql).bind(owner).bind(expires);
-                for d in &due {
-                    q = q.bind(&d.id);
-                }
-                q.execute(&mut *tx).await?;
+    // MySQL: rows other schedulers hold are skipped. SQLite: one writer at a time.
+    let (begin, select) = if pool.is_sqlite() {
+        ("BEGIN IMMEDIATE", select)
+    } else {
+        ("BEGIN", format!("{select} FOR UPDATE SKIP LOCKED"))
+    };
+    with_pool!(pool, p => {
+        let mut tx = p.begin_with(begin).await?;
+        let due: Vec<Due> = sqlx::query_as(&select)
+            .bind(now)
+            .bind(CLAIM_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !due.is_empty() {
+            let sql = mark(due.len());
+            let mut q = sqlx::query(&sql).bind(owner).bind(expires);
+            for d in &due {
+                q = q.bind(&d.id);
             }
-            tx.commit().await?;
-            Ok(due)
+            q.execute(&mut *tx).await?;
         }
-        Pool::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            let due: Vec<Due> = sqlx::query_as(&select)
-                .bind(now)
-                .bind(CLAIM_BATCH)
-                .fetch_all(&mut *tx)
-                .await?;
-            if !due.is_empty() {
-                let sql = mark(due.len());
-                let mut q = sqlx::query(&sql).bind(owner).bind(expires);
-                for d in &due {
-                    q = q.bind(&d.id);
-                }
-                q.execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(due)
-        }
-    }
+        tx.commit().await?;
+        Ok(due)
+    })
 }
 
 async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
@@ -357,24 +334,10 @@ async fn plan_nightly(pool: &Pool, at: NaiveTime) -> sqlx::Result<()> {
     for run in runs {
         let id = format!("nightly/{}/audit", run.with_timezone(&Local).date_naive());
         let due = micros(run);
-        match pool {
-            Pool::MySql(p) => sqlx::query(&sql)
-                .bind(id)
-                .bind(kind::NIGHTLY_AUDIT)
-                .bind(due)
-                .bind(due)
-                .execute(p)
-                .await
-                .map(drop)?,
-            Pool::Sqlite(p) => sqlx::query(&sql)
-                .bind(id)
-                .bind(kind::NIGHTLY_AUDIT)
-                .bind(due)
-                .bind(due)
-                .execute(p)
-                .await
-                .map(drop)?,
-        }
+        with_pool!(pool, p => {
+            let q = sqlx::query(&sql).bind(id).bind(kind::NIGHTLY_AUDIT).bind(due).bind(due);
+            q.execute(p).await.map(drop)?
+        });
     }
     Ok(())
 }

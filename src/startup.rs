@@ -51,7 +51,7 @@ impl Application {
     /// listener. The error says which of these failed, with secrets hidden.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let db = connect(config).await?;
-        db.migrate().await?;
+        crate::db::migrate(&db).await?;
         let events = eventstore::open(&db, &config.group_commit);
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
         let scheduler = Scheduler::start(Jobs {
@@ -153,7 +153,7 @@ pub async fn members_and_auth(
 
 /// Connects to the configured database; the error is one line naming the URL, password hidden.
 pub async fn connect(config: &Config) -> anyhow::Result<Database> {
-    Database::connect(
+    crate::db::connect(
         &config.database,
         config.database_max_connections,
         config.database_connect_timeout,

@@ -48,6 +48,19 @@ impl Pool {
     pub fn is_sqlite(&self) -> bool {
         matches!(self, Self::Sqlite(_))
     }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        self.execute("SELECT 1").await
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Self::MySql(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
 }
 
 impl Tx {

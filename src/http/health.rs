@@ -44,7 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Probl
         );
         return Err(unavailable("the session store (Redis) is unreachable"));
     }
-    match state.db.pending_migrations().await {
+    match crate::db::pending_migrations(&state.db).await {
         Ok(0) => Ok(Json(Health { status: "ready" })),
         Ok(n) => Err(unavailable(&format!(
             "{n} database migrations are not applied"

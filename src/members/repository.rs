@@ -5,18 +5,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use crate::db::Database;
+use crate::db::{Database, with_pool};
 
 /// Runs `$body` with `$pool` bound to the configured pool (each arm is type-checked apart).
-macro_rules! with_pool {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Database::MySql($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// A stored member (personal data encrypted).
 #[derive(Debug, Clone, FromRow)]
 pub struct MemberRow {

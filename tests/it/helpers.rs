@@ -82,7 +82,7 @@ impl TestDb {
     pub async fn connect(&self) -> Database {
         let config = Config::local(&self.url).unwrap();
         let db = openrun::startup::connect(&config).await.unwrap();
-        db.migrate().await.unwrap();
+        openrun::db::migrate(&db).await.unwrap();
         db
     }
 }

@@ -65,7 +65,7 @@ pub async fn caught_up(db: &Database, events: &dyn EventStore, within: Duration)
     let started = Instant::now();
     loop {
         let head = events.head_position().await.unwrap();
-        let at = store::checkpoint(&db.pool(), "streams", &Tables::LIVE)
+        let at = store::checkpoint(db, "streams", &Tables::LIVE)
             .await
             .unwrap_or(0);
         if at == head {
@@ -228,7 +228,7 @@ async fn a_rebuild_from_zero_equals_the_live_projection_after_100k_events(backen
 async fn runners_racing_on_one_projection_apply_each_event_once(backend: Backend) {
     let f = StoreFixture::new(backend).await;
     append_many(&f.events, 20, 50, 5).await;
-    let pool = f.db.pool();
+    let pool = f.db.clone();
     let streams = openrun_projections::streams::Streams;
     openrun_projections::runner::install(&pool, &streams)
         .await
@@ -342,7 +342,7 @@ async fn a_projection_killed_mid_batch_neither_skips_nor_double_applies(backend:
     let events = openrun::eventstore::open(&db, &Default::default());
     append_many(&events, 100, 100, 3).await;
     let head = events.head_position().await.unwrap();
-    let pool = db.pool();
+    let pool = db.clone();
     // Kill the serving process (SIGKILL: no clean-up at all) three times while it is catching
     // up, at different points, and restart it; appends go on meanwhile.
     let mut kills = 0;
