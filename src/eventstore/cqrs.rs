@@ -170,14 +170,9 @@ impl PersistedEventRepository for CqrsEventRepository {
         let metadata = metadata_of(&first.metadata)?;
         let data = events
             .iter()
-            .map(|e| {
-                Ok(EventData {
-                    event_type: e.event_type.clone(),
-                    event_version: e.event_version.clone(),
-                    payload: serde_json::to_string(&e.payload)?,
-                })
-            })
-            .collect::<Result<Vec<_>, PersistenceError>>()?;
+            .map(|e| EventData::json(&e.event_type, &e.event_version, &e.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_persistence)?;
         self.store
             .append(stream, expected, data, metadata)
             .await

@@ -647,16 +647,13 @@ mod tests {
 
     #[test]
     fn payloads_must_be_json_and_appends_bounded() {
-        let event = |payload: String| EventData {
-            event_type: "Happened".into(),
-            event_version: "1.0".into(),
-            payload,
-        };
-        let new = |events: Vec<EventData>, metadata: &Metadata| {
+        // JSON text from elsewhere is checked when the event is made, the rest on append.
+        let event = |payload: String| EventData::from_json_text("Happened", "1.0", payload);
+        let new = |events: Vec<Result<EventData, EventStoreError>>, metadata: &Metadata| {
             PendingAppend::new(
                 StreamRef::new("t", "s"),
                 ExpectedVersion::Any,
-                events,
+                events.into_iter().collect::<Result<_, _>>()?,
                 metadata,
             )
             .map(drop)

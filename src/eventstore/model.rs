@@ -102,7 +102,9 @@ impl fmt::Display for ExpectedVersion {
     }
 }
 
-/// An event to append: its type, the version of its shape, and its JSON payload.
+/// An event to append: its type, the version of its shape, and its JSON payload. The payload
+/// is JSON by construction (every reader parses it: one unparsable payload would stop every
+/// projection there), so appends need not check it again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventData {
     /// Past-tense name, for example `OrderPlaced`.
@@ -110,10 +112,32 @@ pub struct EventData {
     /// The version of the payload's shape, for upcasting (for example `1.0`).
     pub event_version: String,
     /// The payload, already serialised to JSON text by the caller's task.
-    pub payload: String,
+    pub(crate) payload: String,
 }
 
 impl EventData {
+    /// An event whose payload is JSON text from elsewhere: refused unless it parses as the
+    /// readers parse it (not a lighter check that lets through what they refuse, such as
+    /// lone surrogates or numbers out of range).
+    pub fn from_json_text(
+        event_type: impl Into<String>,
+        event_version: impl Into<String>,
+        payload: String,
+    ) -> Result<Self, EventStoreError> {
+        serde_json::from_str::<serde_json::Value>(&payload)
+            .map_err(|e| EventStoreError::InvalidInput(format!("the payload is not JSON: {e}")))?;
+        Ok(Self {
+            event_type: event_type.into(),
+            event_version: event_version.into(),
+            payload,
+        })
+    }
+
+    /// The payload's JSON text.
+    pub fn payload(&self) -> &str {
+        &self.payload
+    }
+
     /// Serialises `payload` to JSON.
     pub fn json<T: Serialize>(
         event_type: impl Into<String>,
@@ -136,11 +160,6 @@ impl EventData {
                 "an event payload must be at most {MAX_PAYLOAD_BYTES} bytes"
             )));
         }
-        // Every reader parses it: one unparsable payload would stop every projection there.
-        // The very parse the readers make (not a lighter check that lets through what they
-        // refuse, such as lone surrogates or numbers out of range).
-        serde_json::from_str::<serde_json::Value>(&self.payload)
-            .map_err(|e| EventStoreError::InvalidInput(format!("the payload is not JSON: {e}")))?;
         Ok(())
     }
 }

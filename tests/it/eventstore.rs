@@ -201,11 +201,7 @@ async fn bad_input_is_refused_before_anything_is_written(backend: Backend) {
         (stream("a"), vec![event("E", 1), event("", 2)]),
         (
             stream("a"),
-            vec![EventData {
-                event_type: "E".into(),
-                event_version: "".into(),
-                payload: "{}".into(),
-            }],
+            vec![EventData::json("E", "", &serde_json::json!({})).unwrap()],
         ),
     ];
     for (st, events) in cases {
