@@ -1,6 +1,6 @@
 //! The `openrun` binary as an operator runs it.
 
-use std::net::TcpListener;
+use crate::helpers::free_port;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,11 +77,7 @@ fn a_bad_numeric_setting_names_its_variable() {
 #[test]
 fn with_no_settings_it_serves_sqlite_under_data_and_stops_on_sigterm() {
     let dir = tempdir();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // Only the listen address differs from a bare `openrun` (8080 may be taken here).
     let mut child = Command::new(BIN)
         .current_dir(&dir)
@@ -228,11 +224,7 @@ async fn admin_create_then_keys_rotate_with_the_generated_key_file() {
     assert!(after.starts_with(&format!("{new_id}:")), "{after}");
 
     // The service still reads it: the admin logs in and sees the decrypted address.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let log_path = dir.join("serve.log");
     let mut child = Command::new(BIN)
         .current_dir(&dir)
@@ -397,11 +389,7 @@ async fn keys_rotate_with_keys_from_the_environment() {
 #[tokio::test]
 async fn a_serving_process_logs_no_personal_data_or_secrets() {
     let dir = tempdir();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
     let mut child = Command::new(BIN)
         .current_dir(&dir)

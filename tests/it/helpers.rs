@@ -257,11 +257,7 @@ fn ensure_aiosmtpd() {
 impl SmtpServer {
     pub async fn start() -> Self {
         ensure_aiosmtpd();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let maildir = std::env::temp_dir().join(random_name("openrun_maildir_"));
         let child = std::process::Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
@@ -469,3 +465,25 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
+
+/// A free port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `openrun serve` on the test database, in a process of its own.
+pub fn serve(db: &TestDb) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_openrun"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}

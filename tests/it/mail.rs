@@ -3,7 +3,7 @@
 use openrun::config::MailConfig;
 use openrun::mail::{self, Mailer};
 
-use crate::helpers::{SmtpServer, random_name};
+use crate::helpers::{SmtpServer, free_port, random_name};
 
 async fn send_one(mailer: &dyn Mailer) {
     let from = "Shop <no-reply@shop.example>".parse().unwrap();
@@ -76,11 +76,7 @@ async fn the_outbox_gets_an_eml_file() {
 
 #[tokio::test]
 async fn an_unreachable_smtp_server_is_an_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = MailConfig {
         smtp_url: Some(format!("smtp://127.0.0.1:{port}").into()),
         from: "x@y.example".parse().unwrap(),

@@ -2,7 +2,7 @@
 //! rebuilds, on both backends.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use openrun::eventstore::{EventStore, ExpectedVersion, Metadata, StreamRef};
 use openrun::projections::{self, Projectors};
 use openrun_projections::store::{self, Tables};
 
-use crate::helpers::{Backend, StoreFixture, TestDb, event, on_both_backends};
+use crate::helpers::{Backend, StoreFixture, TestDb, event, on_both_backends, serve};
 
 on_both_backends!(
     the_stream_index_follows_the_log,
@@ -316,24 +316,6 @@ async fn a_rebuild_under_live_appends_loses_nothing(backend: Backend) {
     caught_up(&f.db, f.events.as_ref(), Duration::from_secs(60)).await;
     assert_eq!(stream_rows(&f.db).await, expected_rows(&f.db).await);
     projectors.stop().await;
-}
-
-/// `openrun serve` on the test database, in a process of its own.
-fn serve(db: &TestDb) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    Command::new(env!("CARGO_BIN_EXE_openrun"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 async fn a_projection_killed_mid_batch_neither_skips_nor_double_applies(backend: Backend) {

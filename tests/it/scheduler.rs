@@ -2,7 +2,6 @@
 //! exactly once, with several service processes.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use openrun_domain::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, TestDb, on_both_backends};
+use crate::helpers::{Backend, TestApp, TestDb, on_both_backends, serve};
 
 on_both_backends!(
     scheduled_transitions_fire_through_the_command_path,
@@ -335,23 +334,6 @@ async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
         .unwrap();
     assert!(audit.iter().all(|c| c.violations.is_empty()), "{audit:?}");
     app.stop().await;
-}
-
-fn serve(db: &TestDb) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    Command::new(env!("CARGO_BIN_EXE_openrun"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 /// The shipping rows of the schedule (none while the projection has not created its table).
