@@ -11,7 +11,9 @@
 //! - [`mail`]: outgoing e-mail (SMTP or `.eml` files).
 //! - [`db`]: the MySQL / MariaDB or SQLite pool and the embedded migrations.
 //! - [`eventstore`]: the event log, with group commit, on both backends.
-//! - [`commands`]: the command path (load, decide, append) every command goes through.
+//! - [`commands`]: the command path (load, decide, append): the only writer of aggregate
+//!   streams.
+//! - [`clock`]: the injected clock (system in production, manual in tests).
 //! - [`http`]: the HTTP API, one module per resource.
 //! - [`projections`]: the read models this service runs (machinery in `openrun-projections`).
 //! - [`ops`]: operator commands: replay a stream, audit the log, projection status and rebuild.
@@ -22,6 +24,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod crypto;

@@ -11,12 +11,10 @@
 //! expires; firing it again is harmless, since the domain makes every automatic step a no-op
 //! or a refusal once it has happened.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Local, NaiveTime, Utc};
-use cqrs_es::AggregateError;
 use futures_util::future::join_all;
 use openrun_domain::order::{OrderCommand, OrderError};
 use openrun_domain::product::{ProductCommand, ProductError};
@@ -26,10 +24,9 @@ use openrun_projections::store::{self, Pool};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::commands::Commands;
+use crate::commands::{CommandError, Commands};
 use crate::db::{Database, with_pool};
-use crate::eventstore::EventStore;
-use crate::eventstore::cqrs::keys;
+use crate::eventstore::{EventStore, Metadata};
 
 /// Most rows claimed per round.
 pub const CLAIM_BATCH: i64 = 200;
@@ -231,13 +228,14 @@ async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
 
 async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
     let commands = &jobs.commands;
-    let metadata = HashMap::from([
-        (keys::ACTOR.to_owned(), "system:scheduler".to_owned()),
-        (
-            keys::CAUSATION_ID.to_owned(),
-            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, due.id.as_bytes()).to_string(),
-        ),
-    ]);
+    let metadata = Metadata {
+        actor: Some("system:scheduler".to_owned()),
+        causation_id: Some(uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            due.id.as_bytes(),
+        )),
+        ..Metadata::default()
+    };
     let issuer = Issuer::System;
     let result = match due.kind.as_str() {
         kind::PRODUCT_STATUS => {
@@ -364,26 +362,27 @@ fn retry_at(attempts: i32) -> i64 {
 
 /// A refusal by the domain is final (the step no longer applies); only failures on the way
 /// (database, conflicts that did not settle) are retried.
-fn classify_product(
-    result: Result<(), AggregateError<ProductError>>,
+fn classify_product<T>(
+    result: Result<T, CommandError<ProductError>>,
 ) -> Result<Option<String>, String> {
     match result {
-        Ok(()) => Ok(None),
-        Err(AggregateError::UserError(ProductError::ScheduleNotDue { .. })) => {
+        Ok(_) => Ok(None),
+        Err(CommandError::Rejected(ProductError::ScheduleNotDue { .. })) => {
             Err("not due yet".into())
         }
-        Err(AggregateError::UserError(e)) => Ok(Some(format!("not applicable: {e}"))),
+        Err(CommandError::Rejected(e)) => Ok(Some(format!("not applicable: {e}"))),
+        // Also a lost commit: firing again is harmless, as a step that happened is a no-op.
         Err(e) => Err(e.to_string()),
     }
 }
 
-fn classify_order(
-    result: Result<(), AggregateError<OrderError>>,
+fn classify_order<T>(
+    result: Result<T, CommandError<OrderError>>,
 ) -> Result<Option<String>, String> {
     match result {
-        Ok(()) => Ok(None),
-        Err(AggregateError::UserError(OrderError::NotDue { .. })) => Err("not due yet".into()),
-        Err(AggregateError::UserError(e)) => Ok(Some(format!("not applicable: {e}"))),
+        Ok(_) => Ok(None),
+        Err(CommandError::Rejected(OrderError::NotDue { .. })) => Err("not due yet".into()),
+        Err(CommandError::Rejected(e)) => Ok(Some(format!("not applicable: {e}"))),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -446,16 +445,25 @@ mod tests {
 
     #[test]
     fn refusals_close_a_row_and_failures_retry_with_growing_backoff() {
-        let not_due = AggregateError::UserError(OrderError::NotDue {
+        let not_due = CommandError::Rejected(OrderError::NotDue {
             step: openrun_domain::order::AutoStep::Ship,
             due_at: Utc::now(),
         });
-        assert!(classify_order(Err(not_due)).is_err());
-        let gone = AggregateError::UserError(OrderError::NotPlaced);
+        assert!(classify_order::<()>(Err(not_due)).is_err());
+        let gone = CommandError::Rejected(OrderError::NotPlaced);
         assert!(
-            matches!(classify_order(Err(gone)), Ok(Some(note)) if note.starts_with("not applicable"))
+            matches!(classify_order::<()>(Err(gone)), Ok(Some(note)) if note.starts_with("not applicable"))
         );
-        assert!(classify_order(Err(AggregateError::AggregateConflict)).is_err());
+        let conflict = CommandError::Conflict {
+            stream: crate::eventstore::StreamRef::new("order", "o"),
+            actual: 2,
+        };
+        assert!(classify_order::<()>(Err(conflict)).is_err());
+        let lost = CommandError::OutcomeUnknown(crate::eventstore::EventStoreError::ShuttingDown);
+        assert!(
+            classify_order::<()>(Err(lost)).is_err(),
+            "a lost commit fires again"
+        );
         assert_eq!(classify_order(Ok(())), Ok(None));
         let now = micros(Utc::now());
         let waits: Vec<i64> = [0, 1, 2, 3, 20]

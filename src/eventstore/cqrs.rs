@@ -75,9 +75,10 @@ impl CqrsEventRepository {
 fn to_persistence(e: EventStoreError) -> PersistenceError {
     match e {
         EventStoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
-        EventStoreError::Database(e) | EventStoreError::OutcomeUnknown(e) => {
-            PersistenceError::ConnectionError(Box::new(e))
-        }
+        EventStoreError::Database(e) => PersistenceError::ConnectionError(Box::new(e)),
+        // Not a connection error, which callers take as "not written, retry": the append may
+        // be in the log. The store's own error is kept so a caller can tell.
+        e @ EventStoreError::OutcomeUnknown(_) => PersistenceError::UnknownError(Box::new(e)),
         EventStoreError::Corrupt { .. } => PersistenceError::DeserializationError(Box::new(e)),
         e => PersistenceError::UnknownError(Box::new(e)),
     }

@@ -89,9 +89,13 @@ impl<DB: sqlx::Database> OpenAppend<DB> {
         &self.outcome
     }
 
-    /// Commits the append.
+    /// Commits the append. A failure here is [`EventStoreError::OutcomeUnknown`]: the server
+    /// may have committed before the answer was lost.
     pub async fn commit(self) -> Result<Appended, EventStoreError> {
-        self.tx.commit().await?;
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| EventStoreError::OutcomeUnknown(Arc::new(e)))?;
         Ok(self.outcome)
     }
 }

@@ -1,14 +1,13 @@
 //! The durable schedule and the scheduler: timed transitions fire through the command path,
 //! exactly once, with several service processes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use openrun::commands::Commands;
 use openrun::db::Database;
-use openrun::eventstore::{EventStore, StreamRef};
+use openrun::eventstore::{EventStore, Metadata, StreamRef};
 use openrun_domain::order::{LineItem, OrderCommand, Payment, SealedAddress};
 use openrun_domain::product::{ProductCommand, ProductStatus};
 use openrun_domain::{
@@ -28,7 +27,7 @@ on_both_backends!(
 async fn a_claim_left_by_a_dead_process_fires_once_it_expires(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let events = Arc::clone(&app.state.events);
-    let commands = Commands::new(&events);
+    let commands = app.state.commands.clone();
     let db = app.state.db.clone();
     // Ships 20 s after it is placed; before then, a process claims the row and dies.
     let order = place_order(&commands, 20, 3600).await;
@@ -127,7 +126,7 @@ async fn execute(db: &Database, sql: &str, id: &str) {
 async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let events = Arc::clone(&app.state.events);
-    let commands = Commands::new(&events);
+    let commands = app.state.commands.clone();
     let db = app.state.db.clone();
     // Four orders that ship in an hour: nothing fires during the test.
     let mut orders = Vec::new();
@@ -242,7 +241,10 @@ async fn place_order(commands: &Commands, ship_after: i64, deliver_after: i64) -
         policy,
     };
     let id = order_id.as_uuid().to_string();
-    commands.order(&id, place, HashMap::new()).await.unwrap();
+    commands
+        .order(&id, place, Metadata::default())
+        .await
+        .unwrap();
     id
 }
 
@@ -267,7 +269,7 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
 async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let events = Arc::clone(&app.state.events);
-    let commands = Commands::new(&events);
+    let commands = app.state.commands.clone();
 
     // An order that ships 1 s after it is placed and is delivered 1 s after that.
     let order = place_order(&commands, 1, 1).await;
@@ -301,7 +303,7 @@ async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
         price: Money::from_minor(129_000),
     };
     commands
-        .product(&product_id, register, HashMap::new())
+        .product(&product_id, register, Metadata::default())
         .await
         .unwrap();
     let schedule = ProductCommand::ScheduleStatusChange {
@@ -311,7 +313,7 @@ async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
         due_at: Utc::now() + chrono::Duration::seconds(2),
     };
     commands
-        .product(&product_id, schedule, HashMap::new())
+        .product(&product_id, schedule, Metadata::default())
         .await
         .unwrap();
     let stream = StreamRef::new("product", &product_id);
@@ -351,11 +353,11 @@ async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exac
     let test_db = TestDb::new(Backend::MySql).await;
     let db = test_db.connect().await;
     let events = openrun::eventstore::open(&db, &Default::default());
-    let commands = Arc::new(Commands::new(&events));
+    let commands = Commands::new(Arc::clone(&events), openrun::clock::system());
     // 1,000 orders whose shipping falls due 2 s after they are placed.
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
-            let commands = Arc::clone(&commands);
+            let commands = commands.clone();
             tokio::spawn(async move { place_order(&commands, 2, 86_400).await })
         })
         .collect();
