@@ -1,37 +1,8 @@
 //! Configuration: one struct, read from environment variables and optionally a TOML file,
 //! validated at start-up. Every error names the variable at fault; secrets never print.
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `OPENRUN_CONFIG` | none | a TOML file with the keys below in lower case; variables win |
-//! | `LISTEN_ADDR` | `127.0.0.1:8080` | where `serve` listens |
-//! | `DATABASE_URL` | `sqlite://data/openrun.db` | `mysql://user:pass@host:port/db` or `sqlite://path` |
-//! | `DATABASE_MAX_CONNECTIONS` | `32` | connection pool size |
-//! | `DATABASE_CONNECT_TIMEOUT_SECS` | `5` | how long start-up waits for the database |
-//! | `EVENT_BATCH_MAX` | `2000` | most events in one group commit |
-//! | `EVENT_WRITERS` | `2` | group-commit writer tasks (SQLite always uses one) |
-//! | `NIGHTLY_AT` | `04:00` | when the nightly jobs run, `HH:MM` in the server's time zone |
-//! | `LOG_FORMAT` | `text` | `text` or `json` |
-//! | `RUST_LOG` | `info` | log filter |
-//! | `PUBLIC_BASE_URL` | `http://127.0.0.1:8080` | the base of links in e-mails |
-//! | `REDIS_URL` | none | sessions, refresh tokens and rate limits in Redis; in-process when unset |
-//! | `REDIS_KEY_PREFIX` | `openrun:` | prefix of every Redis key |
-//! | `SMTP_URL` | none | `smtp://user:pass@host:587?tls=required` or `smtps://...`; `.eml` files when unset |
-//! | `MAIL_FROM` | `openrun <no-reply@localhost>` | sender of e-mails |
-//! | `MAIL_OUTBOX_DIR` | `data/outbox` | where `.eml` files go without `SMTP_URL` |
-//! | `JWT_SECRET` | from the key file | HS256 secret of access tokens, base64 of at least 32 bytes |
-//! | `OPENRUN_DATA_KEYS` | from the key file | `id:base64key,...` AES-256 keys, the first is current |
-//! | `OPENRUN_BLIND_INDEX_KEY` | from the key file | base64 of 32 bytes, HMAC key of the blind index |
-//! | `OPENRUN_KEYS_FILE` | `data/keys.toml` | generated (0600) with the three secrets above when they are unset |
-//! | `VERIFICATION_TTL_SECS` | `86400` | lifetime of an e-mail verification link |
-//! | `ACCESS_TOKEN_TTL_SECS` | `900` | lifetime of an access token |
-//! | `REFRESH_TOKEN_TTL_SECS` | `2592000` | idle lifetime of a device session (30 days) |
-//! | `LOGIN_PER_ACCOUNT_PER_MINUTE` | `10` | login attempts per login id |
-//! | `LOGIN_PER_ADDRESS_PER_MINUTE` | `30` | login attempts per client address |
-//! | `FAILED_LOGINS_PER_ACCOUNT_PER_HOUR` | `100` | failed logins before an account is locked for the hour |
-//! | `SIGNUPS_PER_ADDRESS_PER_HOUR` | `20` | sign-ups per client address |
-//! | `RESENDS_PER_ADDRESS_PER_HOUR` | `5` | verification e-mail resends per client address |
-//! | `TRUSTED_PROXIES` | none | proxies (addresses or networks) whose `X-Forwarded-For` names the client |
+//! Every variable, its default and its meaning are in the README's configuration table; a
+//! test checks that the table and the accepted keys agree.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -51,35 +22,14 @@ use crate::eventstore::group_commit::GroupCommitConfig;
 /// The variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "OPENRUN_CONFIG";
 
-const KEYS: &[&str] = &[
-    "listen_addr",
-    "database_url",
-    "database_max_connections",
-    "database_connect_timeout_secs",
-    "event_batch_max",
-    "event_writers",
-    "nightly_at",
-    "log_format",
-    "public_base_url",
-    "redis_url",
-    "redis_key_prefix",
-    "smtp_url",
-    "mail_from",
-    "mail_outbox_dir",
-    "jwt_secret",
-    "openrun_data_keys",
-    "openrun_blind_index_key",
-    "openrun_keys_file",
-    "verification_ttl_secs",
-    "access_token_ttl_secs",
-    "refresh_token_ttl_secs",
-    "login_per_account_per_minute",
-    "login_per_address_per_minute",
-    "failed_logins_per_account_per_hour",
-    "signups_per_address_per_hour",
-    "resends_per_address_per_hour",
-    "trusted_proxies",
-];
+/// The accepted keys: the fields of [`Raw`], read off its serialised defaults, so no key is
+/// written twice.
+fn keys() -> Vec<String> {
+    match serde_json::to_value(Raw::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,8 +41,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The raw settings as read, before validation.
-#[derive(Debug, Serialize, Deserialize)]
+/// The raw settings as read, before validation. It holds secrets in the clear, so it has no
+/// `Debug`.
+#[derive(Serialize, Deserialize)]
 struct Raw {
     listen_addr: String,
     database_url: String,
@@ -120,7 +71,12 @@ struct Raw {
     failed_logins_per_account_per_hour: u32,
     signups_per_address_per_hour: u32,
     resends_per_address_per_hour: u32,
+    resends_per_member_per_hour: u32,
+    phone_changes_per_member_per_hour: u32,
     trusted_proxies: String,
+    http_header_timeout_secs: u64,
+    http_request_timeout_secs: u64,
+    http_max_concurrent_requests: usize,
 }
 
 impl Default for Raw {
@@ -152,7 +108,12 @@ impl Default for Raw {
             failed_logins_per_account_per_hour: 100,
             signups_per_address_per_hour: 20,
             resends_per_address_per_hour: 5,
+            resends_per_member_per_hour: 3,
+            phone_changes_per_member_per_hour: 5,
             trusted_proxies: String::new(),
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 30,
+            http_max_concurrent_requests: 10_000,
         }
     }
 }
@@ -210,6 +171,22 @@ pub struct RateLimits {
     pub signups_per_address_per_hour: NonZeroU32,
     /// Verification e-mail resends per client address per hour.
     pub resends_per_address_per_hour: NonZeroU32,
+    /// Verification e-mail resends per member per hour.
+    pub resends_per_member_per_hour: NonZeroU32,
+    /// Phone number changes per member per hour (each one tells whether a number is taken).
+    pub phone_changes_per_member_per_hour: NonZeroU32,
+}
+
+/// How the HTTP server treats slow, idle and too many clients.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// A connection that has not sent a whole request head within this long (a new one, or
+    /// an idle kept-alive one) is closed.
+    pub header_timeout: Duration,
+    /// A request not answered within this long (its body included) gets 503.
+    pub request_timeout: Duration,
+    /// Requests served at once; more are refused at once with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
 }
 
 /// Validated configuration.
@@ -252,6 +229,8 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` header names the client (for per-address
     /// limits); empty: the TCP peer is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Timeouts and the bound on concurrent requests.
+    pub http: HttpLimits,
 }
 
 /// Comma-separated addresses (`192.0.2.7`) or networks (`10.0.0.0/8`); `None` when one is
@@ -290,7 +269,7 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let raw: Raw = figment
-            .merge(Env::raw().only(KEYS))
+            .merge(Env::raw().only(&keys().iter().map(String::as_str).collect::<Vec<_>>()))
             .extract()
             .map_err(|e| ConfigError(describe(e)))?;
         let secrets = resolve_secrets(&raw)?;
@@ -422,6 +401,34 @@ impl Config {
                     "RESENDS_PER_ADDRESS_PER_HOUR",
                     raw.resends_per_address_per_hour,
                 )?,
+                resends_per_member_per_hour: rate(
+                    "RESENDS_PER_MEMBER_PER_HOUR",
+                    raw.resends_per_member_per_hour,
+                )?,
+                phone_changes_per_member_per_hour: rate(
+                    "PHONE_CHANGES_PER_MEMBER_PER_HOUR",
+                    raw.phone_changes_per_member_per_hour,
+                )?,
+            },
+            http: HttpLimits {
+                header_timeout: secs(
+                    "HTTP_HEADER_TIMEOUT_SECS",
+                    raw.http_header_timeout_secs,
+                    false,
+                )?,
+                request_timeout: secs(
+                    "HTTP_REQUEST_TIMEOUT_SECS",
+                    raw.http_request_timeout_secs,
+                    false,
+                )?,
+                max_concurrent_requests: match raw.http_max_concurrent_requests {
+                    0 => {
+                        return Err(ConfigError(
+                            "HTTP_MAX_CONCURRENT_REQUESTS: must be at least 1".into(),
+                        ));
+                    }
+                    n => n,
+                },
             },
             listen_addr,
             database_url: raw.database_url.into(),
@@ -597,6 +604,31 @@ mod tests {
         let mut raw = Raw::default();
         f(&mut raw);
         raw
+    }
+
+    /// The README's configuration table, the keys accepted from the environment and the
+    /// struct they load into name the same variables.
+    #[test]
+    fn the_readme_names_every_accepted_variable_and_no_other() {
+        let readme = include_str!("../README.md");
+        let table: std::collections::BTreeSet<String> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`'))
+            .map(|(var, _)| var.to_owned())
+            .filter(|var| var.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect();
+        let mut accepted: std::collections::BTreeSet<String> =
+            keys().iter().map(|k| k.to_ascii_uppercase()).collect();
+        // Read by figment's caller and by tracing, not by `Raw`.
+        accepted.extend([CONFIG_FILE_VAR.to_owned(), "RUST_LOG".to_owned()]);
+        assert_eq!(table, accepted);
+        // Every key loads: a value for it from the environment reaches the struct.
+        let loaded: Raw = Figment::from(Serialized::defaults(Raw::default()))
+            .merge(("http_max_concurrent_requests", 7))
+            .extract()
+            .unwrap();
+        assert_eq!(loaded.http_max_concurrent_requests, 7);
     }
 
     #[test]

@@ -34,6 +34,35 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Makes the SQLite file readable by its owner only (0600), creating it empty if missing, so
+/// that SQLite, which gives the WAL and shared-memory files the database file's permissions,
+/// creates those private too. Files left readable by an older version are tightened too.
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+            return Ok(());
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Parsed connection options, checked at start-up before anything connects.
 #[derive(Clone)]
 pub enum ConnectOptions {
@@ -120,6 +149,7 @@ pub async fn connect(
             {
                 std::fs::create_dir_all(parent)?;
             }
+            private_file(options.get_filename())?;
             let options = options
                 .clone()
                 .create_if_missing(true)

@@ -12,6 +12,7 @@ use crate::auth::AuthService;
 use crate::auth::jwt::Jwt;
 use crate::auth::ratelimit::Limiter;
 use crate::auth::tokens::{MemoryTokenStore, RedisTokenStore, TokenStore, redis_connection};
+use crate::clock::SharedClock;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::db::Database;
@@ -26,8 +27,12 @@ use crate::{http, telemetry};
 pub struct AppState {
     /// The database pool.
     pub db: Database,
-    /// The event log.
+    /// The event log, for reading (every write goes through `commands`).
     pub events: Arc<dyn EventStore>,
+    /// The command path: the only writer of aggregate streams.
+    pub commands: Commands,
+    /// Where the service reads the time.
+    pub clock: SharedClock,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Members: sign-up, profile, addresses, roles.
@@ -44,6 +49,7 @@ pub struct Application {
     state: AppState,
     projectors: Projectors,
     scheduler: Scheduler,
+    http: crate::config::HttpLimits,
 }
 
 impl Application {
@@ -53,9 +59,11 @@ impl Application {
         let db = connect(config).await?;
         crate::db::migrate(&db).await?;
         let events = eventstore::open(&db, &config.group_commit);
+        let clock = crate::clock::system();
+        let commands = Commands::new(Arc::clone(&events), Arc::clone(&clock));
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
         let scheduler = Scheduler::start(Jobs {
-            commands: Commands::new(&events),
+            commands: commands.clone(),
             db: db.clone(),
             events: Arc::clone(&events),
             nightly_at: config.nightly_at,
@@ -67,6 +75,8 @@ impl Application {
         let state = AppState {
             db,
             events,
+            commands,
+            clock,
             metrics: telemetry::metrics(),
             members,
             auth,
@@ -77,6 +87,7 @@ impl Application {
             state,
             projectors,
             scheduler,
+            http: config.http,
         })
     }
 
@@ -97,9 +108,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        let app = http::router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+        let app = http::router(self.state);
+        http::server::serve(self.listener, app, self.http, shutdown)
             .await
             .context("HTTP server failed")?;
         self.scheduler.stop().await;

@@ -65,7 +65,7 @@ impl Rate {
 /// The rate limits: in this process (governor), or in Redis when `REDIS_URL` is set, where
 /// every process shares them (the same GCRA, run by a Lua script on Redis's clock).
 pub struct Limiter {
-    rates: [Rate; 4],
+    rates: [Rate; RATES],
     backend: Backend,
     max_failures: NonZeroU32,
     checks: AtomicU64,
@@ -84,7 +84,7 @@ enum Backend {
 
 /// The limits kept in this process.
 struct Local {
-    limiters: [DefaultKeyedRateLimiter<String>; 4],
+    limiters: [DefaultKeyedRateLimiter<String>; RATES],
     attempts: Mutex<Attempts>,
 }
 
@@ -142,6 +142,9 @@ const LOGIN_ACCOUNT: usize = 0;
 const LOGIN_ADDRESS: usize = 1;
 const SIGNUP_ADDRESS: usize = 2;
 const RESEND_ADDRESS: usize = 3;
+const RESEND_MEMBER: usize = 4;
+const PHONE_MEMBER: usize = 5;
+const RATES: usize = 6;
 
 /// Every this many checks, keys whose limits have fully replenished are forgotten.
 const SWEEP_EVERY: u64 = 10_000;
@@ -357,19 +360,29 @@ impl Limiter {
         self.check(SIGNUP_ADDRESS, &address.to_string()).await
     }
 
-    /// A verification e-mail resend from `address`.
-    pub async fn resend(&self, address: IpAddr) -> Result<(), LimitError> {
-        self.check(RESEND_ADDRESS, &address.to_string()).await
+    /// A verification e-mail resend for `member` from `address`: limited per address and per
+    /// member, so many addresses cannot flood one inbox.
+    pub async fn resend(&self, member: &str, address: IpAddr) -> Result<(), LimitError> {
+        self.check(RESEND_ADDRESS, &address.to_string()).await?;
+        self.check(RESEND_MEMBER, member).await
+    }
+
+    /// A change of `member`'s phone from `address`. The answer tells whether the number is
+    /// registered to someone else, so it costs what a sign-up from that address costs, and is
+    /// limited per member too.
+    pub async fn phone_change(&self, member: &str, address: IpAddr) -> Result<(), LimitError> {
+        self.check(SIGNUP_ADDRESS, &address.to_string()).await?;
+        self.check(PHONE_MEMBER, member).await
     }
 }
 
-fn rates(limits: &RateLimits) -> [Rate; 4] {
+fn rates(limits: &RateLimits) -> [Rate; RATES] {
     const MINUTE: Duration = Duration::from_secs(60);
     let mut rates = [Rate {
         name: "",
         burst: NonZeroU32::MIN,
         window: MINUTE,
-    }; 4];
+    }; RATES];
     rates[LOGIN_ACCOUNT] = Rate {
         name: "login_account",
         burst: limits.login_per_account_per_minute,
@@ -388,6 +401,16 @@ fn rates(limits: &RateLimits) -> [Rate; 4] {
     rates[RESEND_ADDRESS] = Rate {
         name: "resend_address",
         burst: limits.resends_per_address_per_hour,
+        window: HOUR,
+    };
+    rates[RESEND_MEMBER] = Rate {
+        name: "resend_member",
+        burst: limits.resends_per_member_per_hour,
+        window: HOUR,
+    };
+    rates[PHONE_MEMBER] = Rate {
+        name: "phone_change_member",
+        burst: limits.phone_changes_per_member_per_hour,
         window: HOUR,
     };
     rates

@@ -137,7 +137,11 @@ pub async fn resend_verification(
     ClientAddr(client): ClientAddr,
     Auth(me, _): Auth,
 ) -> Result<StatusCode, Problem> {
-    state.auth.limiter.resend(client).await?;
+    state
+        .auth
+        .limiter
+        .resend(&me.member_id.to_string(), client)
+        .await?;
     state.members.resend_verification(&me.member_id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -152,14 +156,20 @@ pub async fn me(
     Ok(Json(state.members.me(&me.member_id).await?))
 }
 
-/// Changes the caller's name and/or phone.
+/// Changes the caller's name and/or phone. A phone change tells whether the number is taken,
+/// so it is rate limited per member and per client address.
 #[utoipa::path(patch, path = "/v1/members/me", tag = "members", security(("bearer" = [])), request_body = ProfilePatch,
-    responses((status = 200, body = Profile), (status = 401, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Profile), (status = 401, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
 pub async fn update_me(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Auth(me, _): Auth,
     AppJson(patch): AppJson<ProfilePatch>,
 ) -> Result<Json<Profile>, Problem> {
+    if patch.phone.is_some() {
+        let member = me.member_id.to_string();
+        state.auth.limiter.phone_change(&member, client).await?;
+    }
     Ok(Json(state.members.update_me(&me.member_id, patch).await?))
 }
 

@@ -8,6 +8,7 @@ pub mod health;
 pub mod members;
 pub mod observability;
 pub mod problem;
+pub mod server;
 
 use axum::Router;
 use axum::extract::Request;
@@ -97,7 +98,43 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+        .layer(axum::middleware::map_response(no_store))
         .with_state(state)
+}
+
+/// Longest request id taken from a caller.
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// A caller's `X-Request-Id` is kept only when it is short and plain (letters, digits, `-`,
+/// `_`, `.`); otherwise it is dropped and a new one is made, so no caller writes quotes, line
+/// breaks or kilobytes into a log line.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = |v: &axum::http::HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let headers = request.headers_mut();
+    if headers.get_all(&REQUEST_ID).iter().count() > 1
+        || headers.get(&REQUEST_ID).is_some_and(|v| !usable(v))
+    {
+        headers.remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// API answers are about one member (profiles, tokens, orders): no cache may keep them
+/// (RFC 6749 section 5.1 asks it of token responses).
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// One span per request: method, path (never the query, which may carry tokens), request id.

@@ -66,14 +66,27 @@ impl Problem {
         .with_errors(errors)
     }
 
-    /// 429 with `Retry-After`.
+    /// 429 with `Retry-After`, in whole seconds rounded up: a client that waits exactly
+    /// that long is let through.
     pub fn too_many(retry_after: std::time::Duration) -> Self {
         let mut p = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate-limited",
             "Too many requests",
         );
-        p.retry_after = Some(retry_after.as_secs().max(1));
+        p.retry_after = Some(whole_seconds_up(retry_after));
+        p
+    }
+
+    /// 503 with `Retry-After`: the service is busy or the request took too long.
+    pub fn unavailable(detail: &str, retry_after: std::time::Duration) -> Self {
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .with_detail(detail);
+        p.retry_after = Some(whole_seconds_up(retry_after));
         p
     }
 
@@ -99,6 +112,11 @@ impl Problem {
     }
 }
 
+/// `d` in whole seconds, rounded up, at least 1.
+fn whole_seconds_up(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -120,5 +138,22 @@ impl IntoResponse for Problem {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_is_rounded_up() {
+        let secs = |d| Problem::too_many(d).retry_after;
+        assert_eq!(secs(Duration::from_millis(1)), Some(1));
+        assert_eq!(secs(Duration::from_secs(1)), Some(1));
+        assert_eq!(secs(Duration::from_millis(1001)), Some(2));
+        assert_eq!(secs(Duration::from_millis(29_999)), Some(30));
+        assert_eq!(secs(Duration::ZERO), Some(1));
     }
 }

@@ -57,13 +57,30 @@ pub struct FileMailer {
 #[async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, message: Message) -> anyhow::Result<()> {
-        tokio::fs::create_dir_all(&self.dir)
+        // The outbox holds live verification links: only the service's user may read it.
+        let mut dir = tokio::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        dir.mode(0o700);
+        dir.create(&self.dir)
             .await
             .with_context(|| format!("cannot create the outbox {}", self.dir.display()))?;
-        self.transport
+        let id = self
+            .transport
             .send(message)
             .await
             .context("cannot write to the outbox")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let private = std::fs::Permissions::from_mode(0o600);
+            tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+                .await
+                .context("cannot restrict the outbox")?;
+            tokio::fs::set_permissions(self.dir.join(format!("{id}.eml")), private)
+                .await
+                .context("cannot restrict the message file")?;
+        }
         Ok(())
     }
 }

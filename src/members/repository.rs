@@ -272,18 +272,25 @@ pub async fn raise_role(
     })
 }
 
-/// Stores the hash of a new verification token.
+/// Stores the hash of a new verification token and retires the member's older unused ones
+/// (they expire now), so only the newest link works.
 pub async fn insert_verification_token(
     db: &Database,
     token_hash: &str,
     member_id: &str,
+    now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let sql =
+    let retire = "UPDATE verification_tokens SET expires_at = ? \
+                  WHERE member_id = ? AND used_at IS NULL AND expires_at > ?";
+    let insert =
         "INSERT INTO verification_tokens (token_hash, member_id, expires_at) VALUES (?, ?, ?)";
     with_pool!(db, pool => {
-        sqlx::query(sql).bind(token_hash).bind(member_id).bind(expires_at)
-            .execute(pool).await.map(drop)
+        let mut tx = pool.begin().await?;
+        sqlx::query(retire).bind(now).bind(member_id).bind(now).execute(&mut *tx).await?;
+        sqlx::query(insert).bind(token_hash).bind(member_id).bind(expires_at)
+            .execute(&mut *tx).await?;
+        tx.commit().await
     })
 }
 
@@ -320,10 +327,41 @@ pub async fn use_verification_token(
     })
 }
 
+/// Keeps "a member with addresses has a default one": inside the transaction `$tx`, when none
+/// of `$member`'s addresses is the default, the oldest becomes it. Evaluates to the id it made
+/// the default, if any.
+macro_rules! ensure_default {
+    ($tx:expr, $member:expr) => {{
+        let defaults: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM addresses WHERE member_id = ? AND is_default = TRUE",
+        )
+        .bind($member)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let mut promoted: Option<String> = None;
+        if defaults == 0 {
+            promoted = sqlx::query_scalar(
+                "SELECT id FROM addresses WHERE member_id = ? ORDER BY created_at, id LIMIT 1",
+            )
+            .bind($member)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some(id) = &promoted {
+                sqlx::query("UPDATE addresses SET is_default = TRUE WHERE id = ?")
+                    .bind(id)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+        promoted
+    }};
+}
+
 /// Adds an address unless the member has [`super::MAX_ADDRESSES`] already: the count is
 /// raised by one conditional UPDATE of the member row (a row lock on MySQL, the single writer
 /// on SQLite), so concurrent adds cannot pass the limit together. False when at the limit.
-pub async fn add_address(db: &Database, address: &AddressRow) -> Result<bool, sqlx::Error> {
+/// The first address becomes the default whatever it asked.
+pub async fn add_address(db: &Database, address: &mut AddressRow) -> Result<bool, sqlx::Error> {
     let reserve = "UPDATE members SET address_count = address_count + 1 \
                    WHERE id = ? AND address_count < ?";
     let undefault = "UPDATE addresses SET is_default = FALSE WHERE member_id = ?";
@@ -338,6 +376,9 @@ pub async fn add_address(db: &Database, address: &AddressRow) -> Result<bool, sq
             sqlx::query(undefault).bind(&address.member_id).execute(&mut *tx).await?;
         }
         insert_address_row(address).execute(&mut *tx).await?;
+        if ensure_default!(tx, &address.member_id).is_some_and(|id| id == address.id) {
+            address.is_default = true;
+        }
         tx.commit().await?;
         Ok(true)
     })
@@ -375,8 +416,9 @@ pub async fn address_exists(db: &Database, id: &str) -> Result<bool, sqlx::Error
     })
 }
 
-/// Replaces the lines of one of the member's addresses; false when not found.
-pub async fn update_address(db: &Database, a: &AddressRow) -> Result<bool, sqlx::Error> {
+/// Replaces the lines of one of the member's addresses; false when not found. Unsetting the
+/// default makes the oldest address the default (the same one when it is the only one).
+pub async fn update_address(db: &Database, a: &mut AddressRow) -> Result<bool, sqlx::Error> {
     let undefault = "UPDATE addresses SET is_default = FALSE WHERE member_id = ?";
     let sql = "UPDATE addresses SET line1_enc = ?, line2_enc = ?, postal_code_enc = ?, \
                is_default = ? WHERE member_id = ? AND id = ?";
@@ -389,13 +431,17 @@ pub async fn update_address(db: &Database, a: &AddressRow) -> Result<bool, sqlx:
             .bind(&a.postal_code_enc).bind(a.is_default).bind(&a.member_id).bind(&a.id)
             .execute(&mut *tx).await?.rows_affected() == 1;
         if found {
+            if ensure_default!(tx, &a.member_id).is_some_and(|id| id == a.id) {
+                a.is_default = true;
+            }
             tx.commit().await?;
         }
         Ok(found)
     })
 }
 
-/// Deletes one of the member's addresses and lowers the count; false when not found.
+/// Deletes one of the member's addresses and lowers the count; false when not found. When it
+/// was the default, the oldest remaining address becomes the default.
 pub async fn delete_address(db: &Database, member_id: &str, id: &str) -> Result<bool, sqlx::Error> {
     let delete = "DELETE FROM addresses WHERE member_id = ? AND id = ?";
     let release = "UPDATE members SET address_count = address_count - 1 WHERE id = ?";
@@ -405,6 +451,7 @@ pub async fn delete_address(db: &Database, member_id: &str, id: &str) -> Result<
             .execute(&mut *tx).await?.rows_affected() == 1;
         if found {
             sqlx::query(release).bind(member_id).execute(&mut *tx).await?;
+            ensure_default!(tx, member_id);
             tx.commit().await?;
         }
         Ok(found)

@@ -340,11 +340,13 @@ impl Members {
     async fn send_verification(&self, member_id: &str, email: &str) -> anyhow::Result<()> {
         let token = random_token();
         let ttl = chrono::Duration::from_std(self.verification_ttl).context("ttl")?;
+        let now = Utc::now();
         repository::insert_verification_token(
             &self.db,
             &token_hash(&token),
             member_id,
-            Utc::now() + ttl,
+            now,
+            now + ttl,
         )
         .await
         .context("storing the verification token")?;
@@ -505,10 +507,11 @@ impl Members {
         let mut errors = Vec::new();
         let is_default = input.is_default.unwrap_or(false);
         let id = uuid::Uuid::now_v7().to_string();
-        let Some(row) = self.address_row(member_id, id, &input, is_default, "", &mut errors) else {
+        let Some(mut row) = self.address_row(member_id, id, &input, is_default, "", &mut errors)
+        else {
             return Err(MemberError::Invalid(errors));
         };
-        if !repository::add_address(&self.db, &row).await? {
+        if !repository::add_address(&self.db, &mut row).await? {
             return Err(MemberError::AddressLimit);
         }
         self.address(row)
@@ -532,7 +535,7 @@ impl Members {
             return Err(MemberError::Invalid(errors));
         };
         row.created_at = current.created_at;
-        if !repository::update_address(&self.db, &row).await? {
+        if !repository::update_address(&self.db, &mut row).await? {
             return Err(self.not_theirs(id).await);
         }
         self.address(row)

@@ -79,11 +79,27 @@ pub fn password(value: &str, login_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A name: 1 to 50 characters after trimming, no control characters.
+/// Bidirectional formatting characters: they reorder how the text around a name displays
+/// (a name could make an order page read differently from what it says).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: a name made only of these (and spaces) is blank.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// A name: 1 to 50 characters after trimming, with something visible, no control or
+/// bidirectional formatting characters.
 pub fn name(value: &str) -> Result<String, String> {
     let trimmed = value.trim();
-    if trimmed.is_empty() {
+    if trimmed.chars().all(is_invisible) {
         return Err("must not be blank".into());
+    }
+    if trimmed.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional formatting characters".into());
     }
     if trimmed.chars().count() > NAME_MAX {
         return Err(format!("must be at most {NAME_MAX} characters"));
@@ -272,7 +288,19 @@ mod tests {
     fn names() {
         assert_eq!(name("  홍길동 "), Ok("홍길동".into()));
         assert_eq!(name("Jane Doe"), Ok("Jane Doe".into()));
-        for v in ["", "   ", "\t", "a\u{0}b", &"가".repeat(51)] {
+        // A joiner inside an emoji sequence is part of a visible name.
+        assert!(name("Kim \u{1F469}\u{200D}\u{1F4BB}").is_ok());
+        for v in [
+            "",
+            "   ",
+            "\t",
+            "a\u{0}b",
+            &"가".repeat(51),
+            "\u{200B}\u{200B}",
+            "\u{200D} \u{FEFF}\u{2060}",
+            "Jane\u{202E}eoD",
+            "\u{2067}Kim",
+        ] {
             assert!(name(v).is_err(), "{v:?} must be refused");
         }
     }

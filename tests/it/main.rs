@@ -5,8 +5,10 @@
 mod api;
 mod auth;
 mod cli;
+mod commands;
 mod cqrs;
 mod eventstore;
+mod hardening;
 mod helpers;
 mod mail;
 mod members;

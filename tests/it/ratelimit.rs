@@ -22,6 +22,8 @@ fn limits() -> RateLimits {
         failed_logins_per_account_per_hour: n(100),
         signups_per_address_per_hour: n(2),
         resends_per_address_per_hour: n(1),
+        resends_per_member_per_hour: n(2),
+        phone_changes_per_member_per_hour: n(1),
     }
 }
 
@@ -35,6 +37,8 @@ fn refused(outcome: Result<(), LimitError>) -> Duration {
 async fn the_contract(limiter: &Limiter) {
     let a: IpAddr = "192.0.2.1".parse().unwrap();
     let b: IpAddr = "192.0.2.2".parse().unwrap();
+    let c: IpAddr = "192.0.2.3".parse().unwrap();
+    let d: IpAddr = "192.0.2.4".parse().unwrap();
     // A burst of the quota passes (on a slow machine a few more may refill meanwhile), then
     // attempts are refused for at most one interval (half a second).
     let mut passed = 0;
@@ -70,9 +74,16 @@ async fn the_contract(limiter: &Limiter) {
         wait > Duration::from_secs(1700) && wait <= Duration::from_secs(1800),
         "{wait:?}"
     );
-    limiter.resend(a).await.unwrap();
-    refused(limiter.resend(a).await);
-    limiter.resend(b).await.unwrap();
+    limiter.resend("m1", a).await.unwrap();
+    refused(limiter.resend("m2", a).await);
+    limiter.resend("m3", b).await.unwrap();
+    // Per member, whatever the address.
+    limiter.resend("m1", c).await.unwrap();
+    refused(limiter.resend("m1", d).await);
+    // A phone change costs a sign-up from the address, and is limited per member.
+    refused(limiter.phone_change("m4", a).await);
+    limiter.phone_change("m5", c).await.unwrap();
+    refused(limiter.phone_change("m5", d).await);
     the_failure_budget_counts_attempts_and_takes_back_successes(limiter).await;
     the_failure_budget_renews_after_its_window(limiter).await;
 }
