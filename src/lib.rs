@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`config`]: settings from the environment, validated at start-up.
 //! - [`members`]: sign-up, verification, profile, addresses, roles.
-//! - [`auth`]: passwords, access tokens, device sessions, rate limits, the role extractor.
+//! - [`password`]: argon2id hashing, below both members and auth.
+//! - [`auth`]: logins, access tokens, device sessions, rate limits, the role extractor.
 //! - [`crypto`]: encryption of personal data and its blind index, key rotation.
 //! - [`mail`]: outgoing e-mail (SMTP or `.eml` files).
 //! - [`db`]: the MySQL / MariaDB or SQLite pool and the embedded migrations.
@@ -34,6 +35,7 @@ pub mod http;
 pub mod mail;
 pub mod members;
 pub mod ops;
+pub mod password;
 pub mod projections;
 pub mod scheduler;
 pub mod startup;

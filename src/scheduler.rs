@@ -24,6 +24,7 @@ use openrun_projections::store::{self, Pool};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::clock::SharedClock;
 use crate::commands::{CommandError, Commands};
 use crate::db::{Database, with_pool};
 use crate::eventstore::{EventStore, Metadata};
@@ -71,6 +72,8 @@ pub struct Jobs {
     pub events: Arc<dyn EventStore>,
     /// When the nightly jobs run, in the server's time zone.
     pub nightly_at: NaiveTime,
+    /// This host's clock, for planning the nightly runs (claims use the database's clock).
+    pub clock: SharedClock,
 }
 
 impl Scheduler {
@@ -100,7 +103,8 @@ async fn run(jobs: Arc<Jobs>, owner: String, mut stop: watch::Receiver<bool>) {
         // Reap finished long jobs (their outcome is recorded by the job itself).
         while long_jobs.try_join_next().is_some() {}
         if nightly_planned.is_none_or(|at| at.elapsed() >= NIGHTLY_PLANNING) {
-            match plan_nightly(pool, jobs.nightly_at).await {
+            let local = jobs.clock.now().with_timezone(&Local);
+            match plan_nightly(pool, jobs.nightly_at, local).await {
                 Ok(()) => nightly_planned = Some(std::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "cannot plan the nightly jobs"),
             }
@@ -132,7 +136,9 @@ pub(crate) async fn round(
     if pool.is_sqlite() && !store::acquire_lease(pool, LEASE, owner, LEASE_TTL).await? {
         return Ok(0);
     }
-    let now = micros(Utc::now());
+    // The database's clock, not this host's: a host whose clock runs fast must not see a live
+    // claim of another process as expired.
+    let now = store::database_now(pool).await?;
     if let Some(lag) = oldest_due(pool, now).await? {
         metrics::gauge!("openrun_schedule_lag_seconds").set((now - lag).max(0) as f64 / 1e6);
     } else {
@@ -150,16 +156,16 @@ pub(crate) async fn round(
         }
         let (pool, jobs, owner) = (pool.clone(), Arc::clone(jobs), owner.to_owned());
         long_jobs.spawn(async move {
-            let outcome = fire(&jobs, &due).await;
-            if let Err(e) = record(&pool, &owner, std::slice::from_ref(&due), vec![outcome]).await
+            let outcome = fire(&jobs, &due, now).await;
+            if let Err(e) = record(&pool, &owner, std::slice::from_ref(&due), vec![outcome], now).await
             {
                 tracing::error!(error = format!("{e:#}"), row = %due.id, "cannot record a nightly job");
             }
         });
     }
     if !short.is_empty() {
-        let outcomes = join_all(short.iter().map(|due| fire(jobs, due))).await;
-        record(pool, owner, &short, outcomes).await?;
+        let outcomes = join_all(short.iter().map(|due| fire(jobs, due, now))).await;
+        record(pool, owner, &short, outcomes, now).await?;
     }
     Ok(count)
 }
@@ -226,7 +232,8 @@ async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
     })
 }
 
-async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
+/// Fires one claimed row; `now` is the database's instant of the round (for the backoff).
+async fn fire(jobs: &Jobs, due: &Due, now: i64) -> Outcome {
     let commands = &jobs.commands;
     let metadata = Metadata {
         actor: Some("system:scheduler".to_owned()),
@@ -268,7 +275,7 @@ async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
     match result {
         Ok(note) => Outcome::Done(note),
         Err(error) => Outcome::Retry {
-            at: retry_at(due.attempts),
+            at: retry_at(now, due.attempts),
             error,
         },
     }
@@ -312,8 +319,11 @@ const NIGHTLY_CATCH_UP: chrono::Duration = chrono::Duration::hours(1);
 
 /// Puts the next nightly run in the schedule, and the last one if it was missed within
 /// [`NIGHTLY_CATCH_UP`]; each once, as a row's id is its local date.
-async fn plan_nightly(pool: &Pool, at: NaiveTime) -> sqlx::Result<()> {
-    let now = Local::now();
+async fn plan_nightly(
+    pool: &Pool,
+    at: NaiveTime,
+    now: chrono::DateTime<Local>,
+) -> sqlx::Result<()> {
     let next = next_local(at, now);
     let last = next_local(at, now - chrono::Duration::days(1));
     let mut runs = vec![next];
@@ -355,9 +365,9 @@ async fn nightly_audit(jobs: &Jobs) -> Result<Option<String>, String> {
 }
 
 /// Backoff after a failed attempt: 1 s, 2 s, 4 s, ... up to 10 minutes.
-fn retry_at(attempts: i32) -> i64 {
+fn retry_at(now: i64, attempts: i32) -> i64 {
     let secs = 1i64 << attempts.clamp(0, 10);
-    micros(Utc::now()) + secs.min(600) * 1_000_000
+    now + secs.min(600) * 1_000_000
 }
 
 /// A refusal by the domain is final (the step no longer applies); only failures on the way
@@ -392,8 +402,8 @@ async fn record(
     owner: &str,
     claimed: &[Due],
     outcomes: Vec<Outcome>,
+    now: i64,
 ) -> anyhow::Result<()> {
-    let now = micros(Utc::now());
     let done = format!(
         "UPDATE {TABLE} SET status = 'done', closed_at = ?, last_error = ?, claimed_by = NULL \
          WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
@@ -468,7 +478,7 @@ mod tests {
         let now = micros(Utc::now());
         let waits: Vec<i64> = [0, 1, 2, 3, 20]
             .iter()
-            .map(|a| (retry_at(*a) - now) / 1_000_000)
+            .map(|a| (retry_at(now, *a) - now) / 1_000_000)
             .collect();
         assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
         assert!(waits[4] <= 600, "capped at ten minutes: {waits:?}");

@@ -56,10 +56,14 @@ impl Application {
     /// Connects to the database, applies migrations, starts the event store and binds the
     /// listener. The error says which of these failed, with secrets hidden.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, crate::clock::system()).await
+    }
+
+    /// The same, reading the time from `clock` (a test's manual clock).
+    pub async fn build_with_clock(config: &Config, clock: SharedClock) -> anyhow::Result<Self> {
         let db = connect(config).await?;
         crate::db::migrate(&db).await?;
         let events = eventstore::open(&db, &config.group_commit);
-        let clock = crate::clock::system();
         let commands = Commands::new(Arc::clone(&events), Arc::clone(&clock));
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
         let scheduler = Scheduler::start(Jobs {
@@ -67,6 +71,7 @@ impl Application {
             db: db.clone(),
             events: Arc::clone(&events),
             nightly_at: config.nightly_at,
+            clock: Arc::clone(&clock),
         });
         let listener = TcpListener::bind(config.listen_addr)
             .await

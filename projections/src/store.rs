@@ -169,6 +169,25 @@ pub async fn advance(
     Ok(moved == 1)
 }
 
+/// The database's clock, in microseconds since the epoch (UTC): the one clock every process
+/// agrees on, for leases and claims.
+pub async fn database_now(pool: &Pool) -> sqlx::Result<i64> {
+    match pool {
+        Pool::MySql(pool) => {
+            sqlx::query_scalar(
+                "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) AS SIGNED)",
+            )
+            .fetch_one(pool)
+            .await
+        }
+        Pool::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)")
+                .fetch_one(pool)
+                .await
+        }
+    }
+}
+
 /// Takes or renews the lease `name` for `owner` for `ttl`; true if `owner` holds it now.
 /// A lease held by someone else is taken only once it has expired. Time is the database's,
 /// so that every process agrees on it.

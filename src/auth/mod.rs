@@ -1,10 +1,9 @@
-//! Who is calling: passwords, access tokens, device sessions with rotating refresh tokens, the
+//! Who is calling: logins (passwords are checked by [`crate::password`]), access tokens, device sessions with rotating refresh tokens, the
 //! [`tokens::TokenStore`] behind them, rate limits, and the [`extract::Auth`] extractor that
 //! enforces roles on every endpoint.
 
 pub mod extract;
 pub mod jwt;
-pub mod password;
 pub mod ratelimit;
 pub mod service;
 pub mod tokens;

@@ -17,14 +17,15 @@ use secrecy::SecretString;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::Identity;
 use super::jwt::Jwt;
 use super::ratelimit::{LimitError, Limiter, TooMany};
 use super::tokens::{Refreshed, Session, TokenStore};
-use super::{Identity, password};
 use crate::crypto::{random_token, token_hash};
 use crate::db::Database;
 use crate::members::repository;
 use crate::members::{FieldError, Role, validation};
+use crate::password;
 
 /// How long a "session is live" answer is trusted before the token store is asked again.
 pub const SESSION_CHECK_TTL: Duration = Duration::from_secs(5);

@@ -10,34 +10,68 @@ use serde::de::DeserializeOwned;
 use super::problem::Problem;
 use crate::startup::AppState;
 
-/// A JSON body; a malformed one is a 400 problem that never repeats the body's values.
+/// A JSON object body. Not JSON (by its content type) is 415, too large 413, and anything
+/// else that is not an object of the expected shape 400 (serde would take `[a, b]` for a
+/// struct's fields in order); the problem never repeats the body's values.
 pub struct AppJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::new(
+        let invalid = |detail: String| {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "Invalid body")
+                .with_detail(detail)
+        };
+        if !is_json(req.headers()) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid-body",
+                "Invalid body",
+            )
+            .with_detail("the body must be JSON, sent as application/json"));
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body-too-large",
                     "Body too large",
                 )
-                .with_detail("the body is larger than this endpoint accepts")),
-                status => {
-                    let status = match status {
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        _ => StatusCode::BAD_REQUEST,
-                    };
-                    let detail = safe_detail(&rejection.body_text())
-                        .unwrap_or_else(|| "the body is not JSON of the expected shape".into());
-                    Err(Problem::new(status, "invalid-body", "Invalid body").with_detail(detail))
-                }
-            },
+                .with_detail("the body is larger than this endpoint accepts"));
+            }
+            Err(_) => return Err(invalid("the body could not be read".into())),
+        };
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(invalid("the body must be a JSON object".into()));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(invalid(
+                safe_detail(&rejection.body_text())
+                    .unwrap_or_else(|| "the body is not JSON of the expected shape".into()),
+            )),
         }
     }
+}
+
+/// `application/json` or an `application/*+json` type, as axum's `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The part of a serde message that is safe to show: serde's messages can quote a value, so

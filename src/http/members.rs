@@ -59,6 +59,7 @@ impl From<MemberError> for Problem {
 
 /// The query of the verification link.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// The token from the e-mail.
     pub token: String,
@@ -254,7 +255,7 @@ pub async fn delete_address(
 /// not yet refreshed token is harmless.
 #[utoipa::path(put, path = "/v1/admin/members/{id}/role", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RoleGrant,
-    responses((status = 200, body = RoleChanged), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = RoleChanged), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem, description = "The member holds that role or a higher one"), (status = 422, body = Problem, description = "Only seller or admin can be granted")))]
 pub async fn set_role(
     State(state): State<AppState>,
     Auth(_admin, _): Auth<Admin>,

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod health;
 pub mod members;
 pub mod observability;
+pub mod openapi;
 pub mod problem;
 pub mod server;
 
@@ -83,7 +84,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(auth::end_session))
         .split_for_parts();
     api_routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(
+            SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi::exact(&api)),
+        )
         // A route layer, so that the route template (MatchedPath) is known when it runs.
         .route_layer(axum::middleware::from_fn(observability::record))
         .fallback(|| async { Problem::not_found() })

@@ -312,7 +312,7 @@ impl Members {
         let row = MemberRow {
             id: id.clone(),
             login_id: login_id.clone(),
-            password_hash: crate::auth::password::hash(input.password).await?,
+            password_hash: crate::password::hash(input.password).await?,
             role: Role::Unverified.as_str().into(),
             name_enc: self.keys.encrypt(NAME, &name),
             email_enc: self.keys.encrypt(EMAIL, &email),
@@ -607,7 +607,7 @@ impl Members {
         let id = uuid::Uuid::now_v7().to_string();
         let row = MemberRow {
             id: id.clone(),
-            password_hash: crate::auth::password::hash(password).await?,
+            password_hash: crate::password::hash(password).await?,
             role: Role::Admin.as_str().into(),
             name_enc: self.keys.encrypt(NAME, &login),
             login_id: login,

@@ -234,29 +234,25 @@ pub struct SmtpServer {
     child: std::process::Child,
 }
 
-/// Installs the SMTP server's Python package once, when it is missing (a fresh machine):
-/// the pinned version, from PyPI, by the project's own script.
-fn ensure_aiosmtpd() {
+/// Installs the Python test tools (aiosmtpd, schemathesis) once, when one is missing or at
+/// another version (a fresh machine): the pinned versions, from PyPI, by the project's own
+/// script, which is a no-op when everything is in place.
+pub fn ensure_test_tools() {
     static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     READY.get_or_init(|| {
-        let present = std::process::Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-test-deps.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .stdout(std::process::Stdio::null())
             .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-test-deps.sh");
-            let status = std::process::Command::new("bash")
-                .arg(script)
-                .status()
-                .expect("bash");
-            assert!(status.success(), "{script} failed");
-        }
+            .expect("bash");
+        assert!(status.success(), "{script} failed");
     });
 }
 
 impl SmtpServer {
     pub async fn start() -> Self {
-        ensure_aiosmtpd();
+        ensure_test_tools();
         let port = free_port();
         let maildir = std::env::temp_dir().join(random_name("openrun_maildir_"));
         let child = std::process::Command::new("python3")
@@ -345,6 +341,15 @@ impl TestApp {
 
     /// With the configuration changed by `adjust` first.
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_clock(backend, adjust, openrun::clock::system()).await
+    }
+
+    /// With the configuration changed by `adjust`, reading the time from `clock`.
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+        clock: openrun::clock::SharedClock,
+    ) -> Self {
         let db = TestDb::new(backend).await;
         let mut config = Config::local(&db.url).unwrap();
         let mail = match backend {
@@ -362,7 +367,7 @@ impl TestApp {
             }
         };
         adjust(&mut config);
-        let app = Application::build(&config).await.unwrap();
+        let app = Application::build_with_clock(&config, clock).await.unwrap();
         let addr = app.local_addr().unwrap();
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel();

@@ -21,8 +21,81 @@ on_both_backends!(
     scheduled_transitions_fire_through_the_command_path,
     the_nightly_audit_runs_at_its_time,
     rebuilding_the_schedule_keeps_the_scheduler_s_progress,
-    a_claim_left_by_a_dead_process_fires_once_it_expires
+    a_claim_left_by_a_dead_process_fires_once_it_expires,
+    a_host_whose_clock_runs_fast_cannot_take_a_live_claim
 );
+
+/// Claims and their expiry are on the database's clock: a process whose own clock runs an
+/// hour ahead fires what is due, but leaves alone a claim another process holds for 30 more
+/// minutes.
+async fn a_host_whose_clock_runs_fast_cannot_take_a_live_claim(backend: Backend) {
+    let fast = openrun::clock::ManualClock::new(Utc::now() + chrono::Duration::hours(1));
+    let app = TestApp::spawn_with_clock(backend, |_| {}, Arc::new(fast)).await;
+    let db = app.state.db.clone();
+    let pool: openrun_projections::store::Pool = db.clone();
+    let now = openrun_projections::store::database_now(&pool)
+        .await
+        .unwrap();
+    let minute = 60_000_000;
+    let insert = "INSERT INTO schedule (id, kind, stream_id, due_at, status, next_attempt_at, \
+                  attempts, claimed_by) VALUES (?, 'test/none', '-', ?, ?, ?, ?, ?)";
+    let rows = [
+        (
+            "live-claim",
+            "claimed",
+            now + 30 * minute,
+            1,
+            Some("another-process"),
+        ),
+        ("due-now", "pending", now - minute, 0, None),
+    ];
+    for (id, status, next, attempts, owner) in rows {
+        match &db {
+            Database::MySql(p) => sqlx::query(insert)
+                .bind(id)
+                .bind(now - minute)
+                .bind(status)
+                .bind(next)
+                .bind(attempts)
+                .bind(owner)
+                .execute(p)
+                .await
+                .map(drop),
+            Database::Sqlite(p) => sqlx::query(insert)
+                .bind(id)
+                .bind(now - minute)
+                .bind(status)
+                .bind(next)
+                .bind(attempts)
+                .bind(owner)
+                .execute(p)
+                .await
+                .map(drop),
+        }
+        .unwrap();
+    }
+    // The scheduler got past both rows once it closed the due one.
+    wait_for(
+        "the due row to close",
+        Duration::from_secs(30),
+        async || {
+            schedule_rows(&db)
+                .await
+                .iter()
+                .any(|r| r.0 == "due-now" && r.5 == "done")
+        },
+    )
+    .await;
+    let live = schedule_rows(&db)
+        .await
+        .into_iter()
+        .find(|r| r.0 == "live-claim")
+        .unwrap();
+    assert_eq!(live.5, "claimed");
+    assert_eq!(live.8.as_deref(), Some("another-process"));
+    assert_eq!(live.7, 1, "the live claim was not taken again");
+    app.stop().await;
+}
 
 async fn a_claim_left_by_a_dead_process_fires_once_it_expires(backend: Backend) {
     let app = TestApp::spawn(backend).await;
