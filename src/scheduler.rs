@@ -234,6 +234,8 @@ async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
 
 /// Fires one claimed row; `now` is the database's instant of the round (for the backoff).
 async fn fire(jobs: &Jobs, due: &Due, now: i64) -> Outcome {
+    // Counts executions (not outcomes): a row fired twice shows here twice.
+    metrics::counter!("openrun_schedule_fired_total", "kind" => due.kind.clone()).increment(1);
     let commands = &jobs.commands;
     let metadata = Metadata {
         actor: Some("system:scheduler".to_owned()),

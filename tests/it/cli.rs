@@ -1,8 +1,7 @@
 //! The `openrun` binary as an operator runs it.
 
-use crate::helpers::free_port;
+use crate::helpers::spawn_serving;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openrun");
 const SECRET: &str = "Sup3rSecretPw";
@@ -77,28 +76,14 @@ fn a_bad_numeric_setting_names_its_variable() {
 #[test]
 fn with_no_settings_it_serves_sqlite_under_data_and_stops_on_sigterm() {
     let dir = tempdir();
-    let port = free_port();
-    // Only the listen address differs from a bare `openrun` (8080 may be taken here).
-    let mut child = Command::new(BIN)
-        .current_dir(&dir)
-        .env_clear()
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let body = loop {
-        match reqwest::blocking_get(port) {
-            Some(body) => break body,
-            None if started.elapsed() < Duration::from_secs(30) => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            None => {
-                let _ = child.kill();
-                panic!("/healthz never answered");
-            }
-        }
+    // Only the listen address differs from a bare `openrun` (8080 may be taken here): port 0,
+    // and the address it reports.
+    let mut command = Command::new(BIN);
+    command.current_dir(&dir).env_clear();
+    let (mut child, addr) = spawn_serving(command, &dir.join("serve.log"));
+    let Some(body) = reqwest::blocking_get(addr.port()) else {
+        let _ = child.kill();
+        panic!("/healthz did not answer once it served");
     };
     assert!(body.contains("\"ok\""), "{body}");
     assert!(
@@ -224,23 +209,15 @@ async fn admin_create_then_keys_rotate_with_the_generated_key_file() {
     assert!(after.starts_with(&format!("{new_id}:")), "{after}");
 
     // The service still reads it: the admin logs in and sees the decrypted address.
-    let port = free_port();
     let log_path = dir.join("serve.log");
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .current_dir(&dir)
         .env_clear()
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    while reqwest::blocking_get(port).is_none() {
-        assert!(child.try_wait().unwrap().is_none(), "openrun serve exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .env("RUST_LOG", "debug");
+    let (mut child, addr) = spawn_serving(command, &log_path);
     let client = ::reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{addr}");
     let pair: serde_json::Value = client
         .post(format!("{base}/v1/auth/login"))
         .json(&serde_json::json!({"login_id": "root1", "password": ADMIN_PASSWORD.1}))
@@ -389,24 +366,15 @@ async fn keys_rotate_with_keys_from_the_environment() {
 #[tokio::test]
 async fn a_serving_process_logs_no_personal_data_or_secrets() {
     let dir = tempdir();
-    let port = free_port();
-    let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .current_dir(&dir)
         .env_clear()
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "debug,openrun=trace")
-        .stdout(log("stdout.log"))
-        .stderr(log("stderr.log"))
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+        .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap());
+    let (mut child, addr) = spawn_serving(command, &dir.join("stderr.log"));
+    let base = format!("http://{addr}");
     let client = ::reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let password = "Quiet Harbour Lantern 88";
     let wrong = "Loud Harbour Lantern 99";
     let sign_up = serde_json::json!({

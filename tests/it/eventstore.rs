@@ -344,18 +344,18 @@ async fn concurrent_appenders_racing_for_one_stream_get_gapless_versions(backend
             })
         })
         .collect();
-    let mut winners = 0;
-    for task in first_round {
+    let mut winners = Vec::new();
+    for (i, task) in first_round.into_iter().enumerate() {
         match task.await.unwrap() {
             Ok(a) => {
                 assert_eq!(a.version, 1);
-                winners += 1;
+                winners.push((i as u64, a));
             }
             Err(EventStoreError::Conflict { actual: 1, .. }) => {}
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(winners, 1, "exactly one appender wins version 1");
+    assert_eq!(winners.len(), 1, "exactly one appender wins version 1");
 
     // Round two: each appender reads the version and retries on conflict until its own event
     // is in. Every version is won by exactly one appender, with no gap.
@@ -379,7 +379,7 @@ async fn concurrent_appenders_racing_for_one_stream_get_gapless_versions(backend
                         )
                         .await
                     {
-                        Ok(a) => return (a.version, conflicts),
+                        Ok(a) => return (i, a, conflicts),
                         Err(EventStoreError::Conflict { .. }) => conflicts += 1,
                         Err(other) => panic!("unexpected {other:?}"),
                     }
@@ -389,9 +389,15 @@ async fn concurrent_appenders_racing_for_one_stream_get_gapless_versions(backend
         .collect();
     let mut versions = BTreeSet::new();
     let mut conflicts = 0;
+    let mut results = winners;
     for task in tasks {
-        let (version, c) = task.await.unwrap();
-        assert!(versions.insert(version), "version {version} won twice");
+        let (i, appended, c) = task.await.unwrap();
+        assert!(
+            versions.insert(appended.version),
+            "version {} won twice",
+            appended.version
+        );
+        results.push((i, appended));
         conflicts += c;
     }
     assert_eq!(versions, (2..=APPENDERS + 1).collect::<BTreeSet<_>>());
@@ -414,6 +420,12 @@ async fn concurrent_appenders_racing_for_one_stream_get_gapless_versions(backend
         APPENDERS,
         "each appender's event is in exactly once"
     );
+    // Each caller was told its own version and position: read back, they hold its payload.
+    for (i, appended) in results {
+        let at = &stored[(appended.version - 1) as usize];
+        assert_eq!(at.payload["n"].as_u64(), Some(i), "version {}", at.version);
+        assert_eq!(appended.positions, at.global_position..=at.global_position);
+    }
 }
 
 async fn concurrent_appends_share_one_commit_and_a_conflict_fails_alone(backend: Backend) {
@@ -452,18 +464,27 @@ async fn concurrent_appends_share_one_commit_and_a_conflict_fails_alone(backend:
             })
         })
         .collect();
-    let mut ok = 0;
+    let mut ok = Vec::new();
     let mut conflicts = 0;
-    for task in tasks {
+    for (i, task) in tasks.into_iter().enumerate() {
         match task.await.unwrap() {
-            Ok(_) => ok += 1,
+            Ok(appended) => ok.push((i as u64, appended)),
             Err(EventStoreError::Conflict { .. }) => conflicts += 1,
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!((ok, conflicts), (294, 6));
+    assert_eq!((ok.len(), conflicts), (294, 6));
     let all = read_everything(f.events.as_ref()).await;
     assert_eq!(all.len(), 295);
+    // Each caller of the shared commits got its own result: the position and version it was
+    // told are those of its own payload, on its own stream.
+    for (i, appended) in &ok {
+        let at = &all[(*appended.positions.start() - 1) as usize];
+        assert_eq!(at.global_position, *appended.positions.start());
+        assert_eq!(at.payload["n"].as_u64(), Some(*i));
+        assert_eq!(at.stream_id, format!("s{i}"));
+        assert_eq!(appended.version, 1);
+    }
     // Events of one batch share their commit instant: far fewer commits than appends.
     let commits: HashSet<_> = all.iter().map(|e| e.recorded_at).collect();
     assert!(

@@ -471,7 +471,8 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// A free port on the loopback interface.
+/// A free port on the loopback interface, for servers that cannot bind port 0 and report
+/// it (the SMTP sink), and for addresses where nothing must listen.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -480,15 +481,69 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `openrun serve` on the test database, in a process of its own.
-pub fn serve(db: &TestDb) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_openrun"))
+/// Starts `command` (an `openrun serve`) on port 0, its log going to `log`, and waits (30 s
+/// at most) for the address it reports in its `serving` line: no port is picked before the
+/// server binds it, so none can be taken in between.
+pub fn spawn_serving(
+    mut command: std::process::Command,
+    log: &std::path::Path,
+) -> (std::process::Child, SocketAddr) {
+    let mut child = command
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "text")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .filter(|line| line.contains(" serving"))
+            .find_map(|line| line.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok());
+        if let Some(addr) = addr {
+            return (child, addr);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("openrun serve exited with {status}: {text}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "openrun serve reported no address: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn serve_command(db: &TestDb) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"));
+    command
         .arg("serve")
         .env("DATABASE_URL", &db.url)
-        .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,openrun::startup=info");
+    command
+}
+
+/// `openrun serve` on the test database, in a process of its own, on port 0 (for tests that
+/// watch its projections and scheduler, not its HTTP side).
+pub fn serve(db: &TestDb) -> std::process::Child {
+    serve_command(db)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// The same, once it serves HTTP, with the address it bound.
+pub fn serve_http(db: &TestDb) -> (std::process::Child, SocketAddr) {
+    let log = std::env::temp_dir().join(format!("{}.log", random_name("openrun_serve_")));
+    let mut command = serve_command(db);
+    command.stdout(std::process::Stdio::null());
+    let served = spawn_serving(command, &log);
+    // The process keeps writing to the file it opened; the name goes now.
+    let _ = std::fs::remove_file(&log);
+    served
 }

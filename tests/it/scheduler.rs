@@ -15,7 +15,21 @@ use openrun_domain::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, TestDb, on_both_backends, serve};
+use crate::helpers::{Backend, TestApp, TestDb, on_both_backends, serve_http};
+
+/// How many shipping commands the process at `addr` has sent, from its `/metrics`.
+async fn shipments_fired(addr: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("openrun_schedule_fired_total") && l.contains("order_ship"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
 
 on_both_backends!(
     scheduled_transitions_fire_through_the_command_path,
@@ -439,20 +453,33 @@ async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exac
         orders.push(task.await.unwrap());
     }
     // Every item falls due while no service process runs; they fire once the processes start.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut a = serve(&test_db);
-    let mut b = serve(&test_db);
+    let last_due = Utc::now() + chrono::Duration::seconds(2);
+    wait_for(
+        "the items to fall due",
+        Duration::from_secs(10),
+        async || Utc::now() > last_due,
+    )
+    .await;
+    let (mut a, a_addr) = serve_http(&test_db);
+    let (mut b, b_addr) = serve_http(&test_db);
     wait_for("1,000 shipments", Duration::from_secs(120), async || {
         let rows = ship_rows(&db).await;
         rows.len() == 1000 && rows.iter().all(|r| r.0 == "done")
     })
     .await;
-    // Let any straggling second attempt surface before looking.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Executions, counted by each process as it sends a command: both took part, and the
+    // commands ran 1,000 times in all, not once per resulting event.
+    let fired_a = shipments_fired(a_addr).await;
+    let fired_b = shipments_fired(b_addr).await;
     for child in [&mut a, &mut b] {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+    assert!(
+        fired_a > 0 && fired_b > 0,
+        "both fired: {fired_a} and {fired_b}"
+    );
+    assert_eq!(fired_a + fired_b, 1000, "{fired_a} + {fired_b} executions");
     let rows = ship_rows(&db).await;
     assert!(
         rows.iter()
