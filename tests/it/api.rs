@@ -192,3 +192,44 @@ async fn readyz_fails_while_redis_is_unreachable() {
     assert_eq!(body["detail"], "the session store (Redis) is unreachable");
     app.stop().await;
 }
+
+/// The harness cleans up after a test that panics: its database and its Redis keys go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_test_leaves_no_database_or_redis_keys() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let test = tokio::spawn(async move {
+        let app = TestApp::spawn(Backend::MySql).await;
+        // A session puts keys under the test's prefix.
+        crate::members::verified_member(&app, 95).await;
+        let url = app.database_url();
+        let name = url.rsplit('/').next().unwrap().to_owned();
+        tx.send((name, app.config.redis_key_prefix.clone()))
+            .unwrap();
+        panic!("the test fails here");
+    });
+    assert!(test.await.unwrap_err().is_panic());
+    let (name, prefix) = rx.await.unwrap();
+    let mut conn = redis::Client::open(crate::helpers::REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+    let mut admin =
+        <sqlx::MySqlConnection as sqlx::Connection>::connect(&crate::helpers::mysql_server_url())
+            .await
+            .unwrap();
+    let left: Option<String> = sqlx::query_scalar(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(&name)
+    .fetch_optional(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(left, None, "database {name} left behind");
+}

@@ -421,8 +421,23 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
+        // Dropping `self` removes the Redis keys and the outbox.
+    }
+}
+
+/// Removes what the test made outside its database, even when the test panicked.
+impl Drop for TestApp {
+    fn drop(&mut self) {
         if self.backend == Backend::MySql {
-            delete_redis_keys(&self.config.redis_key_prefix).await;
+            let prefix = self.config.redis_key_prefix.clone();
+            // Drop may run inside the test's runtime; a thread of its own may block.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(delete_redis_keys(&prefix)))
+            })
+            .join();
         }
         if let MailSink::Outbox(dir) = &self.mail {
             let _ = std::fs::remove_dir_all(dir);
