@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use openrun_domain::order::{OrderCommand, OrderError};
 use openrun_domain::product::{ProductCommand, ProductError};
 use openrun_domain::{Issuer, ScheduleId};
-use openrun_projections::schedule::{TABLE, kind, micros};
+use openrun_projections::schedule::{Kind, TABLE, micros};
 use openrun_projections::store::{self, Pool};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -148,7 +148,7 @@ pub(crate) async fn round(
     let count = claimed.len();
     let (long, short): (Vec<Due>, Vec<Due>) = claimed
         .into_iter()
-        .partition(|due| due.kind == kind::NIGHTLY_AUDIT);
+        .partition(|due| Kind::parse(&due.kind) == Some(Kind::NightlyAudit));
     for due in long {
         let until = now + i64::try_from(LONG_CLAIM_TTL.as_micros()).unwrap_or(i64::MAX);
         if !extend_claim(pool, owner, &due.id, until).await? {
@@ -246,8 +246,15 @@ async fn fire(jobs: &Jobs, due: &Due, now: i64) -> Outcome {
         ..Metadata::default()
     };
     let issuer = Issuer::System;
-    let result = match due.kind.as_str() {
-        kind::PRODUCT_STATUS => {
+    let Some(kind) = Kind::parse(&due.kind) else {
+        return Outcome::Done(Some(format!("unknown schedule kind {}", due.kind)));
+    };
+    let order_step = |command| {
+        let metadata = metadata.clone();
+        async move { classify_order(commands.order(&due.stream_id, command, metadata).await) }
+    };
+    let result = match kind {
+        Kind::ProductStatus => {
             let Some(schedule_id) = due
                 .schedule_id
                 .as_deref()
@@ -260,19 +267,17 @@ async fn fire(jobs: &Jobs, due: &Due, now: i64) -> Outcome {
                 issuer,
                 schedule_id,
             };
-            classify_product(commands.product(&due.stream_id, command, metadata).await)
+            classify_product(
+                commands
+                    .product(&due.stream_id, command, metadata.clone())
+                    .await,
+            )
         }
-        kind::NIGHTLY_AUDIT => nightly_audit(jobs).await,
-        order_kind => {
-            let command = match order_kind {
-                kind::ORDER_SHIP => OrderCommand::MarkInDelivery { issuer },
-                kind::ORDER_DELIVER => OrderCommand::MarkDelivered { issuer },
-                kind::ORDER_PICKUP => OrderCommand::MarkInReturn { issuer },
-                kind::ORDER_COMPLETE_RETURN => OrderCommand::CompleteReturn { issuer },
-                other => return Outcome::Done(Some(format!("unknown schedule kind {other}"))),
-            };
-            classify_order(commands.order(&due.stream_id, command, metadata).await)
-        }
+        Kind::NightlyAudit => nightly_audit(jobs).await,
+        Kind::OrderShip => order_step(OrderCommand::MarkInDelivery { issuer }).await,
+        Kind::OrderDeliver => order_step(OrderCommand::MarkDelivered { issuer }).await,
+        Kind::OrderPickup => order_step(OrderCommand::MarkInReturn { issuer }).await,
+        Kind::OrderCompleteReturn => order_step(OrderCommand::CompleteReturn { issuer }).await,
     };
     match result {
         Ok(note) => Outcome::Done(note),
@@ -345,7 +350,7 @@ async fn plan_nightly(
         let id = format!("nightly/{}/audit", run.with_timezone(&Local).date_naive());
         let due = micros(run);
         with_pool!(pool, p => {
-            let q = sqlx::query(&sql).bind(id).bind(kind::NIGHTLY_AUDIT).bind(due).bind(due);
+            let q = sqlx::query(&sql).bind(id).bind(Kind::NightlyAudit.as_str()).bind(due).bind(due);
             q.execute(p).await.map(drop)?
         });
     }

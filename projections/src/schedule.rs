@@ -37,21 +37,51 @@ pub const TABLE: &str = "schedule";
 /// Each order's durations, from its `OrderPlaced`.
 pub const POLICY_TABLE: &str = "schedule_order_policy";
 
-/// What a schedule row does when it fires.
-pub mod kind {
+/// What a schedule row does when it fires; stored as its [`Kind::as_str`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
     /// Fire a product's scheduled status change.
-    pub const PRODUCT_STATUS: &str = "product_status";
+    ProductStatus,
     /// `prepared` -> `in_delivery`.
-    pub const ORDER_SHIP: &str = "order_ship";
+    OrderShip,
     /// `in_delivery` -> `delivered`.
-    pub const ORDER_DELIVER: &str = "order_deliver";
+    OrderDeliver,
     /// `return_requested` -> `in_return`.
-    pub const ORDER_PICKUP: &str = "order_pickup";
+    OrderPickup,
     /// `in_return` -> `return_completed`, with the refund.
-    pub const ORDER_COMPLETE_RETURN: &str = "order_complete_return";
+    OrderCompleteReturn,
     /// The nightly self-audit. Nightly rows are put in the schedule by the scheduler, not by
     /// events: `nightly/<local date>/<job>`.
-    pub const NIGHTLY_AUDIT: &str = "nightly_audit";
+    NightlyAudit,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::ProductStatus,
+        Self::OrderShip,
+        Self::OrderDeliver,
+        Self::OrderPickup,
+        Self::OrderCompleteReturn,
+        Self::NightlyAudit,
+    ];
+
+    /// The name stored in the `kind` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ProductStatus => "product_status",
+            Self::OrderShip => "order_ship",
+            Self::OrderDeliver => "order_deliver",
+            Self::OrderPickup => "order_pickup",
+            Self::OrderCompleteReturn => "order_complete_return",
+            Self::NightlyAudit => "nightly_audit",
+        }
+    }
+
+    /// The kind a stored name stands for; `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 /// The `schedule` projection.
@@ -143,7 +173,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                 ..
             }) => vec![Write::Add {
                 id: format!("product/{id}/{schedule_id}"),
-                kind: kind::PRODUCT_STATUS,
+                kind: Kind::ProductStatus.as_str(),
                 stream_id: id,
                 schedule_id: Some(schedule_id.to_string()),
                 due: micros(due_at),
@@ -184,7 +214,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                     },
                     Write::Add {
                         id: order("ship"),
-                        kind: kind::ORDER_SHIP,
+                        kind: Kind::OrderShip.as_str(),
                         stream_id: id,
                         schedule_id: None,
                         due: micros(at + policy.ship_after),
@@ -199,7 +229,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                 },
                 Write::AddAfter {
                     id: order("deliver"),
-                    kind: kind::ORDER_DELIVER,
+                    kind: Kind::OrderDeliver.as_str(),
                     order_id: id,
                     field: "deliver_after_secs",
                     at: micros(at),
@@ -217,7 +247,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
             }],
             Some(OrderEvent::ReturnRequested { at, .. }) => vec![Write::AddAfter {
                 id: order("pickup"),
-                kind: kind::ORDER_PICKUP,
+                kind: Kind::OrderPickup.as_str(),
                 order_id: id,
                 field: "return_pickup_after_secs",
                 at: micros(at),
@@ -230,7 +260,7 @@ fn writes(event: &RecordedEvent) -> anyhow::Result<Vec<Write<'_>>> {
                 },
                 Write::AddAfter {
                     id: order("complete_return"),
-                    kind: kind::ORDER_COMPLETE_RETURN,
+                    kind: Kind::OrderCompleteReturn.as_str(),
                     order_id: id,
                     field: "return_complete_after_secs",
                     at: micros(at),
@@ -476,5 +506,18 @@ async fn run(tx: &mut Tx, sql: &str, args: &[Arg]) -> sqlx::Result<()> {
             .execute(&mut **tx)
             .await
             .map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn every_kind_round_trips_through_its_stored_name() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(Kind::parse("order_teleport"), None);
     }
 }
