@@ -183,7 +183,8 @@ pub struct HttpLimits {
     /// A connection that has not sent a whole request head within this long (a new one, or
     /// an idle kept-alive one) is closed.
     pub header_timeout: Duration,
-    /// A request not answered within this long (its body included) gets 503.
+    /// A body not received within this long gets 408, a safe request not answered within it
+    /// 503; also how long a shutdown waits for in-flight requests.
     pub request_timeout: Duration,
     /// Requests served at once; more are refused at once with 503 and `Retry-After`.
     pub max_concurrent_requests: usize,

@@ -299,8 +299,15 @@ mod tests {
             allocated < 24,
             "memory was reused: {allocated} sets for 24 hashes"
         );
-        let idle = arena.in_flight.load(Ordering::Acquire) == 0;
-        let kept = arena.free.lock().unwrap().len();
-        assert!(!idle || kept == 0, "{kept} sets kept while idle");
+        // Once no hash runs or waits (other tests of this binary may still be hashing), the
+        // pool is empty.
+        let started = std::time::Instant::now();
+        while !arena.free.lock().unwrap().is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "block sets are still kept after the burst"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }

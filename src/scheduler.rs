@@ -53,7 +53,7 @@ struct Due {
 /// What firing a row came to.
 enum Outcome {
     Done(Option<String>),
-    Retry { at: i64, error: String },
+    Retry { error: String },
 }
 
 /// The running scheduler of this process.
@@ -156,16 +156,16 @@ pub(crate) async fn round(
         }
         let (pool, jobs, owner) = (pool.clone(), Arc::clone(jobs), owner.to_owned());
         long_jobs.spawn(async move {
-            let outcome = fire(&jobs, &due, now).await;
-            if let Err(e) = record(&pool, &owner, std::slice::from_ref(&due), vec![outcome], now).await
+            let outcome = fire(&jobs, &due).await;
+            if let Err(e) = record(&pool, &owner, std::slice::from_ref(&due), vec![outcome]).await
             {
                 tracing::error!(error = format!("{e:#}"), row = %due.id, "cannot record a nightly job");
             }
         });
     }
     if !short.is_empty() {
-        let outcomes = join_all(short.iter().map(|due| fire(jobs, due, now))).await;
-        record(pool, owner, &short, outcomes, now).await?;
+        let outcomes = join_all(short.iter().map(|due| fire(jobs, due))).await;
+        record(pool, owner, &short, outcomes).await?;
     }
     Ok(count)
 }
@@ -232,8 +232,8 @@ async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
     })
 }
 
-/// Fires one claimed row; `now` is the database's instant of the round (for the backoff).
-async fn fire(jobs: &Jobs, due: &Due, now: i64) -> Outcome {
+/// Fires one claimed row.
+async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
     // Counts executions (not outcomes): a row fired twice shows here twice.
     metrics::counter!("openrun_schedule_fired_total", "kind" => due.kind.clone()).increment(1);
     let commands = &jobs.commands;
@@ -281,10 +281,7 @@ async fn fire(jobs: &Jobs, due: &Due, now: i64) -> Outcome {
     };
     match result {
         Ok(note) => Outcome::Done(note),
-        Err(error) => Outcome::Retry {
-            at: retry_at(now, due.attempts),
-            error,
-        },
+        Err(error) => Outcome::Retry { error },
     }
 }
 
@@ -409,8 +406,10 @@ async fn record(
     owner: &str,
     claimed: &[Due],
     outcomes: Vec<Outcome>,
-    now: i64,
 ) -> anyhow::Result<()> {
+    // The database's instant once the work is done (a long job's backoff starts when it
+    // failed, not when it was claimed).
+    let now = store::database_now(pool).await?;
     let done = format!(
         "UPDATE {TABLE} SET status = 'done', closed_at = ?, last_error = ?, claimed_by = NULL \
          WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
@@ -423,9 +422,9 @@ async fn record(
     for (due, outcome) in claimed.iter().zip(outcomes) {
         let (sql, at, note) = match outcome {
             Outcome::Done(note) => (&done, now, note),
-            Outcome::Retry { at, error } => {
+            Outcome::Retry { error } => {
                 tracing::warn!(row = %due.id, attempts = due.attempts + 1, error = %error, "scheduled transition failed; will retry");
-                (&retry, at, Some(error))
+                (&retry, retry_at(now, due.attempts), Some(error))
             }
         };
         match &mut tx {

@@ -41,6 +41,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// Timeouts and the bound on concurrent requests.
+    pub http: crate::config::HttpLimits,
 }
 
 /// A built application: connected, migrated, listening, not yet serving.
@@ -86,6 +88,7 @@ impl Application {
             members,
             auth,
             trusted_proxies: config.trusted_proxies.clone().into(),
+            http: config.http,
         };
         Ok(Self {
             listener,

@@ -288,7 +288,11 @@ impl GroupCommitter {
             .map_err(|_| EventStoreError::ShuttingDown)?;
         self.accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        answer.await.map_err(|_| EventStoreError::ShuttingDown)?
+        // Once accepted, the append may be in a batch that committed: a writer that went away
+        // without answering leaves the outcome unknown, never "not written".
+        answer
+            .await
+            .map_err(|_| EventStoreError::OutcomeUnknown(Arc::new(sqlx::Error::WorkerCrashed)))?
     }
 
     /// Appends taken onto the queue so far (each will be written, even across a shutdown).

@@ -29,7 +29,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
                 "invalid-body",
                 "Invalid body",
             )
-            .with_detail("the body must be JSON, sent as application/json"));
+            .with_detail("the body must be JSON, sent as application/json")
+            .closing());
         }
         let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(bytes) => bytes,
@@ -39,9 +40,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
                     "body-too-large",
                     "Body too large",
                 )
-                .with_detail("the body is larger than this endpoint accepts"));
+                .with_detail("the body is larger than this endpoint accepts")
+                .closing());
             }
-            Err(_) => return Err(invalid("the body could not be read".into())),
+            // The body stopped arriving (the request timeout) or the client went away.
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-timeout",
+                    "Body not received",
+                )
+                .with_detail("the body did not arrive in time")
+                .closing());
+            }
         };
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(invalid("the body must be a JSON object".into()));

@@ -83,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(auth::sessions))
         .routes(routes!(auth::end_session))
         .split_for_parts();
-    api_routes
+    let routes = api_routes
         .merge(
             SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi::exact(&api)),
         )
@@ -97,7 +97,9 @@ pub fn router(state: AppState) -> Router {
                 "Method not allowed",
             )
             .with_detail("this path does not accept that method")
-        })
+        });
+    // Inside the request-id and trace layers: a refusal there carries a request id too.
+    server::with_limits(routes, state.http)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -5,7 +5,8 @@
 //! - Every problem body is `application/problem+json` (the handlers name the `Problem`
 //!   schema; this fixes the media type in one place).
 //! - Operations with parameters or a body can answer 400 (malformed query, path or body);
-//!   those with a body 413 (too large) and 415 (not JSON); signed-in ones 401 and 403.
+//!   those with a body 408 (it did not arrive in time), 413 (too large) and 415 (not JSON);
+//!   signed-in ones 401 and 403.
 //! - Every operation can answer 503 (load shed or too slow, with `Retry-After`), and every API
 //!   operation 500.
 
@@ -85,6 +86,10 @@ fn complete(path: &str, operation: &mut Map<String, Value>) {
             problem("The body is larger than this endpoint accepts"),
         );
         add("415", problem("The body is not JSON"));
+        add(
+            "408",
+            problem("The body did not arrive within the request timeout"),
+        );
     }
     if signed_in {
         add("401", problem("No valid access token"));
@@ -155,7 +160,7 @@ mod tests {
                 .is_none()
         );
         assert!(responses["429"]["headers"]["Retry-After"].is_object());
-        for status in ["400", "401", "403", "413", "415", "500", "503"] {
+        for status in ["400", "401", "403", "408", "413", "415", "500", "503"] {
             assert!(
                 responses[status]["content"][PROBLEM_TYPE].is_object(),
                 "{status}"

@@ -24,6 +24,10 @@ pub struct Problem {
     /// Seconds until a rate-limited request may be retried (sent as `Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// Answered before the request's body was read: the connection closes after the answer
+    /// (`Connection: close`), so no client sends its next request after an unread body.
+    #[serde(skip)]
+    pub close: bool,
 }
 
 impl Problem {
@@ -36,6 +40,7 @@ impl Problem {
             detail: None,
             errors: Vec::new(),
             retry_after: None,
+            close: false,
         }
     }
 
@@ -100,6 +105,12 @@ impl Problem {
         )
     }
 
+    /// Closes the connection after this answer (the request's body was not read).
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// Adds the case-specific explanation.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
@@ -131,6 +142,11 @@ impl IntoResponse for Problem {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

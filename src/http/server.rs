@@ -1,14 +1,18 @@
 //! The HTTP server loop: hyper's HTTP/1.1 connection driver with the limits a public shop
-//! needs, which `axum::serve` does not expose.
+//! needs, which `axum::serve` does not expose, and the request limits the router applies.
 //!
 //! - A connection that has not sent a whole request head within the header timeout is closed:
 //!   a new one that sends nothing or half a header (slowloris), and a kept-alive one left idle
 //!   between requests.
-//! - A request not answered within the request timeout (reading its body included) gets 503.
+//! - A body that has not arrived within the request timeout is refused (408). A safe request
+//!   (`GET`, `HEAD`, `OPTIONS`) not answered within it gets 503. A request that changes
+//!   something is never cut off once its body is in: dropping it half-way could leave a
+//!   committed change answered as "try again".
 //! - At most a configured number of requests are served at once; one more is refused at once
-//!   with 503 and `Retry-After`, instead of queueing without end.
+//!   with 503 and `Retry-After`, instead of queueing without end. Health, readiness and
+//!   metrics are never refused, so probes see the process as alive under load.
 //! - On shutdown the listener closes, idle connections are closed, and in-flight requests
-//!   finish.
+//!   finish, for at most the request timeout.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +43,6 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = with_limits(router, limits);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -73,15 +76,25 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.request_timeout) => {
+            tracing::warn!("connections still open after the grace period; leaving them");
+        }
+    }
     Ok(())
 }
 
-/// The request timeout and the bound on concurrent requests, outermost first.
-fn with_limits(router: Router, limits: HttpLimits) -> Router {
+/// The timeouts and the bound on concurrent requests. The router applies them inside its
+/// request-id and tracing layers, so their answers carry a request id too.
+pub fn with_limits<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    limits: HttpLimits,
+) -> Router<S> {
     let permits = Arc::new(Semaphore::new(limits.max_concurrent_requests));
     let timeout = limits.request_timeout;
     router
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(timeout))
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| timed(timeout, request, next),
         ))
@@ -90,7 +103,13 @@ fn with_limits(router: Router, limits: HttpLimits) -> Router {
         ))
 }
 
+/// Paths that are answered whatever the load: the probes and the metrics.
+const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 async fn shed(permits: Arc<Semaphore>, request: Request, next: Next) -> Response {
+    if NEVER_SHED.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let Ok(_permit) = permits.try_acquire_owned() else {
         metrics::counter!("openrun_http_shed_total").increment(1);
         return Problem::unavailable(
@@ -103,6 +122,9 @@ async fn shed(permits: Arc<Semaphore>, request: Request, next: Next) -> Response
 }
 
 async fn timed(timeout: Duration, request: Request, next: Next) -> Response {
+    if !request.method().is_safe() {
+        return next.run(request).await;
+    }
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

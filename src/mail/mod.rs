@@ -57,7 +57,9 @@ pub struct FileMailer {
 #[async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, message: Message) -> anyhow::Result<()> {
-        // The outbox holds live verification links: only the service's user may read it.
+        // The outbox holds live verification links: only the service's user may enter it,
+        // and that holds before a message is written (the file itself gets the umask's mode
+        // from lettre, then 0600).
         let mut dir = tokio::fs::DirBuilder::new();
         dir.recursive(true);
         #[cfg(unix)]
@@ -65,6 +67,13 @@ impl Mailer for FileMailer {
         dir.create(&self.dir)
             .await
             .with_context(|| format!("cannot create the outbox {}", self.dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+                .await
+                .context("cannot restrict the outbox")?;
+        }
         let id = self
             .transport
             .send(message)
@@ -73,13 +82,13 @@ impl Mailer for FileMailer {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let private = std::fs::Permissions::from_mode(0o600);
-            tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-                .await
-                .context("cannot restrict the outbox")?;
-            tokio::fs::set_permissions(self.dir.join(format!("{id}.eml")), private)
-                .await
-                .context("cannot restrict the message file")?;
+            let file = self.dir.join(format!("{id}.eml"));
+            // The message is written: a failure here is no failure to send.
+            if let Err(e) =
+                tokio::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).await
+            {
+                tracing::warn!(error = %e, "cannot restrict a message file of the outbox");
+            }
         }
         Ok(())
     }

@@ -327,6 +327,11 @@ pub async fn use_verification_token(
     })
 }
 
+/// Takes the member row's lock inside a transaction (a no-op update: a row lock on MySQL; on
+/// SQLite the transaction is the single writer already), so that concurrent address changes
+/// of one member run one after the other and see each other's default.
+const LOCK_MEMBER: &str = "UPDATE members SET address_count = address_count WHERE id = ?";
+
 /// Keeps "a member with addresses has a default one": inside the transaction `$tx`, when none
 /// of `$member`'s addresses is the default, the oldest becomes it. Evaluates to the id it made
 /// the default, if any.
@@ -347,10 +352,13 @@ macro_rules! ensure_default {
             .fetch_optional(&mut *$tx)
             .await?;
             if let Some(id) = &promoted {
-                sqlx::query("UPDATE addresses SET is_default = TRUE WHERE id = ?")
+                let set = sqlx::query("UPDATE addresses SET is_default = TRUE WHERE id = ?")
                     .bind(id)
                     .execute(&mut *$tx)
                     .await?;
+                if set.rows_affected() != 1 {
+                    return Err(sqlx::Error::RowNotFound);
+                }
             }
         }
         promoted
@@ -424,6 +432,7 @@ pub async fn update_address(db: &Database, a: &mut AddressRow) -> Result<bool, s
                is_default = ? WHERE member_id = ? AND id = ?";
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
+        sqlx::query(LOCK_MEMBER).bind(&a.member_id).execute(&mut *tx).await?;
         if a.is_default {
             sqlx::query(undefault).bind(&a.member_id).execute(&mut *tx).await?;
         }
@@ -447,6 +456,7 @@ pub async fn delete_address(db: &Database, member_id: &str, id: &str) -> Result<
     let release = "UPDATE members SET address_count = address_count - 1 WHERE id = ?";
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
+        sqlx::query(LOCK_MEMBER).bind(member_id).execute(&mut *tx).await?;
         let found = sqlx::query(delete).bind(member_id).bind(id)
             .execute(&mut *tx).await?.rows_affected() == 1;
         if found {
