@@ -3,10 +3,8 @@
 //! process. The hourly budget of failed logins per account ([`Limiter::count_attempt`]) is
 //! kept in the same place, shared the same way.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -85,19 +83,40 @@ enum Backend {
 /// The limits kept in this process.
 struct Local {
     limiters: [DefaultKeyedRateLimiter<String>; RATES],
-    attempts: Mutex<Attempts>,
+    /// Password attempts per account in the current window: (start, window, count). An entry
+    /// leaves when its window ends; past [`MAX_COUNTED_ACCOUNTS`] the least recently counted
+    /// go, so a flood of distinct login ids cannot grow it without bound.
+    attempts: moka::sync::Cache<String, (Instant, Duration, u32)>,
 }
 
-/// Password attempts per account in the current window.
-#[derive(Default)]
-struct Attempts {
-    map: HashMap<String, (Instant, Duration, u32)>,
-    swept: Option<Instant>,
+/// An attempt entry lives until its window ends.
+struct WindowExpiry;
+
+impl moka::Expiry<String, (Instant, Duration, u32)> for WindowExpiry {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        (start, window, _): &(Instant, Duration, u32),
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(window.saturating_sub(now.saturating_duration_since(*start)))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        value: &(Instant, Duration, u32),
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, now)
+    }
 }
 
 /// At most this many accounts have their attempts counted at once in process memory (about
-/// 10 MB). Under a flood of distinct login ids the older half is forgotten, rather than
-/// letting the map grow without bound or leaving new accounts uncounted.
+/// 10 MB). Under a flood of distinct login ids the least recently counted are forgotten (LRU:
+/// every new account is admitted, so none is left uncounted), rather than letting the map
+/// grow without bound.
 const MAX_COUNTED_ACCOUNTS: usize = 100_000;
 
 /// Atomically: count an attempt unless the budget (ARGV[1]) is spent; the window (ARGV[2],
@@ -155,7 +174,11 @@ impl Limiter {
         let rates = rates(limits);
         let local = Local {
             limiters: rates.map(|r| DefaultKeyedRateLimiter::keyed(r.quota())),
-            attempts: Mutex::default(),
+            attempts: moka::sync::Cache::builder()
+                .max_capacity(MAX_COUNTED_ACCOUNTS as u64)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .expire_after(WindowExpiry)
+                .build(),
         };
         Self {
             rates,
@@ -265,44 +288,25 @@ impl Limiter {
     ) -> anyhow::Result<Result<(), Duration>> {
         match &self.backend {
             Backend::Local(local) => {
-                let mut attempts = local
-                    .attempts
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("the attempt map was poisoned"))?;
                 let now = Instant::now();
-                if !attempts.map.contains_key(account) && attempts.map.len() >= MAX_COUNTED_ACCOUNTS
-                {
-                    if attempts
-                        .swept
-                        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
-                    {
-                        attempts
-                            .map
-                            .retain(|_, (start, window, _)| start.elapsed() < *window);
-                        attempts.swept = Some(now);
-                    }
-                    if attempts.map.len() >= MAX_COUNTED_ACCOUNTS {
-                        // Still full (a flood of distinct login ids): forget the older half, so that
-                        // every account keeps being counted, each for a shorter memory.
-                        let mut starts: Vec<Instant> = attempts.map.values().map(|e| e.0).collect();
-                        let middle = starts.len() / 2;
-                        let (_, cut, _) = starts.select_nth_unstable(middle);
-                        let cut = *cut;
-                        attempts.map.retain(|_, (start, _, _)| *start > cut);
-                    }
-                }
-                let entry = attempts
-                    .map
+                let mut outcome = Ok(());
+                // One entry is read and written atomically: parallel guesses are each counted.
+                local
+                    .attempts
                     .entry(account.to_owned())
-                    .or_insert((now, window, 0));
-                if entry.0.elapsed() >= entry.1 {
-                    *entry = (now, window, 0);
-                }
-                if entry.2 >= max {
-                    return Ok(Err(entry.1.saturating_sub(entry.0.elapsed())));
-                }
-                entry.2 += 1;
-                Ok(Ok(()))
+                    .and_upsert_with(|entry| {
+                        let (start, window, count) = match entry.map(|e| e.into_value()) {
+                            Some((start, w, count)) if start.elapsed() < w => (start, w, count),
+                            _ => (now, window, 0),
+                        };
+                        if count >= max {
+                            outcome = Err(window.saturating_sub(start.elapsed()));
+                            (start, window, count)
+                        } else {
+                            (start, window, count + 1)
+                        }
+                    });
+                Ok(outcome)
             }
             Backend::Redis {
                 conn,
@@ -330,13 +334,15 @@ impl Limiter {
     pub async fn forgive_attempt(&self, account: &str) -> anyhow::Result<()> {
         match &self.backend {
             Backend::Local(local) => {
-                let mut attempts = local
+                local
                     .attempts
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("the attempt map was poisoned"))?;
-                if let Some(entry) = attempts.map.get_mut(account) {
-                    entry.2 = entry.2.saturating_sub(1);
-                }
+                    .entry(account.to_owned())
+                    .and_compute_with(|entry| match entry.map(|e| e.into_value()) {
+                        Some((start, window, count)) => {
+                            moka::ops::compute::Op::Put((start, window, count.saturating_sub(1)))
+                        }
+                        None => moka::ops::compute::Op::Nop,
+                    });
                 Ok(())
             }
             Backend::Redis {

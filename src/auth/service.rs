@@ -6,9 +6,8 @@
 //! in-memory cache in front of the token store (sessions ended by this process are known at
 //! once; a session ended by another process is noticed within [`SESSION_CHECK_TTL`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -99,8 +98,38 @@ pub struct AuthService {
     /// Rate limits of this process.
     pub limiter: Limiter,
     refresh_ttl: Duration,
-    live: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Session liveness by session id: a live answer is trusted for [`SESSION_CHECK_TTL`], an
+    /// ended one for the access-token lifetime (a token of it has expired by then).
+    live: moka::sync::Cache<String, bool>,
 }
+
+/// How long each liveness answer is kept.
+struct LivenessExpiry {
+    ended_for: Duration,
+}
+
+impl moka::Expiry<String, bool> for LivenessExpiry {
+    fn expire_after_create(&self, _: &String, live: &bool, _: Instant) -> Option<Duration> {
+        Some(if *live {
+            SESSION_CHECK_TTL
+        } else {
+            self.ended_for
+        })
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        live: &bool,
+        at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, live, at)
+    }
+}
+
+/// Most session answers kept in memory.
+const MAX_CACHED_SESSIONS: u64 = 100_000;
 
 impl AuthService {
     /// Wires the pieces together.
@@ -113,11 +142,14 @@ impl AuthService {
     ) -> Self {
         Self {
             db,
-            jwt,
             store,
             limiter,
             refresh_ttl,
-            live: Mutex::new(HashMap::new()),
+            live: moka::sync::Cache::builder()
+                .max_capacity(MAX_CACHED_SESSIONS)
+                .expire_after(LivenessExpiry { ended_for: jwt.ttl })
+                .build(),
+            jwt,
         }
     }
 
@@ -231,15 +263,9 @@ impl AuthService {
             .jwt
             .verify(access_token)
             .ok_or(AuthError::InvalidToken)?;
-        let cached = self
-            .live
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&claims.sid).copied());
-        let live = match cached {
-            Some((false, _)) => false,
-            Some((true, at)) if at.elapsed() < SESSION_CHECK_TTL => true,
-            _ => {
+        let live = match self.live.get(&claims.sid) {
+            Some(live) => live,
+            None => {
                 let live = self.store.is_active(&claims.sid).await?;
                 self.remember(&claims.sid, live);
                 live
@@ -256,14 +282,7 @@ impl AuthService {
     }
 
     fn remember(&self, session_id: &str, live: bool) {
-        if let Ok(mut map) = self.live.lock() {
-            if map.len() > 100_000 {
-                // Ended sessions' tokens expire within the access-token lifetime anyway.
-                let keep = self.jwt.ttl;
-                map.retain(|_, (_, at)| at.elapsed() < keep);
-            }
-            map.insert(session_id.to_owned(), (live, Instant::now()));
-        }
+        self.live.insert(session_id.to_owned(), live);
     }
 
     fn mark_ended(&self, ids: &[String]) {

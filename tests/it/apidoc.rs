@@ -65,6 +65,8 @@ async fn run(app: &TestApp, token: &str, filter: &[&str], signed_in: bool) {
             .args(["--request-timeout", "30", "--header", &auth])
             .args(&filter)
             .env("NO_COLOR", "1")
+            // Its cache goes to a directory of the run, not the work tree.
+            .current_dir(std::env::temp_dir())
             .output()
             .expect("python3 -m schemathesis.cli (scripts/install-test-deps.sh)")
     })
