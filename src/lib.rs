@@ -18,6 +18,7 @@
 //! - [`http`]: the HTTP API, one module per resource.
 //! - [`projections`]: the read models this service runs (machinery in `openrun-projections`).
 //! - [`ops`]: operator commands: replay a stream, audit the log, projection status and rebuild.
+//! - [`redis`]: the shared Redis connection and key naming (prefix, hash tags).
 //! - [`scheduler`]: fires due timed transitions of the durable schedule.
 //! - [`startup`]: building and running the application.
 //! - [`cli`]: the `openrun` command line.
@@ -37,6 +38,7 @@ pub mod members;
 pub mod ops;
 pub mod password;
 pub mod projections;
+pub mod redis;
 pub mod scheduler;
 pub mod startup;
 pub mod telemetry;

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::auth::AuthService;
 use crate::auth::jwt::Jwt;
 use crate::auth::ratelimit::Limiter;
-use crate::auth::tokens::{MemoryTokenStore, RedisTokenStore, TokenStore, redis_connection};
+use crate::auth::tokens::{MemoryTokenStore, RedisTokenStore, TokenStore};
 use crate::clock::SharedClock;
 use crate::commands::Commands;
 use crate::config::Config;
@@ -139,7 +139,7 @@ pub async fn members_and_auth(
     let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis_url {
         Some(url) => {
             // One connection for sessions and limits.
-            let conn = redis_connection(url.expose_secret()).await?;
+            let conn = crate::redis::connect(url.expose_secret()).await?;
             let prefix = &config.redis_key_prefix;
             (
                 Arc::new(RedisTokenStore::new(conn.clone(), prefix)),

@@ -13,8 +13,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use redis::aio::ConnectionManager;
 
-use super::tokens::redis_connection;
-
 use crate::config::RateLimits;
 
 /// Refused: try again after this long.
@@ -191,7 +189,11 @@ impl Limiter {
     /// Limiters with the configured quotas, in the Redis at `url` under `prefix`, shared by
     /// every process.
     pub async fn shared(limits: &RateLimits, url: &str, prefix: &str) -> anyhow::Result<Self> {
-        Ok(Self::on_redis(limits, redis_connection(url).await?, prefix))
+        Ok(Self::on_redis(
+            limits,
+            crate::redis::connect(url).await?,
+            prefix,
+        ))
     }
 
     /// The same on an open Redis connection (shared with the token store).

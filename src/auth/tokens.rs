@@ -211,14 +211,6 @@ impl TokenStore for MemoryTokenStore {
     }
 }
 
-/// A connection to the Redis at `url`; the manager reconnects by itself afterwards.
-pub async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-    ConnectionManager::new(client)
-        .await
-        .context("cannot connect to Redis (REDIS_URL)")
-}
-
 /// The Redis store. Keys (under the configured prefix): `session:{id}` a hash (member_id,
 /// device, created_at, last_used_at, refresh = current hash), `rotated:{id}` the set of
 /// rotated hashes, `member:{id}:sessions` the set of a member's session ids. Every key
@@ -256,7 +248,7 @@ return {'unknown'}
 impl RedisTokenStore {
     /// Connects (the connection manager reconnects by itself afterwards).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        Ok(Self::new(redis_connection(url).await?, prefix))
+        Ok(Self::new(crate::redis::connect(url).await?, prefix))
     }
 
     /// The store on an open connection (shared with the rate limits).

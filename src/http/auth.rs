@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{AppJson, AppPath, ClientAddr};
+use super::identity::Auth;
 use super::problem::Problem;
 use crate::auth::ratelimit::LimitError;
 use crate::auth::tokens::Session;
-use crate::auth::{Auth, AuthError, TokenPair};
+use crate::auth::{AuthError, TokenPair};
 use crate::startup::AppState;
 
 impl From<AuthError> for Problem {

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{AppJson, AppPath, AppQuery, ClientAddr};
+use super::identity::{Admin, Auth, Basic};
 use super::problem::Problem;
-use crate::auth::{Admin, Auth, Basic};
 use crate::members::service::{
     Address, AddressInput, Profile, ProfilePatch, RoleChanged, SignUp, SignedUp,
 };

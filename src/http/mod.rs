@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod extract;
 pub mod health;
+pub mod identity;
 pub mod members;
 pub mod observability;
 pub mod openapi;

@@ -1,6 +1,6 @@
-//! The authenticated caller, from `Authorization: Bearer <access token>`. `Auth<R>` enforces
-//! the least role `R` a handler needs: no or an invalid token is 401, a lower role 403. Ids and
-//! roles only ever come from here, never from a request body.
+//! The authenticated caller at the HTTP edge, from `Authorization: Bearer <access token>`.
+//! `Auth<R>` enforces the least role `R` a handler needs: no or an invalid token is 401, a
+//! lower role 403. Ids and roles only ever come from here, never from a request body.
 
 use std::marker::PhantomData;
 
@@ -8,20 +8,10 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use crate::http::problem::Problem;
+use super::problem::Problem;
+use crate::auth::Identity;
 use crate::members::Role;
 use crate::startup::AppState;
-
-/// Who is calling.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The member id (the token's `sub`).
-    pub member_id: String,
-    /// The device session of the token.
-    pub session_id: String,
-    /// The role at issue time.
-    pub role: Role,
-}
 
 /// The least role an endpoint needs.
 pub trait MinRole: Send + Sync + 'static {
