@@ -245,6 +245,8 @@ enum Msg {
 pub(crate) struct GroupCommitter {
     queue: mpsc::Sender<Msg>,
     accepted: std::sync::atomic::AtomicU64,
+    /// Batches the writers have taken off the queue so far.
+    batches: Arc<std::sync::atomic::AtomicU64>,
     head: Arc<watch::Sender<u64>>,
     writers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -256,12 +258,14 @@ impl GroupCommitter {
         let rx = Arc::new(Mutex::new(rx));
         let head = Arc::new(watch::Sender::new(0));
         let max_batch = config.max_batch_events.max(1);
+        let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writers = (0..config.writers.max(1))
             .map(|_| {
                 tokio::spawn(run_writer(
                     Arc::clone(&writer),
                     Arc::clone(&rx),
                     Arc::clone(&head),
+                    Arc::clone(&batches),
                     max_batch,
                 ))
             })
@@ -269,6 +273,7 @@ impl GroupCommitter {
         Self {
             queue,
             accepted: std::sync::atomic::AtomicU64::new(0),
+            batches,
             head,
             writers: std::sync::Mutex::new(writers),
         }
@@ -300,6 +305,11 @@ impl GroupCommitter {
         self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Batches taken off the queue by the writers so far (each is being or was written).
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
@@ -326,9 +336,11 @@ async fn run_writer<W: BatchWriter>(
     writer: Arc<W>,
     rx: Arc<Mutex<mpsc::Receiver<Msg>>>,
     head: Arc<watch::Sender<u64>>,
+    batches: Arc<std::sync::atomic::AtomicU64>,
     max_batch: usize,
 ) {
     while let Some(batch) = next_batch(&rx, max_batch).await {
+        batches.fetch_add(1, std::sync::atomic::Ordering::Release);
         let started = Instant::now();
         let events: usize = batch.iter().map(|p| p.events.len()).sum();
         let result = writer.write_batch(&batch).await;

@@ -59,6 +59,12 @@ impl SqliteEventStore {
         self.committer.accepted()
     }
 
+    /// Batches the writers have taken off the queue so far: a test's way to know that the
+    /// appends it made are in a batch rather than still queued.
+    pub fn batches_begun(&self) -> u64 {
+        self.committer.batches()
+    }
+
     /// Runs one append in a transaction the caller commits or drops. While it is open it holds
     /// SQLite's write lock, so every other append waits for it. Meant for tests and tools
     /// that need to hold a position open; services use [`EventStore::append`].

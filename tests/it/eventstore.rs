@@ -519,6 +519,7 @@ async fn a_conflict_in_a_later_statement_of_a_large_batch_undoes_only_itself(bac
         .store
         .begin_append(stream("held"), vec![event("Held", 0)])
         .await;
+    let (batches, accepted) = (f.store.batches_begun(), f.store.accepted_appends());
     let first = {
         let s = Arc::clone(&f.events);
         tokio::spawn(async move {
@@ -531,7 +532,10 @@ async fn a_conflict_in_a_later_statement_of_a_large_batch_undoes_only_itself(bac
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The writer took `first` as a batch of its own and waits for the lock.
+    f.store
+        .until("the first batch", |s| s.batches_begun() == batches + 1)
+        .await;
     let big = {
         let s = Arc::clone(&f.events);
         let events: Vec<EventData> = (0..600).map(|n| event("Big", n)).collect();
@@ -545,7 +549,11 @@ async fn a_conflict_in_a_later_statement_of_a_large_batch_undoes_only_itself(bac
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    f.store
+        .until("the big append queued", |s| {
+            s.accepted_appends() == accepted + 2
+        })
+        .await;
     let clash = {
         let s = Arc::clone(&f.events);
         tokio::spawn(async move {
@@ -558,7 +566,9 @@ async fn a_conflict_in_a_later_statement_of_a_large_batch_undoes_only_itself(bac
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    f.store
+        .until("the clash queued", |s| s.accepted_appends() == accepted + 3)
+        .await;
     held.commit().await.unwrap();
     first.await.unwrap().unwrap();
     let big = big.await.unwrap().unwrap();
@@ -746,9 +756,9 @@ async fn shutdown_commits_accepted_appends_and_refuses_new_ones(backend: Backend
             })
         })
         .collect();
-    while f.store.accepted_appends() < 100 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    f.store
+        .until("100 appends queued", |s| s.accepted_appends() >= 100)
+        .await;
     let shutdown = tokio::spawn({
         let events = Arc::clone(&f.events);
         async move { events.shutdown().await }

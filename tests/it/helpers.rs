@@ -167,6 +167,25 @@ impl Store {
         }
     }
 
+    pub fn batches_begun(&self) -> u64 {
+        match self {
+            Self::MySql(s) => s.batches_begun(),
+            Self::Sqlite(s) => s.batches_begun(),
+        }
+    }
+
+    /// Waits (30 s at most) until `done` holds of this store.
+    pub async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let started = std::time::Instant::now();
+        while !done(self) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     pub fn dyn_store(&self) -> Arc<dyn EventStore> {
         match self {
             Self::MySql(s) => s.clone(),
