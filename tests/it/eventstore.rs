@@ -638,6 +638,7 @@ async fn a_follower_never_skips_an_event_committed_after_a_held_earlier_position
         .begin_append(stream("held"), vec![event("Held", 0)])
         .await;
     assert_eq!(held.outcome().positions, 4..=4);
+    let (accepted, batches) = (f.store.accepted_appends(), f.store.batches_begun());
     // Twenty later appends are made while it is open.
     let later: Vec<_> = (0..20u64)
         .map(|i| {
@@ -656,7 +657,13 @@ async fn a_follower_never_skips_an_event_committed_after_a_held_earlier_position
     // A follower running meanwhile sees nothing past the committed prefix: no later event can
     // become visible ahead of the held one.
     let follower = tokio::spawn(follow(Arc::clone(&f.events), 0, 24));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the point where one could show: all twenty are queued and the writers are at work
+    // on them (waiting behind the held one's lock).
+    f.store
+        .until("the later appends in a batch", |s| {
+            s.accepted_appends() == accepted + 20 && s.batches_begun() > batches
+        })
+        .await;
     let visible = read_everything(f.events.as_ref()).await;
     assert_eq!(
         visible

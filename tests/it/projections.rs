@@ -158,6 +158,7 @@ async fn a_projection_never_skips_an_append_committed_after_a_held_earlier_one(b
         .store
         .begin_append(StreamRef::new("order", "held"), vec![event("Held", 0)])
         .await;
+    let (accepted, batches) = (f.store.accepted_appends(), f.store.batches_begun());
     let later: Vec<_> = (0..10u64)
         .map(|i| {
             let s = Arc::clone(&f.events);
@@ -173,7 +174,12 @@ async fn a_projection_never_skips_an_append_committed_after_a_held_earlier_one(b
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Every later append is queued and the writers are at work on them, behind the held one.
+    f.store
+        .until("the later appends in a batch", |s| {
+            s.accepted_appends() == accepted + 10 && s.batches_begun() > batches
+        })
+        .await;
     held.commit().await.unwrap();
     for task in later {
         task.await.unwrap();
