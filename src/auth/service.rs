@@ -182,14 +182,22 @@ impl AuthService {
             self.limiter.forgive_attempt(account).await?;
         }
         let member = member.ok_or(AuthError::InvalidCredentials)?;
+        // Shown in the session list: no control or reordering characters (a name such as
+        // "iPhone\u{202E}gnp.exe" would read as another), and not invisible.
         let device: String = device
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .unwrap_or("unnamed device")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(DEVICE_NAME_MAX)
-            .collect();
+            .map(|d| {
+                d.chars()
+                    .filter(|c| {
+                        !c.is_control()
+                            && !matches!(c, '\u{2028}' | '\u{2029}')
+                            && !crate::members::validation::is_bidi_control(*c)
+                    })
+                    .take(DEVICE_NAME_MAX)
+                    .collect::<String>()
+            })
+            .filter(|d| !d.chars().all(crate::members::validation::is_invisible))
+            .map(|d| d.trim().to_owned())
+            .unwrap_or_else(|| "unnamed device".to_owned());
         let now = Utc::now();
         let session = Session {
             id: uuid::Uuid::now_v7().to_string(),

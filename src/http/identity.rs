@@ -47,7 +47,12 @@ impl<R: MinRole> FromRequestParts<AppState> for Auth<R> {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme's name is case-insensitive (RFC 9110, section 11.1).
+            .and_then(|v| {
+                v.split_once(' ')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, token)| token)
+            })
             .ok_or_else(Problem::unauthorized)?;
         let identity = state.auth.authenticate(token.trim()).await?;
         if identity.role < R::ROLE {

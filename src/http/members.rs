@@ -176,7 +176,8 @@ pub async fn update_me(
 
 /// Changes the caller's password (the current one is required) and ends every other session.
 #[utoipa::path(put, path = "/v1/members/me/password", tag = "members", security(("bearer" = [])), request_body = PasswordChange,
-    responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "Too many attempts at the current password")))]
 pub async fn change_password(
     State(state): State<AppState>,
     Auth(me, _): Auth,

@@ -136,10 +136,15 @@ async fn drop_unusable_request_id(mut request: Request) -> Request {
 /// API answers are about one member (profiles, tokens, orders): no cache may keep them
 /// (RFC 6749 section 5.1 asks it of token responses).
 async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
-    response
-        .headers_mut()
+    let headers = response.headers_mut();
+    headers
         .entry(axum::http::header::CACHE_CONTROL)
         .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    // No browser guesses another type than the one sent.
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     response
 }
 

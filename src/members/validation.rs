@@ -79,16 +79,43 @@ pub fn password(value: &str, login_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Bidirectional formatting characters: they reorder how the text around a name displays
-/// (a name could make an order page read differently from what it says).
-fn is_bidi_control(c: char) -> bool {
+/// Bidirectional formatting characters: they reorder how the text around them displays (a
+/// name could make an order page read differently from what it says, a device name fake a
+/// file name).
+pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that show nothing: a name made only of these (and spaces) is blank.
-fn is_invisible(c: char) -> bool {
+/// Characters that show nothing on their own: spaces, zero-width and joining characters,
+/// fillers (the Hangul ones among them), variation selectors, tags, and combining marks
+/// (which only show on a letter). A text made only of these is blank.
+pub fn is_invisible(c: char) -> bool {
     c.is_whitespace()
-        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}'
+            | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}'
+            // Combining diacritical marks (basic, extended, supplement, for symbols, half marks).
+            | '\u{0300}'..='\u{036F}' | '\u{1AB0}'..='\u{1AFF}' | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}' | '\u{FE20}'..='\u{FE2F}')
+}
+
+/// Control characters and the line and paragraph separators: no one-line text holds them.
+fn is_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// The rules every one-line text a member types shares (names, address lines, device names):
+/// no control characters, no bidirectional formatting.
+fn plain(text: &str) -> Result<(), String> {
+    if text.chars().any(is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if text.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional formatting characters".into());
+    }
+    Ok(())
 }
 
 /// A name: 1 to 50 characters after trimming, with something visible, no control or
@@ -98,15 +125,10 @@ pub fn name(value: &str) -> Result<String, String> {
     if trimmed.chars().all(is_invisible) {
         return Err("must not be blank".into());
     }
-    if trimmed.chars().any(is_bidi_control) {
-        return Err("must not contain bidirectional formatting characters".into());
-    }
     if trimmed.chars().count() > NAME_MAX {
         return Err(format!("must be at most {NAME_MAX} characters"));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
+    plain(trimmed)?;
     Ok(trimmed.to_owned())
 }
 
@@ -153,6 +175,11 @@ pub fn email(value: &str) -> Result<String, String> {
     if !domain.contains('.') || domain.starts_with('[') || domain.ends_with('.') {
         return Err("must have a domain such as example.com".into());
     }
+    // A quoted local part (`"john"@example.com`) reaches the mailbox of the unquoted one: it
+    // would let one mailbox hold many accounts.
+    if parsed.local_part().starts_with('"') {
+        return Err(SHAPE.into());
+    }
     let address = format!("{}@{}", parsed.local_part(), domain.to_ascii_lowercase());
     // What the mailer cannot send to (a quoted local part such as "john doe") would leave
     // the member unable ever to verify: refuse it here.
@@ -170,15 +197,13 @@ pub fn email_key(email: &str) -> String {
 /// An address line: trimmed, at most 200 characters; `required` refuses a blank one.
 pub fn address_line(value: &str, required: bool) -> Result<String, String> {
     let trimmed = value.trim();
-    if required && trimmed.is_empty() {
+    if required && trimmed.chars().all(is_invisible) {
         return Err("must not be blank".into());
     }
     if trimmed.chars().count() > ADDRESS_LINE_MAX {
         return Err(format!("must be at most {ADDRESS_LINE_MAX} characters"));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
+    plain(trimmed)?;
     Ok(trimmed.to_owned())
 }
 
@@ -300,6 +325,14 @@ mod tests {
             "\u{200D} \u{FEFF}\u{2060}",
             "Jane\u{202E}eoD",
             "\u{2067}Kim",
+            "\u{3164}",
+            "\u{115F}\u{1160}",
+            "\u{FFA0}\u{200B}",
+            "\u{034F}\u{2800}",
+            "\u{FE0F}\u{E0041}",
+            "\u{0301}\u{0302}",
+            "\u{180B}\u{17B4}\u{FFF9}",
+            "Kim\u{2028}Lee",
         ] {
             assert!(name(v).is_err(), "{v:?} must be refused");
         }
@@ -329,6 +362,7 @@ mod tests {
             "user name@example.com",
             "user@example.com.",
             "\"john doe\"@example.com",
+            "\"m71001\"@example.com",
             "Jane <jane@example.com>",
             "user@[127.0.0.1]",
             long.as_str(),
@@ -349,6 +383,9 @@ mod tests {
         assert_eq!(address_line("", false), Ok(String::new()));
         assert!(address_line("  ", true).is_err());
         assert!(address_line(&"a".repeat(201), false).is_err());
+        for v in ["Seoul \u{202E}1", "\u{200B}\u{3164}", "a\u{2029}b"] {
+            assert!(address_line(v, true).is_err(), "{v:?}");
+        }
         assert_eq!(postal_code("06236"), Ok("06236".into()));
         for v in ["0623", "062366", "06a36", ""] {
             assert!(postal_code(v).is_err(), "{v:?}");

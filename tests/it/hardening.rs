@@ -202,6 +202,41 @@ async fn member_answers_are_not_cached(backend: Backend) {
     .await;
     assert_eq!(refreshed.status(), StatusCode::OK);
     assert_eq!(refreshed.headers()["cache-control"], "no-store");
+    assert_eq!(refreshed.headers()["x-content-type-options"], "nosniff");
+    // The scheme's name is case-insensitive.
+    let lower = app
+        .client
+        .get(app.url("/v1/members/me"))
+        .header("authorization", format!("bearer {}", m.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), StatusCode::OK);
+    // A device name cannot reorder what the session list shows.
+    let faked = post(
+        &app,
+        "/v1/auth/login",
+        &json!({"login_id": m.login_id, "password": PASSWORD, "device_name": "iPhone\u{202E}gnp.exe"}),
+        None,
+    )
+    .await;
+    let faked: Value = faked.json().await.unwrap();
+    let sessions: Value = get(
+        &app,
+        "/v1/auth/sessions",
+        faked["access_token"].as_str().unwrap(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = sessions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["device"].as_str())
+        .collect();
+    assert!(names.contains(&"iPhonegnp.exe"), "{sessions}");
     app.stop().await;
 }
 
