@@ -67,6 +67,12 @@ impl Application {
         crate::db::migrate(&db).await?;
         let events = eventstore::open(&db, &config.group_commit);
         let commands = Commands::new(Arc::clone(&events), Arc::clone(&clock));
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let (members, auth) = members_and_auth(config, &db).await?;
+        // Only now, with everything that can fail at start-up done, do the background workers
+        // start: a start-up that fails holds no lease and no claim.
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
         let scheduler = Scheduler::start(Jobs {
             commands: commands.clone(),
@@ -75,10 +81,6 @@ impl Application {
             nightly_at: config.nightly_at,
             clock: Arc::clone(&clock),
         });
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-        let (members, auth) = members_and_auth(config, &db).await?;
         let state = AppState {
             db,
             events,

@@ -10,7 +10,26 @@ on_both_backends!(
     metrics_are_in_prometheus_format,
     openapi_and_swagger_ui_are_served,
     an_unknown_path_is_a_problem_document_with_a_request_id,
+    a_start_up_that_fails_holds_no_lease_or_claim,
 );
+
+/// The projectors and the scheduler start only once the listener is bound and the services
+/// are built: a start-up that fails on a taken port has taken no lease.
+async fn a_start_up_that_fails_holds_no_lease_or_claim(backend: Backend) {
+    let test_db = crate::helpers::TestDb::new(backend).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = openrun::config::Config::local(&test_db.url).unwrap();
+    config.listen_addr = taken.local_addr().unwrap();
+    let failed = openrun::startup::Application::build(&config).await;
+    assert!(failed.is_err(), "the port was taken");
+    let db = test_db.connect().await;
+    let sql = "SELECT COUNT(*) FROM projection_leases";
+    let leases: i64 = match &db {
+        openrun::db::Database::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        openrun::db::Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+    };
+    assert_eq!(leases, 0, "a failed start-up left leases behind");
+}
 
 async fn healthz_and_readyz_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
