@@ -32,6 +32,10 @@ pub struct GroupCommitConfig {
     pub writers: usize,
     /// Appends that may wait in the queue before callers are slowed down.
     pub queue_capacity: usize,
+    /// Most bytes of payload and metadata in one transaction (a batch of large events stays
+    /// far below the server's packet limit and this process's memory). A single append larger
+    /// than this is still written, alone.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for GroupCommitConfig {
@@ -40,6 +44,7 @@ impl Default for GroupCommitConfig {
             max_batch_events: 2000,
             writers: 2,
             queue_capacity: 16_384,
+            max_batch_bytes: 8 << 20,
         }
     }
 }
@@ -255,9 +260,12 @@ impl GroupCommitter {
     /// Starts the writer tasks. Must be called inside a tokio runtime.
     pub(crate) fn start<W: BatchWriter>(writer: Arc<W>, config: &GroupCommitConfig) -> Self {
         let (queue, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let rx = Arc::new(Mutex::new(Queue { rx, carry: None }));
         let head = Arc::new(watch::Sender::new(0));
-        let max_batch = config.max_batch_events.max(1);
+        let max_batch = Limits {
+            events: config.max_batch_events.max(1),
+            bytes: config.max_batch_bytes.max(1),
+        };
         let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writers = (0..config.writers.max(1))
             .map(|_| {
@@ -334,10 +342,10 @@ impl GroupCommitter {
 
 async fn run_writer<W: BatchWriter>(
     writer: Arc<W>,
-    rx: Arc<Mutex<mpsc::Receiver<Msg>>>,
+    rx: Arc<Mutex<Queue>>,
     head: Arc<watch::Sender<u64>>,
     batches: Arc<std::sync::atomic::AtomicU64>,
-    max_batch: usize,
+    max_batch: Limits,
 ) {
     while let Some(batch) = next_batch(&rx, max_batch).await {
         batches.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -430,34 +438,66 @@ fn failed(failure: BatchFailure, appends: usize) -> EventStoreError {
     }
 }
 
-/// Waits for the next append, then takes whatever else is queued, up to `max_batch` events.
-/// Returns `None` once the queue is closed and drained.
-async fn next_batch(
-    rx: &Mutex<mpsc::Receiver<Msg>>,
-    max_batch: usize,
-) -> Option<Vec<PendingAppend>> {
-    let mut rx = rx.lock().await;
-    let mut batch = Vec::new();
-    let mut events = 0;
+/// The bounds of one batch.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    events: usize,
+    bytes: usize,
+}
+
+/// The queue as the writers share it, with the append that did not fit the last batch.
+struct Queue {
+    rx: mpsc::Receiver<Msg>,
+    carry: Option<PendingAppend>,
+}
+
+impl PendingAppend {
+    /// Bytes this append puts in a transaction (payloads and metadata).
+    fn bytes(&self) -> usize {
+        self.metadata.len() + self.events.iter().map(|e| e.payload.len()).sum::<usize>()
+    }
+}
+
+/// Waits for the next append, then takes whatever else is queued, up to `max` events and
+/// bytes (an append that would pass either bound waits for the next batch, unless it is the
+/// batch's first). Returns `None` once the queue is closed and drained.
+async fn next_batch(queue: &Mutex<Queue>, max: Limits) -> Option<Vec<PendingAppend>> {
+    let mut queue = queue.lock().await;
+    let mut batch: Vec<PendingAppend> = Vec::new();
+    let (mut events, mut bytes) = (0, 0);
     loop {
-        let msg = if batch.is_empty() {
-            rx.recv().await?
+        let pending = if let Some(carried) = queue.carry.take() {
+            carried
         } else {
-            match rx.try_recv() {
-                Ok(msg) => msg,
-                Err(_) => break,
-            }
-        };
-        match msg {
-            Msg::Append(pending) => {
-                events += pending.events.len();
-                batch.push(pending);
-                if events >= max_batch {
-                    break;
+            let msg = if batch.is_empty() {
+                queue.rx.recv().await?
+            } else {
+                match queue.rx.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                }
+            };
+            match msg {
+                Msg::Append(pending) => pending,
+                // Stop taking new appends; what is already queued is still written.
+                Msg::Close => {
+                    queue.rx.close();
+                    continue;
                 }
             }
-            // Stop taking new appends; what is already queued is still written.
-            Msg::Close => rx.close(),
+        };
+        let (more_events, more_bytes) = (pending.events.len(), pending.bytes());
+        if !batch.is_empty()
+            && (events + more_events > max.events || bytes + more_bytes > max.bytes)
+        {
+            queue.carry = Some(pending);
+            break;
+        }
+        events += more_events;
+        bytes += more_bytes;
+        batch.push(pending);
+        if events >= max.events || bytes >= max.bytes {
+            break;
         }
     }
     Some(batch)
@@ -480,6 +520,35 @@ mod tests {
         PendingAppend::new(stream, expected, events, &Metadata::default())
             .unwrap()
             .0
+    }
+
+    /// Batches are bounded by bytes as well as by events: an append that would pass either
+    /// bound waits for the next batch; one larger than the bound goes alone.
+    #[tokio::test]
+    async fn batches_are_bounded_by_bytes_and_by_events() {
+        let (tx, rx) = mpsc::channel(64);
+        let queue = Mutex::new(Queue { rx, carry: None });
+        let one = pending("a", ExpectedVersion::Any, 1).bytes();
+        for (i, n) in [1, 1, 1, 40, 1, 1].into_iter().enumerate() {
+            let append = pending(&format!("s{i}"), ExpectedVersion::Any, n);
+            tx.send(Msg::Append(append)).await.unwrap();
+        }
+        drop(tx);
+        // Room for three one-event appends by bytes, at most ten events.
+        let max = Limits {
+            events: 10,
+            bytes: 3 * one + one / 2,
+        };
+        let mut sizes = Vec::new();
+        while let Some(batch) = next_batch(&queue, max).await {
+            assert!(
+                batch.len() == 1
+                    || batch.iter().map(PendingAppend::bytes).sum::<usize>() <= max.bytes,
+                "a batch of several appends passed the byte bound"
+            );
+            sizes.push(batch.iter().map(|p| p.events.len()).collect::<Vec<_>>());
+        }
+        assert_eq!(sizes, [vec![1, 1, 1], vec![40], vec![1, 1]]);
     }
 
     /// A server-side refusal, as the database would report it: caused by the data (a check
