@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath, ClientAddr};
 use super::identity::Auth;
@@ -177,4 +179,15 @@ pub async fn end_session(
 ) -> Result<StatusCode, Problem> {
     state.auth.end_session(&me, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The session routes: login, refresh, logout and the device sessions.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
+        .routes(routes!(sessions))
+        .routes(routes!(end_session))
 }

@@ -55,3 +55,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Probl
         }
     }
 }
+
+/// The operations routes: health, readiness and metrics.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(readyz))
+        .routes(utoipa_axum::routes!(super::observability::metrics))
+}

@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath, AppQuery, ClientAddr};
 use super::identity::{Admin, Auth, Basic};
@@ -264,4 +266,17 @@ pub async fn set_role(
     AppJson(body): AppJson<RoleGrant>,
 ) -> Result<Json<RoleChanged>, Problem> {
     Ok(Json(state.members.set_role(&id, body.role).await?))
+}
+
+/// The member routes: sign-up, verification, profile, addresses and roles.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(verify))
+        .routes(routes!(resend_verification))
+        .routes(routes!(me, update_me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_addresses, add_address))
+        .routes(routes!(get_address, update_address, delete_address))
+        .routes(routes!(set_role))
 }

@@ -19,7 +19,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::startup::AppState;
@@ -62,27 +61,9 @@ impl utoipa::Modify for BearerAuth {
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
     let (api_routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(observability::metrics))
-        .routes(routes!(members::sign_up))
-        .routes(routes!(members::verify))
-        .routes(routes!(members::resend_verification))
-        .routes(routes!(members::me, members::update_me))
-        .routes(routes!(members::change_password))
-        .routes(routes!(members::list_addresses, members::add_address))
-        .routes(routes!(
-            members::get_address,
-            members::update_address,
-            members::delete_address
-        ))
-        .routes(routes!(members::set_role))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::logout_all))
-        .routes(routes!(auth::sessions))
-        .routes(routes!(auth::end_session))
+        .merge(health::routes())
+        .merge(members::routes())
+        .merge(auth::routes())
         .split_for_parts();
     let routes = api_routes
         .merge(
