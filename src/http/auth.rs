@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath, ClientAddr};
 use super::identity::Auth;
-use super::problem::Problem;
+use super::problem::{Problem, catalogue};
 use crate::auth::ratelimit::LimitError;
 use crate::auth::tokens::Session;
 use crate::auth::{AuthError, TokenPair};
@@ -22,16 +22,10 @@ use crate::startup::AppState;
 impl From<AuthError> for Problem {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::InvalidCredentials => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid-credentials",
-                "Invalid credentials",
-            )
-            .with_detail("the login id or the password is wrong"),
-            AuthError::InvalidToken => {
-                Problem::new(StatusCode::UNAUTHORIZED, "invalid-token", "Invalid token")
-                    .with_detail("the token is invalid, expired or its session has ended")
-            }
+            AuthError::InvalidCredentials => Problem::of(catalogue::INVALID_CREDENTIALS)
+                .with_detail("the login id or the password is wrong"),
+            AuthError::InvalidToken => Problem::of(catalogue::INVALID_TOKEN)
+                .with_detail("the token is invalid, expired or its session has ended"),
             AuthError::TooMany(t) => Problem::too_many(t.retry_after),
             AuthError::SessionNotFound => Problem::not_found(),
             AuthError::SessionForbidden => {

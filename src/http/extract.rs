@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::problem::Problem;
+use super::problem::{Problem, catalogue};
 use crate::startup::AppState;
 
 /// A JSON object body. Not JSON (by its content type) is 415, too large 413, and anything
@@ -19,39 +19,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let invalid = |detail: String| {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "Invalid body")
-                .with_detail(detail)
-        };
+        let invalid = |detail: String| Problem::of(catalogue::INVALID_BODY).with_detail(detail);
         if !is_json(req.headers()) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "invalid-body",
-                "Invalid body",
-            )
-            .with_detail("the body must be JSON, sent as application/json")
-            .closing());
+            return Err(Problem::of(catalogue::UNSUPPORTED_MEDIA_TYPE)
+                .with_detail("the body must be JSON, sent as application/json")
+                .closing());
         }
         let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(bytes) => bytes,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Body too large",
-                )
-                .with_detail("the body is larger than this endpoint accepts")
-                .closing());
+                return Err(Problem::of(catalogue::BODY_TOO_LARGE)
+                    .with_detail("the body is larger than this endpoint accepts")
+                    .closing());
             }
             // The body stopped arriving (the request timeout) or the client went away.
             Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body-timeout",
-                    "Body not received",
-                )
-                .with_detail("the body did not arrive in time")
-                .closing());
+                return Err(Problem::of(catalogue::BODY_TIMEOUT)
+                    .with_detail("the body did not arrive in time")
+                    .closing());
             }
         };
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -104,10 +89,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
             Err(rejection) => {
                 let detail = safe_detail(&rejection.body_text())
                     .unwrap_or_else(|| "the query string is not of the expected shape".into());
-                Err(
-                    Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query")
-                        .with_detail(detail),
-                )
+                Err(Problem::of(catalogue::INVALID_QUERY).with_detail(detail))
             }
         }
     }
@@ -122,10 +104,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AppPath
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(_) => Err(
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-path", "Invalid path")
-                    .with_detail("a path parameter is malformed"),
-            ),
+            Err(_) => {
+                Err(Problem::of(catalogue::INVALID_PATH)
+                    .with_detail("a path parameter is malformed"))
+            }
         }
     }
 }

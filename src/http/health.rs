@@ -2,11 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
+use super::problem::{Problem, catalogue};
 use crate::startup::AppState;
 
 /// The body of a healthy answer.
@@ -30,9 +29,7 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, description = "Database or Redis unreachable, or migrations pending", body = Problem,
         content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
-    let unavailable = |detail: &str| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready").with_detail(detail)
-    };
+    let unavailable = |detail: &str| Problem::of(catalogue::NOT_READY).with_detail(detail);
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(unavailable("the database is unreachable"));

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::extract::{AppJson, AppPath, AppQuery, ClientAddr};
 use super::identity::{Admin, Auth, Basic};
-use super::problem::Problem;
+use super::problem::{Problem, catalogue};
 use crate::members::service::{
     Address, AddressInput, Profile, ProfilePatch, RoleChanged, SignUp, SignedUp,
 };
@@ -23,37 +23,22 @@ use crate::startup::AppState;
 impl From<MemberError> for Problem {
     fn from(e: MemberError) -> Self {
         use MemberError as E;
-        let p = |status, slug, title| Problem::new(status, slug, title);
         match e {
             E::Invalid(errors) => Problem::invalid(errors),
-            E::Duplicate(errors) => {
-                p(StatusCode::CONFLICT, "duplicate", "Already registered").with_errors(errors)
-            }
+            E::Duplicate(errors) => Problem::of(catalogue::DUPLICATE).with_errors(errors),
             E::NotFound => Problem::not_found(),
             E::Forbidden => Problem::forbidden("this address belongs to another member"),
-            E::AddressLimit => p(StatusCode::CONFLICT, "address-limit", "Too many addresses")
+            E::AddressLimit => Problem::of(catalogue::ADDRESS_LIMIT)
                 .with_detail(format!("a member keeps at most {MAX_ADDRESSES} addresses")),
-            E::TokenUsed => p(
-                StatusCode::GONE,
-                "verification-link-used",
-                "Link already used",
-            )
-            .with_detail("this verification link was used already; sign in to continue"),
-            E::TokenExpired => p(
-                StatusCode::GONE,
-                "verification-link-expired",
-                "Link expired",
-            )
-            .with_detail("this verification link has expired; sign in and ask for a new one"),
-            E::TokenUnknown => p(
-                StatusCode::NOT_FOUND,
-                "verification-link-unknown",
-                "Unknown link",
-            )
-            .with_detail("this verification link is not valid"),
-            E::RoleNotRaised => p(StatusCode::CONFLICT, "role-not-raised", "Role not raised")
+            E::TokenUsed => Problem::of(catalogue::VERIFICATION_LINK_USED)
+                .with_detail("this verification link was used already; sign in to continue"),
+            E::TokenExpired => Problem::of(catalogue::VERIFICATION_LINK_EXPIRED)
+                .with_detail("this verification link has expired; sign in and ask for a new one"),
+            E::TokenUnknown => Problem::of(catalogue::VERIFICATION_LINK_UNKNOWN)
+                .with_detail("this verification link is not valid"),
+            E::RoleNotRaised => Problem::of(catalogue::ROLE_NOT_RAISED)
                 .with_detail("the member has a higher role; roles are granted, never lowered"),
-            E::AlreadyVerified => p(StatusCode::CONFLICT, "already-verified", "Already verified"),
+            E::AlreadyVerified => Problem::of(catalogue::ALREADY_VERIFIED),
             E::Internal(cause) => Problem::internal(&cause),
         }
     }

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::startup::AppState;
-use problem::Problem;
+use problem::{Problem, catalogue};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -73,12 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(observability::record))
         .fallback(|| async { Problem::not_found() })
         .method_not_allowed_fallback(|| async {
-            Problem::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-            )
-            .with_detail("this path does not accept that method")
+            Problem::of(catalogue::METHOD_NOT_ALLOWED)
+                .with_detail("this path does not accept that method")
         });
     // Inside the request-id and trace layers: a refusal there carries a request id too.
     server::with_limits(routes, state.http)

@@ -1,4 +1,66 @@
 //! Errors at the HTTP edge as RFC 9457 `application/problem+json`, each with a stable `type`.
+//!
+//! Every problem type the API answers, with its status and title, is a constant of
+//! [`catalogue`]: capability errors map into these, and a test checks that no two share a
+//! `type`. A 5xx cause is logged once, where its problem is made ([`Problem::internal`]), and
+//! never shown.
+
+/// One kind of problem: its `type` (`/problems/{slug}`), status and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemType {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The last part of the `type`.
+    pub slug: &'static str,
+    /// The short summary.
+    pub title: &'static str,
+}
+
+/// Every problem type of the API.
+pub mod catalogue {
+    use axum::http::StatusCode;
+
+    use super::ProblemType;
+
+    macro_rules! types {
+        ($($name:ident = $status:ident, $slug:literal, $title:literal;)*) => {
+            $(
+                #[doc = concat!("`/problems/", $slug, "`: ", $title, ".")]
+                pub const $name: ProblemType =
+                    ProblemType { status: StatusCode::$status, slug: $slug, title: $title };
+            )*
+            /// All of them.
+            pub const ALL: &[ProblemType] = &[$($name),*];
+        };
+    }
+
+    types! {
+        INVALID_BODY = BAD_REQUEST, "invalid-body", "Invalid body";
+        INVALID_QUERY = BAD_REQUEST, "invalid-query", "Invalid query";
+        INVALID_PATH = BAD_REQUEST, "invalid-path", "Invalid path";
+        UNAUTHORIZED = UNAUTHORIZED, "unauthorized", "Unauthorized";
+        INVALID_CREDENTIALS = UNAUTHORIZED, "invalid-credentials", "Invalid credentials";
+        INVALID_TOKEN = UNAUTHORIZED, "invalid-token", "Invalid token";
+        FORBIDDEN = FORBIDDEN, "forbidden", "Forbidden";
+        NOT_FOUND = NOT_FOUND, "not-found", "Not found";
+        VERIFICATION_LINK_UNKNOWN = NOT_FOUND, "verification-link-unknown", "Unknown link";
+        METHOD_NOT_ALLOWED = METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed";
+        BODY_TIMEOUT = REQUEST_TIMEOUT, "body-timeout", "Body not received";
+        DUPLICATE = CONFLICT, "duplicate", "Already registered";
+        ADDRESS_LIMIT = CONFLICT, "address-limit", "Too many addresses";
+        ROLE_NOT_RAISED = CONFLICT, "role-not-raised", "Role not raised";
+        ALREADY_VERIFIED = CONFLICT, "already-verified", "Already verified";
+        VERIFICATION_LINK_USED = GONE, "verification-link-used", "Link already used";
+        VERIFICATION_LINK_EXPIRED = GONE, "verification-link-expired", "Link expired";
+        BODY_TOO_LARGE = PAYLOAD_TOO_LARGE, "body-too-large", "Body too large";
+        UNSUPPORTED_MEDIA_TYPE = UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Not JSON";
+        VALIDATION = UNPROCESSABLE_ENTITY, "validation", "Invalid input";
+        RATE_LIMITED = TOO_MANY_REQUESTS, "rate-limited", "Too many requests";
+        INTERNAL = INTERNAL_SERVER_ERROR, "internal", "Internal error";
+        UNAVAILABLE = SERVICE_UNAVAILABLE, "unavailable", "Service unavailable";
+        NOT_READY = SERVICE_UNAVAILABLE, "not-ready", "Not ready";
+    }
+}
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,12 +93,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem of kind `/problems/{slug}`.
-    pub fn new(status: StatusCode, slug: &str, title: &str) -> Self {
+    /// A problem of one of the [`catalogue`]'s types.
+    pub fn of(kind: ProblemType) -> Self {
         Self {
-            kind: format!("/problems/{slug}"),
-            title: title.to_owned(),
-            status: status.as_u16(),
+            kind: format!("/problems/{}", kind.slug),
+            title: kind.title.to_owned(),
+            status: kind.status.as_u16(),
             detail: None,
             errors: Vec::new(),
             retry_after: None,
@@ -52,45 +114,30 @@ impl Problem {
 
     /// 401: no valid identity.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-            .with_detail("a valid access token is required")
+        Self::of(catalogue::UNAUTHORIZED).with_detail("a valid access token is required")
     }
 
     /// 403: the caller may not do this.
     pub fn forbidden(detail: &str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+        Self::of(catalogue::FORBIDDEN).with_detail(detail)
     }
 
     /// 422: the body breaks field rules.
     pub fn invalid(errors: Vec<crate::members::FieldError>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            "Invalid input",
-        )
-        .with_errors(errors)
+        Self::of(catalogue::VALIDATION).with_errors(errors)
     }
 
     /// 429 with `Retry-After`, in whole seconds rounded up: a client that waits exactly
     /// that long is let through.
     pub fn too_many(retry_after: std::time::Duration) -> Self {
-        let mut p = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
-        );
+        let mut p = Self::of(catalogue::RATE_LIMITED);
         p.retry_after = Some(whole_seconds_up(retry_after));
         p
     }
 
     /// 503 with `Retry-After`: the service is busy or the request took too long.
     pub fn unavailable(detail: &str, retry_after: std::time::Duration) -> Self {
-        let mut p = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-        )
-        .with_detail(detail);
+        let mut p = Self::of(catalogue::UNAVAILABLE).with_detail(detail);
         p.retry_after = Some(whole_seconds_up(retry_after));
         p
     }
@@ -98,11 +145,7 @@ impl Problem {
     /// 500: the cause is logged here, once, and never shown.
     pub fn internal(cause: &anyhow::Error) -> Self {
         tracing::error!(error = format!("{cause:#}"), "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-        )
+        Self::of(catalogue::INTERNAL)
     }
 
     /// Closes the connection after this answer (the request's body was not read).
@@ -119,7 +162,7 @@ impl Problem {
 
     /// 404 for a path that names nothing.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+        Self::of(catalogue::NOT_FOUND)
     }
 }
 
@@ -162,6 +205,20 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn every_problem_type_is_one_kind_with_one_status() {
+        let mut slugs: Vec<&str> = catalogue::ALL.iter().map(|t| t.slug).collect();
+        slugs.sort_unstable();
+        let before = slugs.len();
+        slugs.dedup();
+        assert_eq!(slugs.len(), before, "two problem types share a slug");
+        for t in catalogue::ALL {
+            let p = Problem::of(*t);
+            assert_eq!(p.status, t.status.as_u16());
+            assert!(t.slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+        }
+    }
 
     #[test]
     fn retry_after_is_rounded_up() {

@@ -967,7 +967,12 @@ async fn the_link_follows_public_base_url_and_bodies_must_be_json(backend: Backe
         .send()
         .await
         .unwrap();
-    problem(form, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid-body").await;
+    problem(
+        form,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
     let huge = app
         .client
         .post(app.url("/v1/members"))
