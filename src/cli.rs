@@ -164,7 +164,7 @@ type Services = (
 async fn services(config: &Config) -> anyhow::Result<Services> {
     let db = startup::connect(config).await?;
     crate::db::migrate(&db).await?;
-    let (members, auth) = startup::members_and_auth(config, &db).await?;
+    let (members, auth) = startup::members_and_auth(config, &db, crate::clock::system()).await?;
     Ok((members, auth, db))
 }
 

@@ -70,7 +70,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-        let (members, auth) = members_and_auth(config, &db).await?;
+        let (members, auth) = members_and_auth(config, &db, Arc::clone(&clock)).await?;
         // Only now, with everything that can fail at start-up done, do the background workers
         // start: a start-up that fails holds no lease and no claim.
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
@@ -136,6 +136,7 @@ impl Application {
 pub async fn members_and_auth(
     config: &Config,
     db: &Database,
+    clock: SharedClock,
 ) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
     use secrecy::ExposeSecret;
     let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis_url {
@@ -160,6 +161,7 @@ pub async fn members_and_auth(
         config.mail.from.clone(),
         &config.public_base_url,
         config.verification_ttl,
+        Arc::clone(&clock),
     )?;
     let auth = AuthService::new(
         db.clone(),
@@ -167,6 +169,7 @@ pub async fn members_and_auth(
         store,
         limiter,
         config.refresh_token_ttl,
+        clock,
     );
     Ok((Arc::new(members), Arc::new(auth)))
 }

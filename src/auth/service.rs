@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
 use secrecy::SecretString;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -20,6 +19,7 @@ use super::Identity;
 use super::jwt::Jwt;
 use super::ratelimit::{LimitError, Limiter, TooMany};
 use super::tokens::{Refreshed, Session, TokenStore};
+use crate::clock::SharedClock;
 use crate::crypto::{random_token, token_hash};
 use crate::db::Database;
 use crate::members::repository;
@@ -98,6 +98,7 @@ pub struct AuthService {
     /// Rate limits of this process.
     pub limiter: Limiter,
     refresh_ttl: Duration,
+    clock: SharedClock,
     /// Session liveness by session id: a live answer is trusted for [`SESSION_CHECK_TTL`], an
     /// ended one for the access-token lifetime (a token of it has expired by then).
     live: moka::sync::Cache<String, bool>,
@@ -139,12 +140,14 @@ impl AuthService {
         store: Arc<dyn TokenStore>,
         limiter: Limiter,
         refresh_ttl: Duration,
+        clock: SharedClock,
     ) -> Self {
         Self {
             db,
             store,
             limiter,
             refresh_ttl,
+            clock,
             live: moka::sync::Cache::builder()
                 .max_capacity(MAX_CACHED_SESSIONS)
                 .expire_after(LivenessExpiry { ended_for: jwt.ttl })
@@ -198,7 +201,7 @@ impl AuthService {
             .filter(|d| !d.chars().all(crate::members::validation::is_invisible))
             .map(|d| d.trim().to_owned())
             .unwrap_or_else(|| "unnamed device".to_owned());
-        let now = Utc::now();
+        let now = self.clock.now();
         let session = Session {
             id: uuid::Uuid::now_v7().to_string(),
             member_id: member.id.clone(),
@@ -236,7 +239,7 @@ impl AuthService {
                 session_id,
                 &token_hash(presented),
                 &token_hash(&secret),
-                Utc::now(),
+                self.clock.now(),
                 self.refresh_ttl,
             )
             .await?;
@@ -252,9 +255,9 @@ impl AuthService {
     }
 
     fn pair(&self, session: &Session, role: Role, secret: &str) -> Result<TokenPair, AuthError> {
-        let access_token = self
-            .jwt
-            .issue(&session.member_id, &session.id, role, Utc::now())?;
+        let access_token =
+            self.jwt
+                .issue(&session.member_id, &session.id, role, self.clock.now())?;
         self.remember(&session.id, true);
         Ok(TokenPair {
             access_token,
@@ -383,7 +386,7 @@ impl AuthService {
             .end_all(&member.id, Some(&who.session_id))
             .await?;
         self.mark_ended(&ended);
-        repository::update_password(&self.db, &member.id, &hash, Utc::now())
+        repository::update_password(&self.db, &member.id, &hash, self.clock.now())
             .await
             .context("change password")?;
         Ok(())

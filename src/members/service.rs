@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::Role;
 use super::repository::{self, AddressRow, MemberRow, TokenUse, Unique, WriteError};
 use super::validation::{self, FieldError};
+use crate::clock::SharedClock;
 use crate::crypto::{KeyRing, random_token, token_hash};
 use crate::db::Database;
 use crate::mail::{self, Mailer};
@@ -177,6 +178,7 @@ pub struct Members {
     from: Mailbox,
     verify_url: url::Url,
     verification_ttl: Duration,
+    clock: SharedClock,
 }
 
 const NAME: &str = "member.name";
@@ -212,6 +214,7 @@ impl Members {
         from: Mailbox,
         public_base_url: &url::Url,
         verification_ttl: Duration,
+        clock: SharedClock,
     ) -> anyhow::Result<Self> {
         // Relative to the base's path, so a service under https://shop.example/api works.
         let mut base = public_base_url.clone();
@@ -226,6 +229,7 @@ impl Members {
             from,
             verify_url,
             verification_ttl,
+            clock,
         })
     }
 
@@ -264,7 +268,7 @@ impl Members {
             line2_enc: self.keys.encrypt(LINE2, &line2?),
             postal_code_enc: postal?.map(|p| self.keys.encrypt(POSTAL, &p)),
             is_default,
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         })
     }
 
@@ -308,7 +312,7 @@ impl Members {
         if !taken.is_empty() {
             return Err(duplicate(&taken));
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let row = MemberRow {
             id: id.clone(),
             login_id: login_id.clone(),
@@ -340,7 +344,7 @@ impl Members {
     async fn send_verification(&self, member_id: &str, email: &str) -> anyhow::Result<()> {
         let token = random_token();
         let ttl = chrono::Duration::from_std(self.verification_ttl).context("ttl")?;
-        let now = Utc::now();
+        let now = self.clock.now();
         repository::insert_verification_token(
             &self.db,
             &token_hash(&token),
@@ -359,7 +363,9 @@ impl Members {
     /// Follows a verification link: a good token makes an unverified member `basic`, once.
     /// Returns the member's role after it.
     pub async fn verify(&self, token: &str) -> Result<Role, MemberError> {
-        match repository::use_verification_token(&self.db, &token_hash(token), Utc::now()).await? {
+        match repository::use_verification_token(&self.db, &token_hash(token), self.clock.now())
+            .await?
+        {
             TokenUse::Verified(id) => {
                 let member = self.member(&id).await?;
                 Ok(Role::parse(&member.role).context("stored role")?)
@@ -445,7 +451,7 @@ impl Members {
             member_id,
             name_enc.as_deref(),
             phone_ref,
-            Utc::now(),
+            self.clock.now(),
         )
         .await
         {
@@ -565,7 +571,9 @@ impl Members {
             .filter(|r| **r < role)
             .map(|r| r.as_str())
             .collect();
-        if !repository::raise_role(&self.db, member_id, role.as_str(), &lower, Utc::now()).await? {
+        if !repository::raise_role(&self.db, member_id, role.as_str(), &lower, self.clock.now())
+            .await?
+        {
             let member = repository::member_by_id(&self.db, member_id)
                 .await?
                 .ok_or(MemberError::NotFound)?;
@@ -615,7 +623,7 @@ impl Members {
             email_bidx,
             phone_enc: None,
             phone_bidx: None,
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         match repository::insert_member(&self.db, &row, None).await {
             Ok(()) => Ok(id),

@@ -24,7 +24,34 @@ on_both_backends!(
     resends_are_limited_per_member_and_a_new_link_retires_the_old,
     a_member_with_addresses_always_has_a_default,
     a_name_of_invisible_or_reordering_characters_is_refused,
+    a_link_expires_once_the_clock_passes_its_lifetime,
 );
+
+/// The members service reads the injected clock: a verification link that is good now is
+/// expired (410) once the clock has moved past its lifetime, with no waiting.
+async fn a_link_expires_once_the_clock_passes_its_lifetime(backend: Backend) {
+    let clock = openrun::clock::ManualClock::new(chrono::Utc::now());
+    let app = TestApp::spawn_with_clock(backend, |_| {}, std::sync::Arc::new(clock.clone())).await;
+    sign_up(&app, 69).await;
+    sign_up(&app, 70).await;
+    let token = |n: u32| {
+        let email = sign_up_body(n)["email"].as_str().unwrap().to_owned();
+        tokens_in_mails(&app, &email).remove(0)
+    };
+    let fresh = app
+        .get(&format!("/v1/members/verify?token={}", token(69)))
+        .await;
+    assert_eq!(fresh.status(), StatusCode::OK);
+    let ttl = chrono::Duration::from_std(app.config.verification_ttl).unwrap();
+    clock.advance(ttl + chrono::Duration::seconds(1));
+    let late = app
+        .get(&format!("/v1/members/verify?token={}", token(70)))
+        .await;
+    assert_eq!(late.status(), StatusCode::GONE);
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/verification-link-expired");
+    app.stop().await;
+}
 
 /// Reads until the server closes the connection; fails if it is still open after `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
