@@ -61,7 +61,9 @@ async fn run(app: &TestApp, token: &str, filter: &[&str], signed_in: bool) {
                 &schema,
             ])
             .args(["--checks", "all", "--max-examples", MAX_EXAMPLES])
-            .args(["--seed", "20261201", "--workers", "2"])
+            // One worker: schemathesis's threads race inside Python's code compiler on a busy
+            // machine ("AST constructor recursion depth mismatch"), failing the run itself.
+            .args(["--seed", "20261201", "--workers", "1"])
             .args(["--request-timeout", "30", "--header", &auth])
             .args(&filter)
             .env("NO_COLOR", "1")
