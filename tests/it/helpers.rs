@@ -482,6 +482,17 @@ pub async fn delete_redis_keys(prefix: &str) {
     }
 }
 
+/// Runs `$body` with `$pool` bound to the test database's pool, whichever backend it is.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            openrun::db::Database::MySql($pool) => $body,
+            openrun::db::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
 /// Declares each listed async test once per backend: `mysql::name` and `sqlite::name`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

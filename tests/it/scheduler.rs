@@ -64,28 +64,10 @@ async fn a_host_whose_clock_runs_fast_cannot_take_a_live_claim(backend: Backend)
         ("due-now", "pending", now - minute, 0, None),
     ];
     for (id, status, next, attempts, owner) in rows {
-        match &db {
-            Database::MySql(p) => sqlx::query(insert)
-                .bind(id)
-                .bind(now - minute)
-                .bind(status)
-                .bind(next)
-                .bind(attempts)
-                .bind(owner)
-                .execute(p)
-                .await
-                .map(drop),
-            Database::Sqlite(p) => sqlx::query(insert)
-                .bind(id)
-                .bind(now - minute)
-                .bind(status)
-                .bind(next)
-                .bind(attempts)
-                .bind(owner)
-                .execute(p)
-                .await
-                .map(drop),
-        }
+        crate::helpers::on_pool!(&db, p => {
+            let q = sqlx::query(insert).bind(id).bind(now - minute).bind(status);
+            q.bind(next).bind(attempts).bind(owner).execute(p).await.map(drop)
+        })
         .unwrap();
     }
     // The scheduler got past both rows once it closed the due one.
