@@ -188,6 +188,30 @@ pub async fn database_now(pool: &Pool) -> sqlx::Result<i64> {
     }
 }
 
+/// Whether another owner holds the lease `name` and it has not expired, by a plain read.
+async fn held_by_another(pool: &Pool, name: &str, owner: &str) -> sqlx::Result<bool> {
+    let row: Option<(String, i64)> = match pool {
+        Pool::MySql(pool) => {
+            sqlx::query_as(
+                "SELECT owner, CAST(expires_at > NOW(6) AS SIGNED) FROM projection_leases WHERE name = ?",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+        }
+        Pool::Sqlite(pool) => {
+            sqlx::query_as(
+                "SELECT owner, expires_at > CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER) \
+                 FROM projection_leases WHERE name = ?",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    Ok(row.is_some_and(|(holder, live)| live == 1 && holder != owner))
+}
+
 /// Takes or renews the lease `name` for `owner` for `ttl`; true if `owner` holds it now.
 /// A lease held by someone else is taken only once it has expired. Time is the database's,
 /// so that every process agrees on it.
@@ -198,6 +222,11 @@ pub async fn acquire_lease(
     ttl: Duration,
 ) -> sqlx::Result<bool> {
     let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+    // A live lease of someone else is only read: a follower that wakes every second writes
+    // nothing (on SQLite a write would wait for the single writer; on MySQL lock the row).
+    if held_by_another(pool, name, owner).await? {
+        return Ok(false);
+    }
     match pool {
         Pool::MySql(pool) => {
             sqlx::query(

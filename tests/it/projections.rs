@@ -20,6 +20,7 @@ on_both_backends!(
     a_projection_killed_mid_batch_neither_skips_nor_double_applies,
     a_rebuild_under_live_appends_loses_nothing,
     runners_racing_on_one_projection_apply_each_event_once,
+    a_follower_reads_a_live_lease_and_writes_nothing,
 );
 
 type Row = (String, String, i64, i64, i64, i64);
@@ -453,4 +454,46 @@ async fn when_the_process_running_a_projection_dies_another_takes_over() {
     survivor.kill().unwrap();
     survivor.wait().unwrap();
     events.shutdown().await;
+}
+
+/// A process that is not the leader only reads a live lease: with the lease row's write lock
+/// held elsewhere (a writer busy on SQLite, a row lock on MySQL), its check still answers at
+/// once, and says no.
+async fn a_follower_reads_a_live_lease_and_writes_nothing(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let pool = f.db.clone();
+    let ttl = Duration::from_secs(60);
+    assert!(
+        store::acquire_lease(&pool, "lease-test", "leader", ttl)
+            .await
+            .unwrap()
+    );
+    let lock = "UPDATE projection_leases SET owner = owner WHERE name = 'lease-test'";
+    let _held = match &f.db {
+        openrun::db::Database::MySql(p) => {
+            let mut tx = p.begin().await.unwrap();
+            sqlx::query(lock).execute(&mut *tx).await.unwrap();
+            Either::MySql(tx)
+        }
+        openrun::db::Database::Sqlite(p) => {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query(lock).execute(&mut *tx).await.unwrap();
+            Either::Sqlite(tx)
+        }
+    };
+    let follower = tokio::time::timeout(
+        Duration::from_secs(5),
+        store::acquire_lease(&pool, "lease-test", "follower", ttl),
+    )
+    .await;
+    assert!(
+        matches!(follower, Ok(Ok(false))),
+        "the follower wrote, or waited to write, the lease: {follower:?}"
+    );
+}
+
+/// An open transaction of either backend.
+enum Either {
+    MySql(#[allow(dead_code)] sqlx::Transaction<'static, sqlx::MySql>),
+    Sqlite(#[allow(dead_code)] sqlx::Transaction<'static, sqlx::Sqlite>),
 }
