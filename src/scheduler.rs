@@ -334,14 +334,15 @@ async fn plan_nightly(
     if last <= now && now.with_timezone(&Utc) - last < NIGHTLY_CATCH_UP {
         runs.push(last);
     }
-    let insert = if pool.is_sqlite() {
-        "INSERT OR IGNORE"
+    // A run already planned stays; any other refusal is an error, not a warning.
+    let keep = if pool.is_sqlite() {
+        "ON CONFLICT DO NOTHING"
     } else {
-        "INSERT IGNORE"
+        "ON DUPLICATE KEY UPDATE id = id"
     };
     let sql = format!(
-        "{insert} INTO {TABLE} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
-         VALUES (?, ?, '-', NULL, ?, 'pending', ?)"
+        "INSERT INTO {TABLE} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
+         VALUES (?, ?, '-', NULL, ?, 'pending', ?) {keep}"
     );
     for run in runs {
         let id = format!("nightly/{}/audit", run.with_timezone(&Local).date_naive());

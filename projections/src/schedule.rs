@@ -341,13 +341,15 @@ impl Projection for Schedule {
         let (from, into) = (from.name(TABLE), into.name(TABLE));
         const COLUMNS: &str = "id, kind, stream_id, schedule_id, due_at, status, next_attempt_at, \
                                attempts, claimed_by, last_error, closed_at";
-        let insert = if pool.is_sqlite() {
-            "INSERT OR IGNORE"
+        // Rows already there stay; a data error is an error (no INSERT IGNORE, which would turn
+        // it into a warning and a lost row).
+        let keep = if pool.is_sqlite() {
+            "ON CONFLICT DO NOTHING".to_owned()
         } else {
-            "INSERT IGNORE"
+            format!("ON DUPLICATE KEY UPDATE {into}.id = {into}.id")
         };
         pool.execute(&format!(
-            "{insert} INTO {into} ({COLUMNS}) SELECT {COLUMNS} FROM {from}"
+            "INSERT INTO {into} ({COLUMNS}) SELECT {COLUMNS} FROM {from} WHERE 1 = 1 {keep}"
         ))
         .await?;
         let copy = [
@@ -386,9 +388,14 @@ impl Projection for Schedule {
         event: &RecordedEvent,
     ) -> anyhow::Result<()> {
         let (schedule, policy) = (tables.name(TABLE), tables.name(POLICY_TABLE));
-        let ignore = match tx {
-            Tx::MySql(_) => "INSERT IGNORE",
-            Tx::Sqlite(_) => "INSERT OR IGNORE",
+        // A row that exists stays; any other refusal is an error, not a warning.
+        let sqlite = matches!(tx, Tx::Sqlite(_));
+        let keep = |column: &str| {
+            if sqlite {
+                "ON CONFLICT DO NOTHING".to_owned()
+            } else {
+                format!("ON DUPLICATE KEY UPDATE {column} = {column}")
+            }
         };
         for write in writes(event)? {
             match write {
@@ -400,8 +407,9 @@ impl Projection for Schedule {
                     due,
                 } => {
                     let sql = format!(
-                        "{ignore} INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
-                         VALUES (?, ?, ?, ?, ?, 'pending', ?)"
+                        "INSERT INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
+                         VALUES (?, ?, ?, ?, ?, 'pending', ?) {}",
+                        keep("id")
                     );
                     run(
                         tx,
@@ -425,9 +433,10 @@ impl Projection for Schedule {
                     at,
                 } => {
                     let sql = format!(
-                        "{ignore} INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
+                        "INSERT INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
                          SELECT ?, ?, order_id, NULL, ? + {field} * 1000000, 'pending', ? + {field} * 1000000 \
-                         FROM {policy} WHERE order_id = ?"
+                         FROM {policy} WHERE order_id = ? {}",
+                        keep(&format!("{schedule}.id"))
                     );
                     run(
                         tx,
@@ -456,8 +465,9 @@ impl Projection for Schedule {
                     complete,
                 } => {
                     let sql = format!(
-                        "{ignore} INTO {policy} (order_id, deliver_after_secs, return_pickup_after_secs, \
-                         return_complete_after_secs) VALUES (?, ?, ?, ?)"
+                        "INSERT INTO {policy} (order_id, deliver_after_secs, return_pickup_after_secs, \
+                         return_complete_after_secs) VALUES (?, ?, ?, ?) {}",
+                        keep("order_id")
                     );
                     run(
                         tx,

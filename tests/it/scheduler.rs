@@ -288,6 +288,19 @@ fn member(role: Role) -> Actor {
 /// after that.
 async fn place_order(commands: &Commands, ship_after: i64, deliver_after: i64) -> String {
     let order_id = OrderId::from_uuid(Uuid::now_v7());
+    let id = order_id.as_uuid().to_string();
+    place_order_as(commands, &id, order_id, ship_after, deliver_after).await;
+    id
+}
+
+/// Places an order on the stream `id`.
+async fn place_order_as(
+    commands: &Commands,
+    id: &str,
+    order_id: OrderId,
+    ship_after: i64,
+    deliver_after: i64,
+) {
     let policy = OrderPolicy {
         ship_after: chrono::Duration::seconds(ship_after),
         deliver_after: chrono::Duration::seconds(deliver_after),
@@ -309,12 +322,10 @@ async fn place_order(commands: &Commands, ship_after: i64, deliver_after: i64) -
         },
         policy,
     };
-    let id = order_id.as_uuid().to_string();
     commands
-        .order(&id, place, Metadata::default())
+        .order(id, place, Metadata::default())
         .await
         .unwrap();
-    id
 }
 
 async fn event_types(events: &dyn EventStore, stream: &StreamRef) -> Vec<String> {
