@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::auth::AuthService;
@@ -16,34 +15,12 @@ use crate::clock::SharedClock;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::db::Database;
-use crate::eventstore::{self, EventStore};
+use crate::eventstore;
+use crate::http::AppState;
 use crate::members::Members;
 use crate::projections::Projectors;
 use crate::scheduler::{Jobs, Scheduler};
 use crate::{http, telemetry};
-
-/// What every request handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database pool.
-    pub db: Database,
-    /// The event log, for reading (every write goes through `commands`).
-    pub events: Arc<dyn EventStore>,
-    /// The command path: the only writer of aggregate streams.
-    pub commands: Commands,
-    /// Where the service reads the time.
-    pub clock: SharedClock,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-    /// Members: sign-up, profile, addresses, roles.
-    pub members: Arc<Members>,
-    /// Logins, tokens, sessions, rate limits.
-    pub auth: Arc<AuthService>,
-    /// Reverse proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Arc<[ipnet::IpNet]>,
-    /// Timeouts and the bound on concurrent requests.
-    pub http: crate::config::HttpLimits,
-}
 
 /// A built application: connected, migrated, listening, not yet serving.
 pub struct Application {

@@ -11,13 +11,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::AppState;
 use super::extract::{AppJson, AppPath, ClientAddr};
 use super::identity::Auth;
 use super::problem::{Problem, catalogue};
 use crate::auth::ratelimit::LimitError;
 use crate::auth::tokens::Session;
 use crate::auth::{AuthError, TokenPair};
-use crate::startup::AppState;
 
 impl From<AuthError> for Problem {
     fn from(e: AuthError) -> Self {

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::problem::{Problem, catalogue};
-use crate::startup::AppState;
 
 /// A JSON object body. Not JSON (by its content type) is 415, too large 413, and anything
 /// else that is not an object of the expected shape 400 (serde would take `[a, b]` for a

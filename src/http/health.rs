@@ -5,8 +5,8 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::problem::{Problem, catalogue};
-use crate::startup::AppState;
 
 /// The body of a healthy answer.
 #[derive(Debug, Serialize, ToSchema)]

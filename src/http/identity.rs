@@ -8,10 +8,10 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use super::AppState;
 use super::problem::Problem;
 use crate::auth::Identity;
 use crate::members::Role;
-use crate::startup::AppState;
 
 /// The least role an endpoint needs.
 pub trait MinRole: Send + Sync + 'static {

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::AppState;
 use super::extract::{AppJson, AppPath, AppQuery, ClientAddr};
 use super::identity::{Admin, Auth, Basic};
 use super::problem::{Problem, catalogue};
@@ -18,7 +19,6 @@ use crate::members::service::{
     Address, AddressInput, Profile, ProfilePatch, RoleChanged, SignUp, SignedUp,
 };
 use crate::members::{MAX_ADDRESSES, MemberError, Role};
-use crate::startup::AppState;
 
 impl From<MemberError> for Problem {
     fn from(e: MemberError) -> Self {

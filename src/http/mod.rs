@@ -11,6 +11,7 @@ pub mod observability;
 pub mod openapi;
 pub mod problem;
 pub mod server;
+pub mod state;
 
 use axum::Router;
 use axum::extract::Request;
@@ -21,8 +22,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::startup::AppState;
 use problem::{Problem, catalogue};
+pub use state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -13,7 +13,8 @@ use openrun::eventstore::{
     Appended, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, OpenAppend,
     StreamRef,
 };
-use openrun::startup::{AppState, Application};
+use openrun::http::AppState;
+use openrun::startup::Application;
 use rand::Rng;
 use sqlx::{Connection, Executor};
 use tokio::sync::oneshot;

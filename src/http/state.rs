@@ -1,0 +1,36 @@
+//! What every request handler can reach: the services of each capability, built at start-up
+//! ([`crate::startup`]) and shared by the router.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::AuthService;
+use crate::clock::SharedClock;
+use crate::commands::Commands;
+use crate::db::Database;
+use crate::eventstore::EventStore;
+use crate::members::Members;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool.
+    pub db: Database,
+    /// The event log, for reading (every write goes through `commands`).
+    pub events: Arc<dyn EventStore>,
+    /// The command path: the only writer of aggregate streams.
+    pub commands: Commands,
+    /// Where the service reads the time.
+    pub clock: SharedClock,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Members: sign-up, profile, addresses, roles.
+    pub members: Arc<Members>,
+    /// Logins, tokens, sessions, rate limits.
+    pub auth: Arc<AuthService>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// Timeouts and the bound on concurrent requests.
+    pub http: crate::config::HttpLimits,
+}
