@@ -187,8 +187,9 @@ async fn overdue(db: &Database) -> anyhow::Result<Vec<String>> {
          ORDER BY due_at LIMIT 20",
         openrun_projections::schedule::TABLE
     );
+    // The database's clock, as the scheduler's claims and their expiry use it.
     let cutoff =
-        openrun_projections::schedule::micros(chrono::Utc::now()) - OVERDUE_GRACE_SECS * 1_000_000;
+        openrun_projections::store::database_now(db).await? - OVERDUE_GRACE_SECS * 1_000_000;
     let rows: Vec<(String, i64, i32, Option<String>)> = with_pool!(db, pool => {
         sqlx::query_as(&sql).bind(cutoff).bind(cutoff).fetch_all(pool).await?
     });
