@@ -28,7 +28,6 @@ pub struct Application {
     state: AppState,
     projectors: Projectors,
     scheduler: Scheduler,
-    http: crate::config::HttpLimits,
 }
 
 impl Application {
@@ -74,7 +73,6 @@ impl Application {
             state,
             projectors,
             scheduler,
-            http: config.http,
         })
     }
 
@@ -96,7 +94,7 @@ impl Application {
         let state = self.state.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         let app = http::router(self.state);
-        http::server::serve(self.listener, app, self.http, shutdown)
+        http::server::serve(self.listener, app, state.http, shutdown)
             .await
             .context("HTTP server failed")?;
         self.scheduler.stop().await;
