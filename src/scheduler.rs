@@ -419,8 +419,12 @@ async fn record(
         "UPDATE {TABLE} SET status = 'pending', next_attempt_at = ?, last_error = ?, claimed_by = NULL \
          WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
     );
+    // Rows in key order, the order in which a rebuild's swap locks them: the two never
+    // deadlock.
+    let mut outcomes: Vec<(&Due, Outcome)> = claimed.iter().zip(outcomes).collect();
+    outcomes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     let mut tx = pool.begin().await?;
-    for (due, outcome) in claimed.iter().zip(outcomes) {
+    for (due, outcome) in outcomes {
         let (sql, at, note) = match outcome {
             Outcome::Done(note) => (&done, now, note),
             Outcome::Retry { error } => {

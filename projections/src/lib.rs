@@ -44,12 +44,21 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables [`Projection::create_tables`] creates, by base name (a rebuild swaps them).
     fn tables(&self) -> &'static [&'static str];
 
-    /// Carries over what the projection's tables hold besides what the log derives (for
-    /// example the state a consumer of the tables writes into them) from the `from` tables
-    /// into the `into` tables. A rebuild calls it twice: from the live tables into the rebuilt
-    /// ones just before the swap, and from the retired tables into the new live ones just
-    /// after it, so that writes made while swapping are kept too. Default: nothing to carry.
-    async fn carry_over(&self, _pool: &Pool, _from: &Tables, _into: &Tables) -> anyhow::Result<()> {
+    /// Whether the projection's tables hold state besides what the log derives (for example
+    /// what a consumer of the tables writes into them, as the scheduler does in the
+    /// schedule). A rebuild of such a projection swaps in one transaction with
+    /// [`Projection::carry_over`], so that no reader ever sees that state missing; one of any
+    /// other projection swaps by renaming its tables. Default: no such state.
+    fn holds_state_outside_the_log(&self) -> bool {
+        false
+    }
+
+    /// Carries what the projection's tables hold besides what the log derives from the
+    /// `from` tables into the `into` tables, inside `tx`: the rebuild's swap, which also
+    /// holds every row of the `from` tables locked, so that nothing changes them until the
+    /// rebuilt tables have taken their place. Called only when
+    /// [`Projection::holds_state_outside_the_log`] is true.
+    async fn carry_over(&self, _tx: &mut Tx, _from: &Tables, _into: &Tables) -> anyhow::Result<()> {
         Ok(())
     }
 

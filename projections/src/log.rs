@@ -9,11 +9,21 @@ use uuid::Uuid;
 /// Errors of an event source, boxed: the source lives in the service.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How much one read of the log may return: at most `events` events, and no more events once
+/// their stored payload and metadata reach `bytes` (always at least one event, however large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Most events.
+    pub events: usize,
+    /// Most bytes of stored payload and metadata, give or take the last event.
+    pub bytes: usize,
+}
+
 /// Where projections read events from: the event store, in position order.
 #[async_trait]
 pub trait EventSource: Send + Sync + 'static {
-    /// Events with `global_position > after`, in position order, at most `limit`.
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, SourceError>;
+    /// Events with `global_position > after`, in position order, within `batch`.
+    async fn read_all(&self, after: u64, batch: Batch) -> Result<Vec<RecordedEvent>, SourceError>;
 
     /// The highest committed position.
     async fn head_position(&self) -> Result<u64, SourceError>;

@@ -1,28 +1,42 @@
 //! Rebuild: replay the whole log into fresh tables, then swap them in for the live ones.
 //!
 //! The rebuild fills `<table>__rebuild` tables and their own checkpoint from position 0 with
-//! the ordinary [`runner::step`], then swaps data and checkpoint in one step (one `RENAME
-//! TABLE` on MySQL, one transaction on SQLite) and drops the old tables. The live follower
-//! (in this or any other process) keeps serving meanwhile: its batches write the live tables
-//! and move the live checkpoint by compare-and-set, so a batch that straddles the swap finds
-//! the checkpoint moved and rolls back, and the next one continues from the rebuilt
-//! checkpoint. State a projection's tables hold besides the log (the scheduler's progress in
-//! the schedule) is carried over by [`Projection::carry_over`], before and after the swap. A
-//! crash before the swap leaves the live projection untouched. A lease named
-//! `<projection>#rebuild` keeps two rebuilds of one projection from running at once.
+//! the ordinary [`runner::step`], then swaps data and checkpoint in together. The live
+//! follower (in this or any other process) keeps serving meanwhile: its batches write the
+//! live tables and move the live checkpoint by compare-and-set, so a batch that straddles the
+//! swap finds the checkpoint moved and rolls back, and the next one continues from the
+//! rebuilt checkpoint.
+//!
+//! A projection whose tables hold state besides the log (the scheduler's progress in the
+//! schedule) swaps in one transaction that first locks every live row, then carries that
+//! state over ([`Projection::carry_over`]) and replaces the live rows and checkpoint with the
+//! rebuilt ones. Nobody sees the state missing, not even for a moment: the scheduler's claims
+//! skip the locked rows and its outcomes wait for the commit, and a crash anywhere in the swap
+//! rolls all of it back. Other projections swap by renaming their tables (one `RENAME TABLE`
+//! on MySQL, one transaction on SQLite).
+//!
+//! A lease named `<projection>#rebuild` keeps two rebuilds of one projection from running at
+//! once. A rebuild stops as soon as it fails to renew its lease, and checks it holds the
+//! lease inside the swap's transaction: one that lost it (a stall longer than the lease, and
+//! another rebuild took over) never swaps. A crash before the swap leaves the live projection
+//! untouched.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::Projection;
-use crate::log::EventSource;
+use crate::log::{Batch, EventSource};
 use crate::runner::{self, Step};
-use crate::store::{self, Pool, Tables};
+use crate::store::{self, Pool, Tables, Tx};
 
-/// Events per transaction while rebuilding.
-const REBUILD_BATCH: usize = 2000;
+/// Events per transaction while rebuilding, and their most bytes.
+const REBUILD_BATCH: Batch = Batch {
+    events: 2000,
+    bytes: 8 << 20,
+};
 
 /// Rebuilds `projection` from zero and swaps it in. `progress(applied_up_to, head)` is called
 /// after every batch. Returns the position the rebuilt projection is at.
@@ -35,32 +49,71 @@ pub async fn rebuild(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<u64> {
     let name = projection.name();
-    let lease = format!("{name}#rebuild");
-    if !store::acquire_lease(pool, &lease, owner, lease_ttl).await? {
+    let lease = Lease {
+        name: format!("{name}#rebuild"),
+        owner: owner.to_owned(),
+        lost: Arc::new(AtomicBool::new(false)),
+    };
+    if !store::acquire_lease(pool, &lease.name, owner, lease_ttl).await? {
         bail!("{name}: another rebuild of this projection is running");
     }
     let renewer = {
-        let (pool, owner, lease) = (pool.clone(), owner.to_owned(), lease.clone());
+        let (pool, lease) = (pool.clone(), lease.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease_ttl / 3).await;
-                if let Err(e) = store::acquire_lease(&pool, &lease, &owner, lease_ttl).await {
-                    tracing::warn!(projection = name, error = %e, "cannot renew the rebuild lease");
+                match store::acquire_lease(&pool, &lease.name, &lease.owner, lease_ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lease.lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // The lease may still be ours: the check in the swap decides.
+                    Err(e) => {
+                        tracing::warn!(projection = name, error = %e, "cannot renew the rebuild lease");
+                    }
                 }
             }
         })
     };
-    let result = replay_and_swap(pool, source, projection.as_ref(), progress).await;
+    let result = replay_and_swap(pool, source, projection.as_ref(), &lease, progress).await;
     renewer.abort();
     // Ignored error: the lease expires on its own.
-    let _ = store::release_lease(pool, &lease, owner).await;
+    let _ = store::release_lease(pool, &lease.name, owner).await;
     result
+}
+
+/// The rebuild's lease, and whether its renewal found it taken.
+#[derive(Clone)]
+struct Lease {
+    name: String,
+    owner: String,
+    lost: Arc<AtomicBool>,
+}
+
+impl Lease {
+    fn check(&self, projection: &str) -> anyhow::Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            bail!("{projection}: the rebuild lost its lease; it stops without swapping");
+        }
+        Ok(())
+    }
+
+    /// Inside the swap's transaction: fails unless the lease is still ours.
+    async fn confirm(&self, tx: &mut Tx, projection: &str) -> anyhow::Result<()> {
+        self.check(projection)?;
+        if !store::holds_lease(tx, &self.name, &self.owner).await? {
+            bail!("{projection}: the rebuild no longer holds its lease; it stops without swapping");
+        }
+        Ok(())
+    }
 }
 
 async fn replay_and_swap(
     pool: &Pool,
     source: &dyn EventSource,
     projection: &dyn Projection,
+    lease: &Lease,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<u64> {
     let name = projection.name();
@@ -69,6 +122,7 @@ async fn replay_and_swap(
     projection.create_tables(pool, &Tables::REBUILD).await?;
     store::create_checkpoint(pool, name, &Tables::REBUILD).await?;
     let position = loop {
+        lease.check(name)?;
         match runner::step(pool, source, projection, &Tables::REBUILD, REBUILD_BATCH).await? {
             Step::Applied(at) => {
                 let head = source
@@ -81,19 +135,44 @@ async fn replay_and_swap(
             Step::NotLeader => bail!("{name}: the rebuild checkpoint moved under the rebuild"),
         }
     };
-    projection
-        .carry_over(pool, &Tables::LIVE, &Tables::REBUILD)
-        .await
-        .with_context(|| format!("{name}: carrying state over into the rebuilt tables"))?;
-    swap(pool, projection)
-        .await
-        .with_context(|| format!("{name}: swapping the rebuilt tables in"))?;
-    projection
-        .carry_over(pool, &Tables::RETIRED, &Tables::LIVE)
-        .await
-        .with_context(|| format!("{name}: carrying state over after the swap"))?;
-    drop_tables(pool, projection, &Tables::RETIRED).await?;
+    if projection.holds_state_outside_the_log() {
+        // The swap locks every live row; a writer that took its rows in another order may
+        // deadlock with it, and the database then rolls one of them back: try again.
+        let mut attempt = 1;
+        while let Err(e) = swap_with_state(pool, projection, lease).await {
+            if attempt == SWAP_ATTEMPTS || !is_deadlock(&e) {
+                return Err(e.context(format!("{name}: swapping the rebuilt tables in")));
+            }
+            tracing::warn!(
+                projection = name,
+                attempt,
+                "the swap deadlocked; trying again"
+            );
+            attempt += 1;
+        }
+        drop_tables(pool, projection, &Tables::REBUILD).await?;
+    } else {
+        swap(pool, projection, lease)
+            .await
+            .with_context(|| format!("{name}: swapping the rebuilt tables in"))?;
+        drop_tables(pool, projection, &Tables::RETIRED).await?;
+    }
     Ok(position)
+}
+
+/// How often a swap that deadlocked is tried.
+const SWAP_ATTEMPTS: u32 = 5;
+
+/// Whether `e` is the database rolling the transaction back to end a deadlock (SQLSTATE
+/// 40001).
+fn is_deadlock(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .and_then(|db| db.code())
+            .is_some_and(|code| code == "40001")
+    })
 }
 
 fn all_tables(projection: &dyn Projection, tables: &Tables) -> Vec<String> {
@@ -115,12 +194,18 @@ async fn drop_tables(
     Ok(())
 }
 
-async fn swap(pool: &Pool, projection: &dyn Projection) -> anyhow::Result<()> {
+/// Swaps by renaming: the rebuilt tables take the live names, the live ones retire.
+async fn swap(pool: &Pool, projection: &dyn Projection, lease: &Lease) -> anyhow::Result<()> {
+    let name = projection.name();
     let live = all_tables(projection, &Tables::LIVE);
     let rebuilt = all_tables(projection, &Tables::REBUILD);
     let retired = all_tables(projection, &Tables::RETIRED);
-    match pool {
-        Pool::MySql(_) => {
+    let mut tx = pool.begin().await?;
+    lease.confirm(&mut tx, name).await?;
+    match tx {
+        Tx::MySql(_) => {
+            // RENAME TABLE commits the transaction first: it swaps right after the check.
+            tx.commit().await?;
             // One statement: MySQL swaps all the tables atomically.
             let renames: Vec<String> = live
                 .iter()
@@ -133,18 +218,67 @@ async fn swap(pool: &Pool, projection: &dyn Projection) -> anyhow::Result<()> {
             pool.execute(&format!("RENAME TABLE {}", renames.join(", ")))
                 .await?;
         }
-        Pool::Sqlite(sqlite) => {
-            let mut tx = sqlite.begin_with("BEGIN IMMEDIATE").await?;
+        Tx::Sqlite(_) => {
             for ((live, rebuilt), retired) in live.iter().zip(&rebuilt).zip(&retired) {
-                for sql in [
-                    format!("ALTER TABLE {live} RENAME TO {retired}"),
-                    format!("ALTER TABLE {rebuilt} RENAME TO {live}"),
-                ] {
-                    sqlx::query(&sql).execute(&mut *tx).await?;
-                }
+                tx.execute(&format!("ALTER TABLE {live} RENAME TO {retired}"))
+                    .await?;
+                tx.execute(&format!("ALTER TABLE {rebuilt} RENAME TO {live}"))
+                    .await?;
             }
             tx.commit().await?;
         }
+    }
+    Ok(())
+}
+
+/// Swaps in one transaction that carries the state outside the log over: every live row is
+/// locked first, then the state is carried into the rebuilt tables, and the live rows and
+/// checkpoint are replaced with the rebuilt ones (on SQLite, whose write transaction keeps
+/// every other writer out, the tables are renamed instead).
+async fn swap_with_state(
+    pool: &Pool,
+    projection: &dyn Projection,
+    lease: &Lease,
+) -> anyhow::Result<()> {
+    let name = projection.name();
+    let live = all_tables(projection, &Tables::LIVE);
+    let rebuilt = all_tables(projection, &Tables::REBUILD);
+    let retired = all_tables(projection, &Tables::RETIRED);
+    let mut tx = pool.begin().await?;
+    if matches!(tx, Tx::MySql(_)) {
+        // Tables first, as the live follower writes them before its checkpoint.
+        for table in &live {
+            tx.execute(&format!(
+                "SELECT COUNT(*) FROM {table} FORCE INDEX (PRIMARY) FOR UPDATE"
+            ))
+            .await?;
+        }
+    }
+    lease.confirm(&mut tx, name).await?;
+    projection
+        .carry_over(&mut tx, &Tables::LIVE, &Tables::REBUILD)
+        .await
+        .with_context(|| format!("{name}: carrying state over into the rebuilt tables"))?;
+    match tx {
+        Tx::MySql(_) => {
+            for (live, rebuilt) in live.iter().zip(&rebuilt) {
+                tx.execute(&format!("DELETE FROM {live}")).await?;
+                tx.execute(&format!("INSERT INTO {live} SELECT * FROM {rebuilt}"))
+                    .await?;
+            }
+        }
+        Tx::Sqlite(_) => {
+            for ((live, rebuilt), retired) in live.iter().zip(&rebuilt).zip(&retired) {
+                tx.execute(&format!("ALTER TABLE {live} RENAME TO {retired}"))
+                    .await?;
+                tx.execute(&format!("ALTER TABLE {rebuilt} RENAME TO {live}"))
+                    .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    if pool.is_sqlite() {
+        drop_tables(pool, projection, &Tables::RETIRED).await?;
     }
     Ok(())
 }

@@ -15,14 +15,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Projection;
-use crate::log::EventSource;
+use crate::log::{Batch, EventSource};
 use crate::store::{self, Pool, Tables};
 
 /// Tuning of the runner.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Most events applied in one transaction.
-    pub batch_size: usize,
+    /// Most events (and bytes of them) applied in one transaction.
+    pub batch: Batch,
     /// How often to look for events appended by other processes.
     pub poll_interval: Duration,
     /// How long a lease lasts unless renewed; a dead process's projections move within it.
@@ -34,7 +34,10 @@ pub struct RunnerConfig {
 impl Default for RunnerConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch: Batch {
+                events: 500,
+                bytes: 4 << 20,
+            },
             poll_interval: Duration::from_millis(500),
             lease_ttl: Duration::from_secs(5),
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
@@ -67,12 +70,12 @@ pub async fn step(
     source: &dyn EventSource,
     projection: &dyn Projection,
     tables: &Tables,
-    batch_size: usize,
+    batch: Batch,
 ) -> anyhow::Result<Step> {
     let name = projection.name();
     let from = store::checkpoint(pool, name, tables).await?;
     let events = source
-        .read_all(from, batch_size)
+        .read_all(from, batch)
         .await
         .map_err(|e| anyhow::anyhow!("reading the event log: {e}"))?;
     let Some(last) = events.last().map(|e| e.global_position) else {
@@ -180,7 +183,7 @@ impl Follower {
             self.source.as_ref(),
             self.projection.as_ref(),
             &Tables::LIVE,
-            self.config.batch_size,
+            self.config.batch,
         )
         .await?;
         if let (Step::Applied(at) | Step::Idle(at), Ok(head)) =

@@ -332,23 +332,28 @@ impl Projection for Schedule {
         Ok(())
     }
 
+    fn holds_state_outside_the_log(&self) -> bool {
+        true
+    }
+
     /// The scheduler's progress is not in the log: rows it closed without an event (a step
     /// the domain refused), its claims, attempts, backoff and last errors, and the nightly
-    /// rows it plans. Rows only `from` has are copied; rows the log leaves pending take the
-    /// scheduler's columns from `from`, and so do rows claimed in `into` that `from` has seen
-    /// closed since (the outcome of a claim recorded while the tables were swapped).
-    async fn carry_over(&self, pool: &Pool, from: &Tables, into: &Tables) -> anyhow::Result<()> {
+    /// rows it plans. Rows only `from` has are copied, rows the log leaves pending take the
+    /// scheduler's columns from `from`, and rows the log closed keep their attempts and last
+    /// error. Runs inside the swap, with `from` locked.
+    async fn carry_over(&self, tx: &mut Tx, from: &Tables, into: &Tables) -> anyhow::Result<()> {
+        let sqlite = matches!(tx, Tx::Sqlite(_));
         let (from, into) = (from.name(TABLE), into.name(TABLE));
         const COLUMNS: &str = "id, kind, stream_id, schedule_id, due_at, status, next_attempt_at, \
                                attempts, claimed_by, last_error, closed_at";
         // Rows already there stay; a data error is an error (no INSERT IGNORE, which would turn
         // it into a warning and a lost row).
-        let keep = if pool.is_sqlite() {
+        let keep = if sqlite {
             "ON CONFLICT DO NOTHING".to_owned()
         } else {
             format!("ON DUPLICATE KEY UPDATE {into}.id = {into}.id")
         };
-        pool.execute(&format!(
+        tx.execute(&format!(
             "INSERT INTO {into} ({COLUMNS}) SELECT {COLUMNS} FROM {from} WHERE 1 = 1 {keep}"
         ))
         .await?;
@@ -360,24 +365,35 @@ impl Projection for Schedule {
             "last_error",
             "closed_at",
         ];
-        let update = if pool.is_sqlite() {
+        let update = if sqlite {
             let set: Vec<String> = copy.iter().map(|c| format!("{c} = f.{c}")).collect();
             format!(
                 "UPDATE {into} SET {} FROM {from} AS f WHERE {into}.id = f.id AND \
-                 (({into}.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> {into}.attempts)) \
-                  OR ({into}.status = 'claimed' AND f.status NOT IN ('pending', 'claimed')))",
+                 {into}.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> {into}.attempts)",
                 set.join(", ")
             )
         } else {
             let set: Vec<String> = copy.iter().map(|c| format!("i.{c} = f.{c}")).collect();
             format!(
                 "UPDATE {into} AS i JOIN {from} AS f ON i.id = f.id SET {} \
-                 WHERE (i.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> i.attempts)) \
-                    OR (i.status = 'claimed' AND f.status NOT IN ('pending', 'claimed'))",
+                 WHERE i.status = 'pending' AND (f.status <> 'pending' OR f.attempts <> i.attempts)",
                 set.join(", ")
             )
         };
-        pool.execute(&update).await?;
+        tx.execute(&update).await?;
+        // Rows the log closed keep how often the scheduler tried them and its last error.
+        let tried = if sqlite {
+            format!(
+                "UPDATE {into} SET attempts = f.attempts, last_error = f.last_error FROM {from} AS f \
+                 WHERE {into}.id = f.id AND {into}.status <> 'pending'"
+            )
+        } else {
+            format!(
+                "UPDATE {into} AS i JOIN {from} AS f ON i.id = f.id \
+                 SET i.attempts = f.attempts, i.last_error = f.last_error WHERE i.status <> 'pending'"
+            )
+        };
+        tx.execute(&tried).await?;
         Ok(())
     }
 

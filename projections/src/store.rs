@@ -64,6 +64,15 @@ impl Pool {
 }
 
 impl Tx {
+    /// Runs one statement with no parameters inside the transaction; returns the rows it
+    /// changed.
+    pub async fn execute(&mut self, sql: &str) -> sqlx::Result<u64> {
+        Ok(match self {
+            Self::MySql(tx) => sqlx::query(sql).execute(&mut **tx).await?.rows_affected(),
+            Self::Sqlite(tx) => sqlx::query(sql).execute(&mut **tx).await?.rows_affected(),
+        })
+    }
+
     /// Commits.
     pub async fn commit(self) -> sqlx::Result<()> {
         match self {
@@ -265,6 +274,35 @@ pub async fn acquire_lease(
             Ok(taken.rows_affected() == 1)
         }
     }
+}
+
+/// Whether `owner` holds the lease `name` and it has not expired, read inside `tx`. On MySQL
+/// the lease row stays locked until `tx` ends, so that nobody takes the lease over meanwhile;
+/// on SQLite the write transaction already keeps every other writer out.
+pub async fn holds_lease(tx: &mut Tx, name: &str, owner: &str) -> sqlx::Result<bool> {
+    let held: Option<i64> = match tx {
+        Tx::MySql(tx) => {
+            sqlx::query_scalar(
+                "SELECT CAST(owner = ? AND expires_at > NOW(6) AS SIGNED) FROM projection_leases \
+                 WHERE name = ? FOR UPDATE",
+            )
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?
+        }
+        Tx::Sqlite(tx) => {
+            sqlx::query_scalar(
+                "SELECT owner = ? AND expires_at > CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER) \
+                 FROM projection_leases WHERE name = ?",
+            )
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?
+        }
+    };
+    Ok(held == Some(1))
 }
 
 /// Gives the lease up at once, if `owner` holds it.

@@ -55,12 +55,25 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError>;
 
+    /// Events of every stream with `global_position > after`, in position order: at most
+    /// `limit`, and no more once their stored payload and metadata reach `max_bytes` (always
+    /// at least one event, however large). Rows are read as a stream, so a page of large
+    /// events is never held twice.
+    async fn read_all_bounded(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError>;
+
     /// Events of every stream with `global_position > after`, in position order, at most `limit`.
     async fn read_all(
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, EventStoreError>;
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        self.read_all_bounded(after, limit, usize::MAX).await
+    }
 
     /// The highest committed global position (0 for an empty log).
     async fn head_position(&self) -> Result<u64, EventStoreError>;
@@ -108,9 +121,12 @@ impl openrun_projections::log::EventSource for LogSource {
     async fn read_all(
         &self,
         after: u64,
-        limit: usize,
+        batch: openrun_projections::log::Batch,
     ) -> Result<Vec<RecordedEvent>, openrun_projections::log::SourceError> {
-        Ok(self.0.read_all(after, limit).await?)
+        Ok(self
+            .0
+            .read_all_bounded(after, batch.events, batch.bytes)
+            .await?)
     }
 
     async fn head_position(&self) -> Result<u64, openrun_projections::log::SourceError> {

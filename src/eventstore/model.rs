@@ -230,6 +230,13 @@ pub(crate) struct StoredRow {
     pub recorded_at: DateTime<Utc>,
 }
 
+impl StoredRow {
+    /// The bytes of its stored payload and metadata: what bounds a page of the log.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.metadata.len()
+    }
+}
+
 impl TryFrom<StoredRow> for RecordedEvent {
     type Error = EventStoreError;
 

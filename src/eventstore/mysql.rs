@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Row, Transaction};
 use tokio::sync::watch;
@@ -231,7 +232,11 @@ fn text(row: &MySqlRow, index: usize) -> Result<String, sqlx::Error> {
 }
 
 fn decode(row: &MySqlRow) -> Result<RecordedEvent, EventStoreError> {
-    StoredRow {
+    stored(row)?.try_into()
+}
+
+fn stored(row: &MySqlRow) -> Result<StoredRow, EventStoreError> {
+    Ok(StoredRow {
         global_position: row.try_get(0)?,
         stream_type: text(row, 1)?,
         stream_id: text(row, 2)?,
@@ -241,8 +246,7 @@ fn decode(row: &MySqlRow) -> Result<RecordedEvent, EventStoreError> {
         payload: text(row, 6)?,
         metadata: text(row, 7)?,
         recorded_at: row.try_get::<NaiveDateTime, _>(8)?.and_utc(),
-    }
-    .try_into()
+    })
 }
 
 #[async_trait]
@@ -281,21 +285,28 @@ impl EventStore for MysqlEventStore {
             .collect()
     }
 
-    async fn read_all(
+    async fn read_all_bounded(
         &self,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         let sql =
             format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
-        sqlx::query(&sql)
+        let mut rows = sqlx::query(&sql)
             .bind(after)
             .bind(limit as u64)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+            .fetch(&self.pool);
+        let mut page = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let stored = stored(&row)?;
+            bytes = bytes.saturating_add(stored.size());
+            page.push(stored.try_into()?);
+        }
+        Ok(page)
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {

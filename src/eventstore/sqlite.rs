@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
@@ -221,7 +222,11 @@ fn to_u64(v: i64) -> u64 {
 }
 
 fn decode(row: &SqliteRow) -> Result<RecordedEvent, EventStoreError> {
-    StoredRow {
+    stored(row)?.try_into()
+}
+
+fn stored(row: &SqliteRow) -> Result<StoredRow, EventStoreError> {
+    Ok(StoredRow {
         global_position: to_u64(row.try_get(0)?),
         stream_type: row.try_get(1)?,
         stream_id: row.try_get(2)?,
@@ -231,8 +236,7 @@ fn decode(row: &SqliteRow) -> Result<RecordedEvent, EventStoreError> {
         payload: row.try_get(6)?,
         metadata: row.try_get(7)?,
         recorded_at: row.try_get(8)?,
-    }
-    .try_into()
+    })
 }
 
 #[async_trait]
@@ -271,21 +275,28 @@ impl EventStore for SqliteEventStore {
             .collect()
     }
 
-    async fn read_all(
+    async fn read_all_bounded(
         &self,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         let sql =
             format!("{SELECT_COLUMNS} WHERE global_position > ? ORDER BY global_position LIMIT ?");
-        sqlx::query(&sql)
+        let mut rows = sqlx::query(&sql)
             .bind(to_i64(after))
             .bind(to_i64(limit as u64))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+            .fetch(&self.pool);
+        let mut page = Vec::new();
+        let mut bytes = 0usize;
+        while bytes < max_bytes
+            && let Some(row) = rows.try_next().await?
+        {
+            let stored = stored(&row)?;
+            bytes = bytes.saturating_add(stored.size());
+            page.push(stored.try_into()?);
+        }
+        Ok(page)
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {

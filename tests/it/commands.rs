@@ -79,12 +79,13 @@ impl EventStore for Spy {
         self.inner.read_stream(stream, from_version, limit).await
     }
 
-    async fn read_all(
+    async fn read_all_bounded(
         &self,
         after: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        self.inner.read_all(after, limit).await
+        self.inner.read_all_bounded(after, limit, max_bytes).await
     }
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {

@@ -20,6 +20,7 @@ on_both_backends!(
     bad_input_is_refused_before_anything_is_written,
     read_stream_from_a_version,
     read_all_in_batches_from_a_position,
+    a_page_of_the_log_is_bounded_by_bytes_too,
     metadata_is_stored_with_every_event,
     concurrent_appenders_racing_for_one_stream_get_gapless_versions,
     concurrent_appends_share_one_commit_and_a_conflict_fails_alone,
@@ -288,6 +289,43 @@ async fn read_all_in_batches_from_a_position(backend: Backend) {
     let from_middle = s.read_all(40, 100).await.unwrap();
     assert_eq!(from_middle.first().map(|e| e.global_position), Some(41));
     assert_eq!(from_middle.len(), 10);
+}
+
+/// Large events fill a page by their bytes before its count: a projection batch of a
+/// thousand 1 MB events never sits in memory at once. A page holds at least one event.
+async fn a_page_of_the_log_is_bounded_by_bytes_too(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let s = f.events.as_ref();
+    let large = "x".repeat(1000);
+    for i in 0..10 {
+        s.append(
+            stream(&format!("big{i}")),
+            ExpectedVersion::NO_STREAM,
+            vec![EventData::json("Large", "1.0", &serde_json::json!({ "blob": large })).unwrap()],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let one = s.read_all_bounded(0, 100, 1).await.unwrap();
+    assert_eq!(one.len(), 1, "a page holds at least one event");
+    // Each event is a little over 1,000 bytes: the third reaches 2,500.
+    let three = s.read_all_bounded(0, 100, 2500).await.unwrap();
+    assert_eq!(
+        three.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.read_all_bounded(after, 100, 2500).await.unwrap();
+        assert!(page.len() <= 3, "{} events in a page", page.len());
+        let Some(last) = page.last() else { break };
+        after = last.global_position;
+        seen.extend(page.iter().map(|e| e.global_position));
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+    assert_eq!(s.read_all_bounded(0, 4, usize::MAX).await.unwrap().len(), 4);
 }
 
 async fn metadata_is_stored_with_every_event(backend: Backend) {

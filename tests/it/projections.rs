@@ -252,7 +252,10 @@ async fn runners_racing_on_one_projection_apply_each_event_once(backend: Backend
                         &source,
                         &streams,
                         &Tables::LIVE,
-                        50,
+                        openrun_projections::log::Batch {
+                            events: 50,
+                            bytes: usize::MAX,
+                        },
                     )
                     .await
                     {

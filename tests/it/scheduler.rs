@@ -13,6 +13,9 @@ use openrun_domain::product::{ProductCommand, ProductStatus};
 use openrun_domain::{
     Actor, CategoryId, MemberId, Money, OrderId, OrderPolicy, ProductId, Role, ScheduleId,
 };
+use openrun_projections::Projection;
+use openrun_projections::schedule::Schedule;
+use openrun_projections::store::{Pool, Tables, Tx};
 use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp, TestDb, on_both_backends, serve_http};
@@ -35,6 +38,9 @@ on_both_backends!(
     scheduled_transitions_fire_through_the_command_path,
     the_nightly_audit_runs_at_its_time,
     rebuilding_the_schedule_keeps_the_scheduler_s_progress,
+    a_rebuild_that_dies_in_its_swap_keeps_every_claim,
+    a_rebuild_that_loses_its_lease_never_swaps,
+    a_scheduler_firing_through_rebuilds_fires_each_row_once,
     a_claim_left_by_a_dead_process_fires_once_it_expires,
     a_host_whose_clock_runs_fast_cannot_take_a_live_claim
 );
@@ -194,42 +200,116 @@ async fn execute(db: &Database, sql: &str, id: &str) {
 /// nightly rows.
 async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let events = Arc::clone(&app.state.events);
-    let commands = app.state.commands.clone();
-    let db = app.state.db.clone();
-    // Four orders that ship in an hour: nothing fires during the test.
+    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    schedule_with_progress(&app).await;
+    let before = schedule_rows(&db).await;
+    openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
+        .await
+        .unwrap();
+    assert_eq!(schedule_rows(&db).await, before);
+    app.stop().await;
+}
+
+/// The schedule projection with a fault put into its rebuild.
+struct Faulty(Fault);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// The process dies inside the swap, after the state was carried over.
+    DiesInTheSwap,
+    /// While replaying, another rebuild takes the lease over (this one stalled past it).
+    LosesTheLease,
+}
+
+#[async_trait::async_trait]
+impl Projection for Faulty {
+    fn name(&self) -> &'static str {
+        Schedule.name()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        Schedule.tables()
+    }
+
+    async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()> {
+        Schedule.create_tables(pool, tables).await
+    }
+
+    fn holds_state_outside_the_log(&self) -> bool {
+        Schedule.holds_state_outside_the_log()
+    }
+
+    async fn carry_over(&self, tx: &mut Tx, from: &Tables, into: &Tables) -> anyhow::Result<()> {
+        Schedule.carry_over(tx, from, into).await?;
+        if self.0 == Fault::DiesInTheSwap {
+            anyhow::bail!("the process died in the middle of the swap");
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        event: &openrun_projections::log::RecordedEvent,
+    ) -> anyhow::Result<()> {
+        if self.0 == Fault::LosesTheLease && *tables == Tables::REBUILD {
+            tx.execute(
+                "UPDATE projection_leases SET owner = 'another-rebuild' WHERE name = 'schedule#rebuild'",
+            )
+            .await?;
+        }
+        Schedule.apply(tx, tables, event).await
+    }
+}
+
+async fn rebuild_with(
+    db: &Database,
+    events: &Arc<dyn EventStore>,
+    fault: Fault,
+) -> anyhow::Result<u64> {
+    let source = openrun::eventstore::LogSource(Arc::clone(events));
+    openrun_projections::rebuild::rebuild(
+        db,
+        &source,
+        Arc::new(Faulty(fault)),
+        "faulty-rebuild",
+        Duration::from_secs(5),
+        &|_, _| {},
+    )
+    .await
+}
+
+/// Four orders that ship in an hour, and the scheduler's progress on three of them that the
+/// log does not hold: one closed without an event, one failed and waiting to retry, one
+/// claimed by another process.
+async fn schedule_with_progress(app: &TestApp) -> Vec<String> {
+    let db = &app.state.db;
     let mut orders = Vec::new();
     for _ in 0..4 {
-        orders.push(place_order(&commands, 3600, 3600).await);
+        orders.push(place_order(&app.state.commands, 3600, 3600).await);
     }
     wait_for(
         "the schedule projection",
         Duration::from_secs(60),
         async || {
-            schedule_rows(&db)
-                .await
-                .iter()
-                .filter(|r| r.1 == "order_ship")
-                .count()
-                == 4
-                && schedule_rows(&db)
-                    .await
-                    .iter()
-                    .any(|r| r.1 == "nightly_audit")
+            let rows = schedule_rows(db).await;
+            rows.iter().filter(|r| r.1 == "order_ship").count() == 4
+                && rows.iter().any(|r| r.1 == "nightly_audit")
         },
     )
     .await;
     let ship = |order: &str| format!("order/{order}/ship");
     let later = "4102444800000000"; // 2100-01-01, never due in this test
     execute(
-        &db,
+        db,
         "UPDATE schedule SET status = 'done', attempts = 1, closed_at = 1, \
          last_error = 'not applicable: refused' WHERE id = ?",
         &ship(&orders[0]),
     )
     .await;
     execute(
-        &db,
+        db,
         &format!(
             "UPDATE schedule SET attempts = 3, next_attempt_at = {later}, \
              last_error = 'database down' WHERE id = ?"
@@ -238,7 +318,7 @@ async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend
     )
     .await;
     execute(
-        &db,
+        db,
         &format!(
             "UPDATE schedule SET status = 'claimed', attempts = 1, claimed_by = 'another', \
              next_attempt_at = {later} WHERE id = ?"
@@ -246,12 +326,161 @@ async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend
         &ship(&orders[2]),
     )
     .await;
+    orders
+}
+
+/// A crash in the middle of the swap (after the scheduler's state was carried into the
+/// rebuilt tables) rolls the whole swap back: the live schedule keeps every claim, closed row
+/// and retry, and the next rebuild goes through.
+async fn a_rebuild_that_dies_in_its_swap_keeps_every_claim(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    schedule_with_progress(&app).await;
     let before = schedule_rows(&db).await;
+    let died = rebuild_with(&db, &events, Fault::DiesInTheSwap).await;
+    assert!(
+        format!("{:#}", died.unwrap_err()).contains("died in the middle of the swap"),
+        "the fault fired"
+    );
+    assert_eq!(schedule_rows(&db).await, before);
     openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
         .await
         .unwrap();
-    let after = schedule_rows(&db).await;
-    assert_eq!(after, before);
+    assert_eq!(schedule_rows(&db).await, before);
+    app.stop().await;
+}
+
+/// A rebuild that finds its lease taken over (it stalled past it and another rebuild began)
+/// stops without swapping, and a second rebuild is refused while the lease is held.
+async fn a_rebuild_that_loses_its_lease_never_swaps(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    let orders = schedule_with_progress(&app).await;
+    // A column only the log decides, spoiled: a swap would put it right.
+    let spoiled = format!("order/{}/ship", orders[3]);
+    execute(&db, "UPDATE schedule SET due_at = 1 WHERE id = ?", &spoiled).await;
+    let before = schedule_rows(&db).await;
+    let lost = rebuild_with(&db, &events, Fault::LosesTheLease).await;
+    assert!(
+        format!("{:#}", lost.unwrap_err()).contains("lease"),
+        "stopped for its lease"
+    );
+    assert_eq!(schedule_rows(&db).await, before, "nothing was swapped in");
+    // The lease is another rebuild's now (live for seconds more): no second one interleaves.
+    let refused = openrun::ops::rebuild(&db, Arc::clone(&events), "schedule").await;
+    assert!(
+        format!("{:#}", refused.unwrap_err()).contains("another rebuild"),
+        "a second rebuild is refused while one holds the lease"
+    );
+    execute(
+        &db,
+        "DELETE FROM projection_leases WHERE name = ?",
+        "schedule#rebuild",
+    )
+    .await;
+    openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
+        .await
+        .unwrap();
+    let fixed = schedule_rows(&db).await;
+    let row = fixed.iter().find(|r| r.0 == spoiled).unwrap();
+    assert!(row.4 > 1, "the swap rebuilt the row from the log");
+    app.stop().await;
+}
+
+/// The scheduler fires 40 shipments that fall due over four seconds while the schedule is
+/// rebuilt again and again, beside ten rows it closed without an event. A reader watching the table never sees a claimed or closed row
+/// pending again, and every shipment fires once (a second firing would be refused by the
+/// domain and leave its note on the row).
+async fn a_scheduler_firing_through_rebuilds_fires_each_row_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    let mut firing = std::collections::HashSet::new();
+    for i in 0..40 {
+        let order = place_order(&app.state.commands, 1 + i % 4, 3600).await;
+        firing.insert(format!("order/{order}/ship"));
+    }
+    // Ten more that the scheduler closed without an event (the domain refused the step): the
+    // log alone would leave them pending, so every swap must carry them over.
+    for _ in 0..10 {
+        let order = place_order(&app.state.commands, 3600, 3600).await;
+        let id = format!("order/{order}/ship");
+        wait_for("the ship row", Duration::from_secs(30), async || {
+            schedule_rows(&db).await.iter().any(|r| r.0 == id)
+        })
+        .await;
+        execute(
+            &db,
+            "UPDATE schedule SET status = 'done', attempts = 1, closed_at = 1, \
+             last_error = 'not applicable: refused' WHERE id = ?",
+            &id,
+        )
+        .await;
+    }
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (db, watching) = (db.clone(), Arc::clone(&watching));
+        tokio::spawn(async move {
+            let mut progressed = std::collections::HashSet::new();
+            let mut regressions = std::collections::BTreeSet::new();
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                for row in schedule_rows(&db)
+                    .await
+                    .into_iter()
+                    .filter(|r| r.1 == "order_ship")
+                {
+                    if row.5 == "pending" && progressed.contains(&row.0) {
+                        regressions.insert(row.0.clone());
+                    } else if row.5 != "pending" {
+                        progressed.insert(row.0);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            (progressed.len(), regressions)
+        })
+    };
+    let mut rebuilds = 0;
+    let started = Instant::now();
+    loop {
+        openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
+            .await
+            .unwrap();
+        rebuilds += 1;
+        let ships = ship_rows(&db).await;
+        if ships.len() == 50 && ships.iter().all(|r| r.0 == "done") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the shipments did not all fire"
+        );
+    }
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (seen, regressions) = watcher.await.unwrap();
+    assert!(rebuilds >= 3, "only {rebuilds} rebuilds ran while firing");
+    assert!(seen > 0, "the watcher saw the scheduler's progress");
+    assert!(
+        regressions.is_empty(),
+        "{} rows seen pending again, among them {:?}",
+        regressions.len(),
+        regressions.first()
+    );
+    for row in schedule_rows(&db)
+        .await
+        .iter()
+        .filter(|r| r.1 == "order_ship")
+    {
+        let (attempts, error) = (row.7, row.9.as_deref());
+        if firing.contains(&row.0) {
+            assert_eq!((attempts, error), (1, None), "fired once: {row:?}");
+        } else {
+            assert_eq!(
+                (attempts, error),
+                (1, Some("not applicable: refused")),
+                "{row:?}"
+            );
+        }
+    }
     app.stop().await;
 }
 
