@@ -182,7 +182,7 @@ async fn versions(db: &Database) -> anyhow::Result<Vec<String>> {
 /// took them over). A row a live process is firing now is not overdue.
 async fn overdue(db: &Database) -> anyhow::Result<Vec<String>> {
     let sql = format!(
-        "SELECT id, due_at, attempts, last_error FROM {} \
+        "SELECT CAST(id AS CHAR), due_at, attempts, last_error FROM {} \
          WHERE due_at < ? AND (status = 'pending' OR (status = 'claimed' AND next_attempt_at < ?)) \
          ORDER BY due_at LIMIT 20",
         openrun_projections::schedule::TABLE

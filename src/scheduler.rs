@@ -195,7 +195,8 @@ async fn oldest_due(pool: &Pool, now: i64) -> sqlx::Result<Option<i64>> {
 
 async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
     let select = format!(
-        "SELECT id, kind, stream_id, schedule_id, due_at, attempts FROM {TABLE} \
+        "SELECT CAST(id AS CHAR) AS id, kind, CAST(stream_id AS CHAR) AS stream_id, schedule_id, \
+         due_at, attempts FROM {TABLE} \
          WHERE status IN ('pending', 'claimed') AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
     );
     let expires = now + i64::try_from(CLAIM_TTL.as_micros()).unwrap_or(i64::MAX);

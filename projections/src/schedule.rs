@@ -291,12 +291,13 @@ impl Projection for Schedule {
 
     async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()> {
         let (schedule, policy) = (tables.name(TABLE), tables.name(POLICY_TABLE));
-        // The server's default character set, not a binary collation: MySQL reports binary
-        // collations as binary columns, and these are read back as text.
+        // Keys compare byte for byte, as the log's stream ids do: `order/A` and `order/a` are
+        // two rows. MySQL reports binary collations as binary columns: readers select them
+        // with `CAST(... AS CHAR)`.
         let key = if pool.is_sqlite() {
             "TEXT"
         } else {
-            "VARCHAR(200)"
+            "VARCHAR(200) CHARACTER SET ascii COLLATE ascii_bin"
         };
         let short = if pool.is_sqlite() {
             "TEXT"

@@ -123,10 +123,11 @@ pub async fn create_checkpoint(
     ))
     .await
     .with_context(|| format!("creating {table}"))?;
+    // A checkpoint already there stays; nothing else is ignored.
     let insert = if pool.is_sqlite() {
-        format!("INSERT OR IGNORE INTO {table} (id, position) VALUES (1, 0)")
+        format!("INSERT INTO {table} (id, position) VALUES (1, 0) ON CONFLICT DO NOTHING")
     } else {
-        format!("INSERT IGNORE INTO {table} (id, position) VALUES (1, 0)")
+        format!("INSERT INTO {table} (id, position) VALUES (1, 0) ON DUPLICATE KEY UPDATE id = id")
     };
     pool.execute(&insert)
         .await

@@ -41,6 +41,7 @@ on_both_backends!(
     a_rebuild_that_dies_in_its_swap_keeps_every_claim,
     a_rebuild_that_loses_its_lease_never_swaps,
     a_scheduler_firing_through_rebuilds_fires_each_row_once,
+    schedule_keys_compare_byte_for_byte_like_stream_ids,
     a_claim_left_by_a_dead_process_fires_once_it_expires,
     a_host_whose_clock_runs_fast_cannot_take_a_live_claim
 );
@@ -179,7 +180,7 @@ type Row = (
 );
 
 async fn schedule_rows(db: &Database) -> Vec<Row> {
-    let sql = "SELECT id, kind, stream_id, schedule_id, due_at, status, next_attempt_at, \
+    let sql = "SELECT CAST(id AS CHAR), kind, CAST(stream_id AS CHAR), schedule_id, due_at, status, next_attempt_at, \
                attempts, claimed_by, last_error, closed_at FROM schedule ORDER BY id";
     match db {
         Database::MySql(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
@@ -207,6 +208,35 @@ async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend
         .await
         .unwrap();
     assert_eq!(schedule_rows(&db).await, before);
+    app.stop().await;
+}
+
+/// Two orders whose stream ids differ only in case are two streams in the log, and so two
+/// rows in the schedule: a case-insensitive key would fold the second into the first and
+/// its shipment would never fire.
+async fn schedule_keys_compare_byte_for_byte_like_stream_ids(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let db = app.state.db.clone();
+    let tag = Uuid::now_v7().simple().to_string();
+    let ids = [format!("Case-{tag}"), format!("case-{tag}")];
+    for id in &ids {
+        place_order_as(
+            &app.state.commands,
+            id,
+            OrderId::from_uuid(Uuid::now_v7()),
+            3600,
+            3600,
+        )
+        .await;
+    }
+    wait_for("both ship rows", Duration::from_secs(30), async || {
+        let rows = schedule_rows(&db).await;
+        ids.iter().all(|id| {
+            rows.iter()
+                .any(|r| r.0 == format!("order/{id}/ship") && r.2 == *id)
+        })
+    })
+    .await;
     app.stop().await;
 }
 
