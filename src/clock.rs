@@ -1,6 +1,6 @@
-//! Time as a value: the command path (every decision's instant) and the scheduler's planning
-//! read "now" from an injected [`Clock`], so tests move time forward instead of sleeping.
-//! (Members and sessions still read the system clock; they move to this one next.)
+//! Time as a value: the command path (every decision's instant), members, sessions and
+//! tokens, the in-process rate limits and the scheduler's planning read "now" from an
+//! injected [`Clock`], so tests move time forward instead of sleeping.
 //!
 //! Production uses [`SystemClock`]; tests use [`ManualClock`], which stands still until the test
 //! advances it. Instants that several processes must agree on (scheduler claims, projection

@@ -126,7 +126,7 @@ pub async fn members_and_auth(
         }
         None => (
             Arc::new(MemoryTokenStore::default()),
-            Limiter::new(&config.rate_limits),
+            Limiter::new(&config.rate_limits, clock.clone()),
         ),
     };
     let members = Members::new(

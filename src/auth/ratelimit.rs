@@ -1,19 +1,44 @@
 //! Rate limits: attempts per account and per client address, by GCRA, in this process
 //! (governor's keyed limiters) or, when `REDIS_URL` is set, in Redis, shared by every
 //! process. The hourly budget of failed logins per account ([`Limiter::count_attempt`]) is
-//! kept in the same place, shared the same way.
+//! kept in the same place, shared the same way. In this process time is the injected
+//! [`crate::clock::Clock`]; in Redis it is Redis's own clock, which every process shares.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use chrono::{DateTime, Utc};
+use governor::clock::Clock as _;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use redis::aio::ConnectionManager;
 
+use crate::clock::SharedClock;
 use crate::config::RateLimits;
+
+/// The injected clock as governor reads it: time since the epoch.
+#[derive(Clone)]
+struct GovernorClock(SharedClock);
+
+impl governor::clock::Clock for GovernorClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        let since_epoch = self.0.now() - DateTime::<Utc>::UNIX_EPOCH;
+        since_epoch.to_std().unwrap_or_default()
+    }
+}
+
+/// A keyed GCRA limiter on the injected clock.
+type KeyedLimiter = RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    GovernorClock,
+    governor::middleware::NoOpMiddleware<Duration>,
+>;
 
 /// Refused: try again after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,31 +105,36 @@ enum Backend {
 
 /// The limits kept in this process.
 struct Local {
-    limiters: [DefaultKeyedRateLimiter<String>; RATES],
+    clock: GovernorClock,
+    limiters: [KeyedLimiter; RATES],
     /// Password attempts per account in the current window: (start, window, count). An entry
     /// leaves when its window ends; past [`MAX_COUNTED_ACCOUNTS`] the least recently counted
     /// go, so a flood of distinct login ids cannot grow it without bound.
-    attempts: moka::sync::Cache<String, (Instant, Duration, u32)>,
+    attempts: moka::sync::Cache<String, Attempts>,
 }
 
-/// An attempt entry lives until its window ends.
-struct WindowExpiry;
+/// An account's attempts in its current window: (start on the injected clock, window, count).
+type Attempts = (Duration, Duration, u32);
 
-impl moka::Expiry<String, (Instant, Duration, u32)> for WindowExpiry {
+/// An attempt entry lives until its window ends (by the injected clock when it is written;
+/// the count itself is judged on that clock, so this only frees memory).
+struct WindowExpiry(GovernorClock);
+
+impl moka::Expiry<String, Attempts> for WindowExpiry {
     fn expire_after_create(
         &self,
         _: &String,
-        (start, window, _): &(Instant, Duration, u32),
-        now: Instant,
+        (start, window, _): &Attempts,
+        _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(window.saturating_sub(now.saturating_duration_since(*start)))
+        Some(window.saturating_sub(self.0.now().saturating_sub(*start)))
     }
 
     fn expire_after_update(
         &self,
         key: &String,
-        value: &(Instant, Duration, u32),
-        now: Instant,
+        value: &Attempts,
+        now: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
         self.expire_after_create(key, value, now)
@@ -167,16 +197,18 @@ const RATES: usize = 6;
 const SWEEP_EVERY: u64 = 10_000;
 
 impl Limiter {
-    /// Limiters with the configured quotas, in this process.
-    pub fn new(limits: &RateLimits) -> Self {
+    /// Limiters with the configured quotas, in this process, on `clock`.
+    pub fn new(limits: &RateLimits, clock: SharedClock) -> Self {
         let rates = rates(limits);
+        let clock = GovernorClock(clock);
         let local = Local {
-            limiters: rates.map(|r| DefaultKeyedRateLimiter::keyed(r.quota())),
+            limiters: rates.map(|r| RateLimiter::new(r.quota(), Default::default(), clock.clone())),
             attempts: moka::sync::Cache::builder()
                 .max_capacity(MAX_COUNTED_ACCOUNTS as u64)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .expire_after(WindowExpiry)
+                .expire_after(WindowExpiry(clock.clone()))
                 .build(),
+            clock,
         };
         Self {
             rates,
@@ -233,7 +265,7 @@ impl Limiter {
                     .check_key(&key.to_owned())
                     .map_err(|not_until| {
                         LimitError::TooMany(TooMany {
-                            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                            retry_after: not_until.wait_time_from(local.clock.now()),
                         })
                     })
             }
@@ -290,7 +322,7 @@ impl Limiter {
     ) -> anyhow::Result<Result<(), Duration>> {
         match &self.backend {
             Backend::Local(local) => {
-                let now = Instant::now();
+                let now = local.clock.now();
                 let mut outcome = Ok(());
                 // One entry is read and written atomically: parallel guesses are each counted.
                 local
@@ -298,11 +330,13 @@ impl Limiter {
                     .entry(account.to_owned())
                     .and_upsert_with(|entry| {
                         let (start, window, count) = match entry.map(|e| e.into_value()) {
-                            Some((start, w, count)) if start.elapsed() < w => (start, w, count),
+                            Some((start, w, count)) if now.saturating_sub(start) < w => {
+                                (start, w, count)
+                            }
                             _ => (now, window, 0),
                         };
                         if count >= max {
-                            outcome = Err(window.saturating_sub(start.elapsed()));
+                            outcome = Err(window.saturating_sub(now.saturating_sub(start)));
                             (start, window, count)
                         } else {
                             (start, window, count + 1)

@@ -250,6 +250,8 @@ enum Msg {
 pub(crate) struct GroupCommitter {
     queue: mpsc::Sender<Msg>,
     accepted: std::sync::atomic::AtomicU64,
+    /// Set once a shutdown has closed the queue and waits for the writers.
+    closing: std::sync::atomic::AtomicBool,
     /// Batches the writers have taken off the queue so far.
     batches: Arc<std::sync::atomic::AtomicU64>,
     head: Arc<watch::Sender<u64>>,
@@ -281,6 +283,7 @@ impl GroupCommitter {
         Self {
             queue,
             accepted: std::sync::atomic::AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             batches,
             head,
             writers: std::sync::Mutex::new(writers),
@@ -318,6 +321,11 @@ impl GroupCommitter {
         self.batches.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Whether a shutdown has closed the queue (it then waits for the writers).
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.subscribe()
     }
@@ -326,6 +334,8 @@ impl GroupCommitter {
     pub(crate) async fn shutdown(&self) {
         // Ignored error: the writers are already gone.
         let _ = self.queue.send(Msg::Close).await;
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let writers = std::mem::take(
             &mut *self
                 .writers

@@ -66,6 +66,12 @@ impl SqliteEventStore {
         self.committer.batches()
     }
 
+    /// Whether a shutdown has closed the queue and is waiting for the writers to commit what
+    /// they accepted.
+    pub fn shutdown_begun(&self) -> bool {
+        self.committer.closing()
+    }
+
     /// Runs one append in a transaction the caller commits or drops. While it is open it holds
     /// SQLite's write lock, so every other append waits for it. Meant for tests and tools
     /// that need to hold a position open; services use [`EventStore::append`].

@@ -808,7 +808,10 @@ async fn shutdown_commits_accepted_appends_and_refuses_new_ones(backend: Backend
         let events = Arc::clone(&f.events);
         async move { events.shutdown().await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Past the point where a shutdown that did not wait would return: the queue is closed.
+    f.store
+        .until("the queue to close", |s| s.shutdown_begun())
+        .await;
     assert!(
         !shutdown.is_finished(),
         "the shutdown waits for the queued appends"

@@ -175,6 +175,13 @@ impl Store {
         }
     }
 
+    pub fn shutdown_begun(&self) -> bool {
+        match self {
+            Self::MySql(s) => s.shutdown_begun(),
+            Self::Sqlite(s) => s.shutdown_begun(),
+        }
+    }
+
     /// Waits (30 s at most) until `done` holds of this store.
     pub async fn until(&self, what: &str, done: impl Fn(&Self) -> bool) {
         let started = std::time::Instant::now();
@@ -271,34 +278,38 @@ pub fn ensure_test_tools() {
 }
 
 impl SmtpServer {
+    /// Starts the sink (tests/smtp_sink.py), which binds a free port itself and reports it
+    /// once it listens.
     pub async fn start() -> Self {
+        use std::io::BufRead;
         ensure_test_tools();
-        let port = free_port();
         let maildir = std::env::temp_dir().join(random_name("openrun_maildir_"));
-        let child = std::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py"))
             .arg(&maildir)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 with aiosmtpd (scripts/install-test-deps.sh)");
-        let mut server = Self {
+        let stdout = child.stdout.take().expect("piped stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let Ok(port) = line.trim().parse() else {
+            let status = child.wait().unwrap();
+            panic!(
+                "the SMTP sink exited with {status} before listening; run scripts/install-test-deps.sh"
+            );
+        };
+        Self {
             port,
             maildir,
             child,
-        };
-        // Wait until it accepts connections (or has died).
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("aiosmtpd exited with {status}; run scripts/install-test-deps.sh");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -517,8 +528,7 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// A free port on the loopback interface, for servers that cannot bind port 0 and report
-/// it (the SMTP sink), and for addresses where nothing must listen.
+/// A free port on the loopback interface, for addresses where nothing must listen.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
