@@ -687,6 +687,8 @@ async fn ship_rows(db: &Database) -> Vec<(String, i32, Option<String>)> {
     .unwrap_or_default()
 }
 
+/// Two service processes share 1,000 due shipments; 100 of them were claimed by a process
+/// that died, and fire once its claims expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exactly_once() {
     let test_db = TestDb::new(Backend::MySql).await;
@@ -712,6 +714,31 @@ async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exac
         async || Utc::now() > last_due,
     )
     .await;
+    // A process claimed the first 100 and died: its claims expire 5 s from now, on the
+    // database's clock, and only then may the live processes fire those rows.
+    openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
+        .await
+        .unwrap();
+    let pool: openrun_projections::store::Pool = db.clone();
+    let expires = openrun_projections::store::database_now(&pool)
+        .await
+        .unwrap()
+        + 5_000_000;
+    let dead: Vec<String> = orders[..100]
+        .iter()
+        .map(|o| format!("order/{o}/ship"))
+        .collect();
+    for id in &dead {
+        execute(
+            &db,
+            &format!(
+                "UPDATE schedule SET status = 'claimed', claimed_by = 'a-dead-process', \
+                 attempts = 1, next_attempt_at = {expires} WHERE id = ? AND status = 'pending'"
+            ),
+            id,
+        )
+        .await;
+    }
     let (mut a, a_addr) = serve_http(&test_db);
     let (mut b, b_addr) = serve_http(&test_db);
     wait_for("1,000 shipments", Duration::from_secs(120), async || {
@@ -732,13 +759,24 @@ async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exac
         "both fired: {fired_a} and {fired_b}"
     );
     assert_eq!(fired_a + fired_b, 1000, "{fired_a} + {fired_b} executions");
-    let rows = ship_rows(&db).await;
-    assert!(
-        rows.iter()
-            .all(|(status, attempts, error)| status == "done" && *attempts == 1 && error.is_none()),
-        "each fired once: {:?}",
-        rows.iter().find(|r| r.1 != 1 || r.2.is_some())
-    );
+    // Each row claimed once by the live processes; the dead process's rows once more after
+    // its claims expired, and not before.
+    for row in schedule_rows(&db)
+        .await
+        .iter()
+        .filter(|r| r.1 == "order_ship")
+    {
+        let claims = if dead.contains(&row.0) { 2 } else { 1 };
+        assert_eq!(
+            (row.5.as_str(), row.7, row.9.as_deref()),
+            ("done", claims, None),
+            "{row:?}"
+        );
+        assert!(
+            !dead.contains(&row.0) || row.10.unwrap() >= expires,
+            "a live claim was fired before it expired: {row:?}"
+        );
+    }
     for order in &orders {
         let types = event_types(events.as_ref(), &StreamRef::new("order", order)).await;
         assert_eq!(types, ["OrderPlaced", "OrderShipped"], "order {order}");
