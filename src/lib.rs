@@ -38,6 +38,7 @@ pub mod members;
 pub mod ops;
 pub mod password;
 pub mod projections;
+pub mod readiness;
 pub mod redis;
 pub mod scheduler;
 pub mod startup;

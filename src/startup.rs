@@ -18,6 +18,7 @@ use crate::db::Database;
 use crate::eventstore;
 use crate::http::AppState;
 use crate::members::Members;
+use crate::readiness::Readiness;
 use crate::projections::Projectors;
 use crate::scheduler::{Jobs, Scheduler};
 use crate::{http, telemetry};
@@ -26,6 +27,8 @@ use crate::{http, telemetry};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    db: Database,
+    events: Arc<dyn eventstore::EventStore>,
     projectors: Projectors,
     scheduler: Scheduler,
 }
@@ -57,20 +60,22 @@ impl Application {
             nightly_at: config.nightly_at,
             clock: Arc::clone(&clock),
         });
+        let readiness = Arc::new(Readiness::new(db.clone(), Arc::clone(&auth)));
         let state = AppState {
-            db,
-            events,
             commands,
             clock,
             metrics: telemetry::metrics(),
             members,
             auth,
+            readiness,
             trusted_proxies: config.trusted_proxies.clone().into(),
             http: config.http,
         };
         Ok(Self {
             listener,
             state,
+            db,
+            events,
             projectors,
             scheduler,
         })
@@ -86,6 +91,17 @@ impl Application {
         &self.state
     }
 
+    /// The database, for tests and tools that run beside the server (handlers reach it only
+    /// through the services).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The event log, for tests and tools that read it beside the server.
+    pub fn event_store(&self) -> &Arc<dyn eventstore::EventStore> {
+        &self.events
+    }
+
     /// Serves until `shutdown` completes, then finishes in-flight requests and appends.
     pub async fn run_until(
         self,
@@ -99,8 +115,8 @@ impl Application {
             .context("HTTP server failed")?;
         self.scheduler.stop().await;
         self.projectors.stop().await;
-        state.events.shutdown().await;
-        state.db.close().await;
+        self.events.shutdown().await;
+        self.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }

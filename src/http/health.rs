@@ -29,28 +29,10 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, description = "Database or Redis unreachable, or migrations pending", body = Problem,
         content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
-    let unavailable = |detail: &str| Problem::of(catalogue::NOT_READY).with_detail(detail);
-    if let Err(e) = state.db.ping().await {
-        tracing::warn!(error = %e, "readiness: database unreachable");
-        return Err(unavailable("the database is unreachable"));
-    }
-    if let Err(e) = state.auth.ping().await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "readiness: token store unreachable"
-        );
-        return Err(unavailable("the session store (Redis) is unreachable"));
-    }
-    match crate::db::pending_migrations(&state.db).await {
-        Ok(0) => Ok(Json(Health { status: "ready" })),
-        Ok(n) => Err(unavailable(&format!(
-            "{n} database migrations are not applied"
-        ))),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: cannot read migrations");
-            Err(unavailable("the migration state cannot be read"))
-        }
-    }
+    state.readiness.check().await.map_err(|not_ready| {
+        Problem::of(catalogue::NOT_READY).with_detail(not_ready.to_string())
+    })?;
+    Ok(Json(Health { status: "ready" }))
 }
 
 /// The operations routes: health, readiness and metrics.

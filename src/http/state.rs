@@ -8,17 +8,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::AuthService;
 use crate::clock::SharedClock;
 use crate::commands::Commands;
-use crate::db::Database;
-use crate::eventstore::EventStore;
 use crate::members::Members;
+use crate::readiness::Readiness;
 
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The database pool.
-    pub db: Database,
-    /// The event log, for reading (every write goes through `commands`).
-    pub events: Arc<dyn EventStore>,
     /// The command path: the only writer of aggregate streams.
     pub commands: Commands,
     /// Where the service reads the time.
@@ -29,6 +24,8 @@ pub struct AppState {
     pub members: Arc<Members>,
     /// Logins, tokens, sessions, rate limits.
     pub auth: Arc<AuthService>,
+    /// Whether the process can serve (`/readyz`).
+    pub readiness: Arc<Readiness>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// Timeouts and the bound on concurrent requests.

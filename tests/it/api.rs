@@ -51,7 +51,7 @@ async fn healthz_and_readyz_answer(backend: Backend) {
 async fn readyz_fails_while_a_migration_is_missing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let forget = "DELETE FROM _sqlx_migrations";
-    match &app.state.db {
+    match &app.db {
         openrun::db::Database::MySql(pool) => sqlx::query(forget).execute(pool).await.map(drop),
         openrun::db::Database::Sqlite(pool) => sqlx::query(forget).execute(pool).await.map(drop),
     }

@@ -357,6 +357,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// The database and the log the server runs on, for checks beside it.
+    pub db: Database,
+    pub events: Arc<dyn EventStore>,
     pub config: Config,
     pub backend: Backend,
     pub mail: MailSink,
@@ -401,6 +404,7 @@ impl TestApp {
         let app = Application::build_with_clock(&config, clock).await.unwrap();
         let addr = app.local_addr().unwrap();
         let state = app.state().clone();
+        let (app_db, events) = (app.database().clone(), Arc::clone(app.event_store()));
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -409,6 +413,8 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             state,
+            db: app_db,
+            events,
             config,
             backend,
             mail,

@@ -52,7 +52,7 @@ on_both_backends!(
 async fn a_host_whose_clock_runs_fast_cannot_take_a_live_claim(backend: Backend) {
     let fast = openrun::clock::ManualClock::new(Utc::now() + chrono::Duration::hours(1));
     let app = TestApp::spawn_with_clock(backend, |_| {}, Arc::new(fast)).await;
-    let db = app.state.db.clone();
+    let db = app.db.clone();
     let pool: openrun_projections::store::Pool = db.clone();
     let now = openrun_projections::store::database_now(&pool)
         .await
@@ -102,9 +102,9 @@ async fn a_host_whose_clock_runs_fast_cannot_take_a_live_claim(backend: Backend)
 
 async fn a_claim_left_by_a_dead_process_fires_once_it_expires(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let events = Arc::clone(&app.state.events);
+    let events = Arc::clone(&app.events);
     let commands = app.state.commands.clone();
-    let db = app.state.db.clone();
+    let db = app.db.clone();
     // Ships 20 s after it is placed; before then, a process claims the row and dies.
     let order = place_order(&commands, 20, 3600).await;
     let id = format!("order/{order}/ship");
@@ -201,7 +201,7 @@ async fn execute(db: &Database, sql: &str, id: &str) {
 /// nightly rows.
 async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    let (db, events) = (app.db.clone(), Arc::clone(&app.events));
     schedule_with_progress(&app).await;
     let before = schedule_rows(&db).await;
     openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
@@ -216,7 +216,7 @@ async fn rebuilding_the_schedule_keeps_the_scheduler_s_progress(backend: Backend
 /// its shipment would never fire.
 async fn schedule_keys_compare_byte_for_byte_like_stream_ids(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let db = app.state.db.clone();
+    let db = app.db.clone();
     let tag = Uuid::now_v7().simple().to_string();
     let ids = [format!("Case-{tag}"), format!("case-{tag}")];
     for id in &ids {
@@ -314,7 +314,7 @@ async fn rebuild_with(
 /// log does not hold: one closed without an event, one failed and waiting to retry, one
 /// claimed by another process.
 async fn schedule_with_progress(app: &TestApp) -> Vec<String> {
-    let db = &app.state.db;
+    let db = &app.db;
     let mut orders = Vec::new();
     for _ in 0..4 {
         orders.push(place_order(&app.state.commands, 3600, 3600).await);
@@ -364,7 +364,7 @@ async fn schedule_with_progress(app: &TestApp) -> Vec<String> {
 /// and retry, and the next rebuild goes through.
 async fn a_rebuild_that_dies_in_its_swap_keeps_every_claim(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    let (db, events) = (app.db.clone(), Arc::clone(&app.events));
     schedule_with_progress(&app).await;
     let before = schedule_rows(&db).await;
     let died = rebuild_with(&db, &events, Fault::DiesInTheSwap).await;
@@ -384,7 +384,7 @@ async fn a_rebuild_that_dies_in_its_swap_keeps_every_claim(backend: Backend) {
 /// stops without swapping, and a second rebuild is refused while the lease is held.
 async fn a_rebuild_that_loses_its_lease_never_swaps(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    let (db, events) = (app.db.clone(), Arc::clone(&app.events));
     let orders = schedule_with_progress(&app).await;
     // A column only the log decides, spoiled: a swap would put it right.
     let spoiled = format!("order/{}/ship", orders[3]);
@@ -423,7 +423,7 @@ async fn a_rebuild_that_loses_its_lease_never_swaps(backend: Backend) {
 /// domain and leave its note on the row).
 async fn a_scheduler_firing_through_rebuilds_fires_each_row_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (db, events) = (app.state.db.clone(), Arc::clone(&app.state.events));
+    let (db, events) = (app.db.clone(), Arc::clone(&app.events));
     let mut firing = std::collections::HashSet::new();
     for i in 0..40 {
         let order = place_order(&app.state.commands, 1 + i % 4, 3600).await;
@@ -520,7 +520,7 @@ async fn the_nightly_audit_runs_at_its_time(backend: Backend) {
     let at = (chrono::Local::now() - chrono::Duration::minutes(5)).time();
     let app = TestApp::spawn_with(backend, |c| c.nightly_at = at).await;
     let sql = "SELECT status, last_error FROM schedule WHERE kind = 'nightly_audit'";
-    let db = app.state.db.clone();
+    let db = app.db.clone();
     wait_for("the nightly audit", Duration::from_secs(60), async || {
         let rows: Vec<(String, Option<String>)> = match &db {
             Database::MySql(pool) => sqlx::query_as(sql).fetch_all(pool).await,
@@ -607,7 +607,7 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
 
 async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let events = Arc::clone(&app.state.events);
+    let events = Arc::clone(&app.events);
     let commands = app.state.commands.clone();
 
     // An order that ships 1 s after it is placed and is delivered 1 s after that.
@@ -670,7 +670,7 @@ async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
     let changed = events.read_stream(&stream, 3, 1).await.unwrap();
     assert_eq!(changed[0].payload["data"]["to"], "waiting");
     assert!(changed[0].recorded_at >= Utc::now() - chrono::Duration::seconds(60));
-    let audit = openrun::ops::audit(&app.state.db, events.as_ref())
+    let audit = openrun::ops::audit(&app.db, events.as_ref())
         .await
         .unwrap();
     assert!(audit.iter().all(|c| c.violations.is_empty()), "{audit:?}");
