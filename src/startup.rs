@@ -18,8 +18,8 @@ use crate::db::Database;
 use crate::eventstore;
 use crate::http::AppState;
 use crate::members::Members;
-use crate::readiness::Readiness;
 use crate::projections::Projectors;
+use crate::readiness::Readiness;
 use crate::scheduler::{Jobs, Scheduler};
 use crate::{http, telemetry};
 

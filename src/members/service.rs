@@ -252,5 +252,4 @@ impl Members {
             .with_context(|| format!("decrypting {field}"))
             .map_err(MemberError::Internal)
     }
-
 }

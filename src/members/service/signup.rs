@@ -72,7 +72,11 @@ impl Members {
         })
     }
 
-    pub(super) async fn send_verification(&self, member_id: &str, email: &str) -> anyhow::Result<()> {
+    pub(super) async fn send_verification(
+        &self,
+        member_id: &str,
+        email: &str,
+    ) -> anyhow::Result<()> {
         let token = random_token();
         let ttl = chrono::Duration::from_std(self.verification_ttl).context("ttl")?;
         let now = self.clock.now();

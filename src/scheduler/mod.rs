@@ -10,6 +10,9 @@
 //! something failed on the way. A row whose claimer died becomes due again when the claim
 //! expires; firing it again is harmless, since the domain makes every automatic step a no-op
 //! or a refusal once it has happened.
+//!
+//! The run loop is here; `claims` takes and records claims, `firing` turns a row into its
+//! command, and `nightly` plans and runs the nightly jobs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,15 @@ use crate::clock::SharedClock;
 use crate::commands::{CommandError, Commands};
 use crate::db::{Database, with_pool};
 use crate::eventstore::{EventStore, Metadata};
+
+mod claims;
+mod firing;
+mod nightly;
+
+use claims::{claim, extend_claim, oldest_due, record};
+use firing::fire;
+pub use nightly::next_local;
+use nightly::{NIGHTLY_PLANNING, nightly_audit, plan_nightly};
 
 /// Most rows claimed per round.
 pub const CLAIM_BATCH: i64 = 200;
@@ -174,295 +186,14 @@ pub(crate) async fn round(
 /// process starts it again meanwhile.
 pub const LONG_CLAIM_TTL: Duration = Duration::from_secs(3600);
 
-/// Moves our claim of row `id` to expire at `until`; false when the claim is no longer ours.
-async fn extend_claim(pool: &Pool, owner: &str, id: &str, until: i64) -> sqlx::Result<bool> {
-    let sql = format!(
-        "UPDATE {TABLE} SET next_attempt_at = ? WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
-    );
-    let done = with_pool!(pool, p => {
-        let q = sqlx::query(&sql).bind(until).bind(id).bind(owner);
-        q.execute(p).await?.rows_affected()
-    });
-    Ok(done == 1)
-}
-
-async fn oldest_due(pool: &Pool, now: i64) -> sqlx::Result<Option<i64>> {
-    let sql = format!(
-        "SELECT MIN(due_at) FROM {TABLE} WHERE status IN ('pending', 'claimed') AND due_at <= ?"
-    );
-    with_pool!(pool, p => sqlx::query_scalar(&sql).bind(now).fetch_one(p).await)
-}
-
-async fn claim(pool: &Pool, owner: &str, now: i64) -> sqlx::Result<Vec<Due>> {
-    let select = format!(
-        "SELECT CAST(id AS CHAR) AS id, kind, CAST(stream_id AS CHAR) AS stream_id, schedule_id, \
-         due_at, attempts FROM {TABLE} \
-         WHERE status IN ('pending', 'claimed') AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?"
-    );
-    let expires = now + i64::try_from(CLAIM_TTL.as_micros()).unwrap_or(i64::MAX);
-    let mark = |n: usize| {
-        format!(
-            "UPDATE {TABLE} SET status = 'claimed', claimed_by = ?, attempts = attempts + 1, next_attempt_at = ? \
-             WHERE id IN ({})",
-            vec!["?"; n].join(", ")
-        )
-    };
-    // MySQL: rows other schedulers hold are skipped. SQLite: one writer at a time.
-    let (begin, select) = if pool.is_sqlite() {
-        ("BEGIN IMMEDIATE", select)
-    } else {
-        ("BEGIN", format!("{select} FOR UPDATE SKIP LOCKED"))
-    };
-    with_pool!(pool, p => {
-        let mut tx = p.begin_with(begin).await?;
-        let due: Vec<Due> = sqlx::query_as(&select)
-            .bind(now)
-            .bind(CLAIM_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-        if !due.is_empty() {
-            let sql = mark(due.len());
-            let mut q = sqlx::query(&sql).bind(owner).bind(expires);
-            for d in &due {
-                q = q.bind(&d.id);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(due)
-    })
-}
-
-/// Fires one claimed row.
-async fn fire(jobs: &Jobs, due: &Due) -> Outcome {
-    // Counts executions (not outcomes): a row fired twice shows here twice.
-    metrics::counter!("openrun_schedule_fired_total", "kind" => due.kind.clone()).increment(1);
-    let commands = &jobs.commands;
-    let metadata = Metadata {
-        actor: Some("system:scheduler".to_owned()),
-        causation_id: Some(uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_OID,
-            due.id.as_bytes(),
-        )),
-        ..Metadata::default()
-    };
-    let issuer = Issuer::System;
-    let Some(kind) = Kind::parse(&due.kind) else {
-        return Outcome::Done(Some(format!("unknown schedule kind {}", due.kind)));
-    };
-    let order_step = |command| {
-        let metadata = metadata.clone();
-        async move { classify_order(commands.order(&due.stream_id, command, metadata).await) }
-    };
-    let result = match kind {
-        Kind::ProductStatus => {
-            let Some(schedule_id) = due
-                .schedule_id
-                .as_deref()
-                .and_then(|s| s.parse().ok())
-                .map(ScheduleId::from_uuid)
-            else {
-                return Outcome::Done(Some("the row names no schedule".into()));
-            };
-            let command = ProductCommand::FireScheduledStatusChange {
-                issuer,
-                schedule_id,
-            };
-            classify_product(
-                commands
-                    .product(&due.stream_id, command, metadata.clone())
-                    .await,
-            )
-        }
-        Kind::NightlyAudit => nightly_audit(jobs).await,
-        Kind::OrderShip => order_step(OrderCommand::MarkInDelivery { issuer }).await,
-        Kind::OrderDeliver => order_step(OrderCommand::MarkDelivered { issuer }).await,
-        Kind::OrderPickup => order_step(OrderCommand::MarkInReturn { issuer }).await,
-        Kind::OrderCompleteReturn => order_step(OrderCommand::CompleteReturn { issuer }).await,
-    };
-    match result {
-        Ok(note) => Outcome::Done(note),
-        Err(error) => Outcome::Retry { error },
-    }
-}
-
-/// How often each process makes sure the next nightly run is in the schedule.
-const NIGHTLY_PLANNING: Duration = Duration::from_secs(60);
-
-/// The next instant the local clock shows `at`, strictly after now. On a day whose clock
-/// skips `at` (a daylight-saving change), the first instant after the gap.
-pub fn next_local(at: NaiveTime, now: chrono::DateTime<Local>) -> chrono::DateTime<Utc> {
-    next_in(at, now, &Local)
-}
-
-fn next_in<Tz: chrono::TimeZone>(
-    at: NaiveTime,
-    now: chrono::DateTime<Tz>,
-    zone: &Tz,
-) -> chrono::DateTime<Utc> {
-    let mut day = now.date_naive();
-    loop {
-        let wall = day.and_time(at);
-        // Gaps are at most a few hours; step in minutes to the first wall time that exists.
-        let candidate = (0..=240).find_map(|m| {
-            (wall + chrono::Duration::minutes(m))
-                .and_local_timezone(zone.clone())
-                .earliest()
-        });
-        if let Some(candidate) = candidate
-            && candidate > now
-        {
-            return candidate.with_timezone(&Utc);
-        }
-        day = day.succ_opt().unwrap_or(day);
-    }
-}
-
-/// A nightly run missed by less than this (the service was down at the time) runs at
-/// start-up; one missed by more waits for the next night.
-const NIGHTLY_CATCH_UP: chrono::Duration = chrono::Duration::hours(1);
-
-/// Puts the next nightly run in the schedule, and the last one if it was missed within
-/// [`NIGHTLY_CATCH_UP`]; each once, as a row's id is its local date.
-async fn plan_nightly(
-    pool: &Pool,
-    at: NaiveTime,
-    now: chrono::DateTime<Local>,
-) -> sqlx::Result<()> {
-    let next = next_local(at, now);
-    let last = next_local(at, now - chrono::Duration::days(1));
-    let mut runs = vec![next];
-    if last <= now && now.with_timezone(&Utc) - last < NIGHTLY_CATCH_UP {
-        runs.push(last);
-    }
-    // A run already planned stays; any other refusal is an error, not a warning.
-    let keep = if pool.is_sqlite() {
-        "ON CONFLICT DO NOTHING"
-    } else {
-        "ON DUPLICATE KEY UPDATE id = id"
-    };
-    let sql = format!(
-        "INSERT INTO {TABLE} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
-         VALUES (?, ?, '-', NULL, ?, 'pending', ?) {keep}"
-    );
-    for run in runs {
-        let id = format!("nightly/{}/audit", run.with_timezone(&Local).date_naive());
-        let due = micros(run);
-        with_pool!(pool, p => {
-            let q = sqlx::query(&sql).bind(id).bind(Kind::NightlyAudit.as_str()).bind(due).bind(due);
-            q.execute(p).await.map(drop)?
-        });
-    }
-    Ok(())
-}
-
-/// The nightly self-audit: the same checks as `openrun audit`, with the number of violations
-/// as the gauge `openrun_audit_violations` and each one logged.
-async fn nightly_audit(jobs: &Jobs) -> Result<Option<String>, String> {
-    let checks = crate::ops::audit(&jobs.db, jobs.events.as_ref())
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let violations: usize = checks.iter().map(|c| c.violations.len()).sum();
-    metrics::gauge!("openrun_audit_violations").set(violations as f64);
-    for check in checks.iter().filter(|c| !c.violations.is_empty()) {
-        tracing::error!(check = check.name, violations = ?check.violations, "nightly audit found violations");
-    }
-    Ok((violations > 0).then(|| format!("{violations} audit violations")))
-}
-
-/// Backoff after a failed attempt: 1 s, 2 s, 4 s, ... up to 10 minutes.
-fn retry_at(now: i64, attempts: i32) -> i64 {
-    let secs = 1i64 << attempts.clamp(0, 10);
-    now + secs.min(600) * 1_000_000
-}
-
-/// A refusal by the domain is final (the step no longer applies); only failures on the way
-/// (database, conflicts that did not settle) are retried.
-fn classify_product<T>(
-    result: Result<T, CommandError<ProductError>>,
-) -> Result<Option<String>, String> {
-    match result {
-        Ok(_) => Ok(None),
-        Err(CommandError::Rejected(ProductError::ScheduleNotDue { .. })) => {
-            Err("not due yet".into())
-        }
-        Err(CommandError::Rejected(e)) => Ok(Some(format!("not applicable: {e}"))),
-        // Also a lost commit: firing again is harmless, as a step that happened is a no-op.
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn classify_order<T>(
-    result: Result<T, CommandError<OrderError>>,
-) -> Result<Option<String>, String> {
-    match result {
-        Ok(_) => Ok(None),
-        Err(CommandError::Rejected(OrderError::NotDue { .. })) => Err("not due yet".into()),
-        Err(CommandError::Rejected(e)) => Ok(Some(format!("not applicable: {e}"))),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-async fn record(
-    pool: &Pool,
-    owner: &str,
-    claimed: &[Due],
-    outcomes: Vec<Outcome>,
-) -> anyhow::Result<()> {
-    // The database's instant once the work is done (a long job's backoff starts when it
-    // failed, not when it was claimed).
-    let now = store::database_now(pool).await?;
-    let done = format!(
-        "UPDATE {TABLE} SET status = 'done', closed_at = ?, last_error = ?, claimed_by = NULL \
-         WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
-    );
-    let retry = format!(
-        "UPDATE {TABLE} SET status = 'pending', next_attempt_at = ?, last_error = ?, claimed_by = NULL \
-         WHERE id = ? AND status = 'claimed' AND claimed_by = ?"
-    );
-    // Rows in key order, the order in which a rebuild's swap locks them: the two never
-    // deadlock.
-    let mut outcomes: Vec<(&Due, Outcome)> = claimed.iter().zip(outcomes).collect();
-    outcomes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    let mut tx = pool.begin().await?;
-    for (due, outcome) in outcomes {
-        let (sql, at, note) = match outcome {
-            Outcome::Done(note) => (&done, now, note),
-            Outcome::Retry { error } => {
-                tracing::warn!(row = %due.id, attempts = due.attempts + 1, error = %error, "scheduled transition failed; will retry");
-                (&retry, retry_at(now, due.attempts), Some(error))
-            }
-        };
-        match &mut tx {
-            store::Tx::MySql(t) => {
-                let q = sqlx::query(sql)
-                    .bind(at)
-                    .bind(note)
-                    .bind(&due.id)
-                    .bind(owner);
-                q.execute(&mut **t).await.map(drop)?;
-            }
-            store::Tx::Sqlite(t) => {
-                let q = sqlx::query(sql)
-                    .bind(at)
-                    .bind(note)
-                    .bind(&due.id)
-                    .bind(owner);
-                q.execute(&mut **t).await.map(drop)?;
-            }
-        }
-        let late = (now - due.due_at).max(0) as f64 / 1e6;
-        metrics::histogram!("openrun_schedule_fire_delay_seconds").record(late);
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::TimeZone;
 
+    use super::claims::retry_at;
+    use super::firing::classify_order;
+    use super::nightly::next_in;
     use super::*;
 
     #[test]
