@@ -1,23 +1,32 @@
-//! Configuration: one struct, read from environment variables and optionally a TOML file,
-//! validated at start-up. Every error names the variable at fault; secrets never print.
+//! Configuration, read from environment variables and optionally a TOML file, validated at
+//! start-up. Every error names the variable at fault; secrets never print.
 //!
-//! Every variable, its default and its meaning are in the README's configuration table; a
-//! test checks that the table and the accepted keys agree.
+//! Each capability owns its settings: the raw form as read, with its defaults, and the
+//! validated struct (`http::settings`, `db`, `eventstore::group_commit`, `scheduler`,
+//! `telemetry`, `redis`, `mail`, `auth::settings`, `members::settings`). [`Config`] is their
+//! sum; the secrets are resolved here. Every variable, its default and its meaning are in the
+//! README's configuration table; a test checks that the table, the accepted keys and the
+//! loaded struct agree.
 
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use secrecy::SecretSlice;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthSettings;
 use crate::crypto::keyfile::KeyFile;
 use crate::crypto::{self, DataKey, KeyRing};
-use crate::db::ConnectOptions;
+use crate::db::DatabaseSettings;
 use crate::eventstore::group_commit::GroupCommitConfig;
+use crate::http::settings::HttpSettings;
+use crate::mail::MailConfig;
+use crate::members::MemberSettings;
+use crate::redis::RedisSettings;
+use crate::scheduler::SchedulerSettings;
+pub use crate::telemetry::LogFormat;
 
 /// The variable naming an optional TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "OPENRUN_CONFIG";
@@ -31,89 +40,71 @@ fn keys() -> Vec<String> {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
+/// Every capability's settings as read, before validation: one flat set of variables.
+/// Serialised flat (the defaults, and the accepted keys); read section by section
+/// ([`Raw::extract`]), so that an error names its variable.
+#[derive(Serialize, Default)]
+struct Raw {
+    #[serde(flatten)]
+    http: crate::http::settings::RawSettings,
+    #[serde(flatten)]
+    database: crate::db::RawSettings,
+    #[serde(flatten)]
+    group_commit: crate::eventstore::group_commit::RawSettings,
+    #[serde(flatten)]
+    scheduler: crate::scheduler::RawSettings,
+    #[serde(flatten)]
+    telemetry: crate::telemetry::RawSettings,
+    #[serde(flatten)]
+    redis: crate::redis::RawSettings,
+    #[serde(flatten)]
+    mail: crate::mail::RawSettings,
+    #[serde(flatten)]
+    auth: crate::auth::settings::RawSettings,
+    #[serde(flatten)]
+    members: crate::members::settings::RawSettings,
+    #[serde(flatten)]
+    secrets: RawSecrets,
 }
 
-/// The raw settings as read, before validation. It holds secrets in the clear, so it has no
-/// `Debug`.
+impl Raw {
+    /// Each capability's section from the same sources.
+    fn extract(figment: &Figment) -> Result<Self, ConfigError> {
+        Self::sections(figment).map_err(|e| ConfigError(describe(*e)))
+    }
+
+    fn sections(figment: &Figment) -> Result<Self, Box<figment::Error>> {
+        Ok(Self {
+            http: figment.extract().map_err(Box::new)?,
+            database: figment.extract().map_err(Box::new)?,
+            group_commit: figment.extract().map_err(Box::new)?,
+            scheduler: figment.extract().map_err(Box::new)?,
+            telemetry: figment.extract().map_err(Box::new)?,
+            redis: figment.extract().map_err(Box::new)?,
+            mail: figment.extract().map_err(Box::new)?,
+            auth: figment.extract().map_err(Box::new)?,
+            members: figment.extract().map_err(Box::new)?,
+            secrets: figment.extract().map_err(Box::new)?,
+        })
+    }
+}
+
+/// The secrets as read. They are in the clear here, so this has no `Debug`.
 #[derive(Serialize, Deserialize)]
-struct Raw {
-    listen_addr: String,
-    database_url: String,
-    database_max_connections: u32,
-    database_connect_timeout_secs: u64,
-    event_batch_max: usize,
-    event_writers: usize,
-    nightly_at: String,
-    log_format: LogFormat,
-    public_base_url: String,
-    redis_url: Option<String>,
-    redis_key_prefix: String,
-    smtp_url: Option<String>,
-    mail_from: String,
-    mail_outbox_dir: PathBuf,
+struct RawSecrets {
     jwt_secret: Option<String>,
     openrun_data_keys: Option<String>,
     openrun_blind_index_key: Option<String>,
     openrun_keys_file: PathBuf,
-    verification_ttl_secs: u64,
-    access_token_ttl_secs: u64,
-    refresh_token_ttl_secs: u64,
-    login_per_account_per_minute: u32,
-    login_per_address_per_minute: u32,
-    failed_logins_per_account_per_hour: u32,
-    signups_per_address_per_hour: u32,
-    resends_per_address_per_hour: u32,
-    resends_per_member_per_hour: u32,
-    phone_changes_per_member_per_hour: u32,
-    trusted_proxies: String,
-    http_header_timeout_secs: u64,
-    http_request_timeout_secs: u64,
-    http_max_concurrent_requests: usize,
 }
 
-impl Default for Raw {
+impl Default for RawSecrets {
     fn default() -> Self {
         Self {
-            listen_addr: "127.0.0.1:8080".into(),
-            database_url: "sqlite://data/openrun.db".into(),
-            database_max_connections: 32,
-            database_connect_timeout_secs: 5,
-            event_batch_max: GroupCommitConfig::default().max_batch_events,
-            event_writers: GroupCommitConfig::default().writers,
-            nightly_at: "04:00".into(),
-            log_format: LogFormat::Text,
-            public_base_url: "http://127.0.0.1:8080".into(),
-            redis_url: None,
-            redis_key_prefix: "openrun:".into(),
-            smtp_url: None,
-            mail_from: "openrun <no-reply@localhost>".into(),
-            mail_outbox_dir: "data/outbox".into(),
             jwt_secret: None,
             openrun_data_keys: None,
             openrun_blind_index_key: None,
             openrun_keys_file: "data/keys.toml".into(),
-            verification_ttl_secs: 24 * 3600,
-            access_token_ttl_secs: 15 * 60,
-            refresh_token_ttl_secs: 30 * 24 * 3600,
-            login_per_account_per_minute: 10,
-            login_per_address_per_minute: 30,
-            failed_logins_per_account_per_hour: 100,
-            signups_per_address_per_hour: 20,
-            resends_per_address_per_hour: 5,
-            resends_per_member_per_hour: 3,
-            phone_changes_per_member_per_hour: 5,
-            trusted_proxies: String::new(),
-            http_header_timeout_secs: 10,
-            http_request_timeout_secs: 30,
-            http_max_concurrent_requests: 10_000,
         }
     }
 }
@@ -147,113 +138,51 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-/// E-mail delivery.
-#[derive(Debug, Clone)]
-pub struct MailConfig {
-    /// SMTP server URL (may hold a password); `.eml` files in `outbox_dir` when unset.
-    pub smtp_url: Option<SecretString>,
-    /// The `From:` of every message.
-    pub from: lettre::message::Mailbox,
-    /// Where `.eml` files are written without SMTP.
-    pub outbox_dir: PathBuf,
-}
-
-/// Rate limits.
-#[derive(Debug, Clone)]
-pub struct RateLimits {
-    /// Login attempts per login id per minute.
-    pub login_per_account_per_minute: NonZeroU32,
-    /// Login attempts per client address per minute.
-    pub login_per_address_per_minute: NonZeroU32,
-    /// Failed logins per login id per hour before the account is locked for the rest of it.
-    pub failed_logins_per_account_per_hour: NonZeroU32,
-    /// Sign-ups per client address per hour.
-    pub signups_per_address_per_hour: NonZeroU32,
-    /// Verification e-mail resends per client address per hour.
-    pub resends_per_address_per_hour: NonZeroU32,
-    /// Verification e-mail resends per member per hour.
-    pub resends_per_member_per_hour: NonZeroU32,
-    /// Phone number changes per member per hour (each one tells whether a number is taken).
-    pub phone_changes_per_member_per_hour: NonZeroU32,
-}
-
-/// How the HTTP server treats slow, idle and too many clients.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// A connection that has not sent a whole request head within this long (a new one, or
-    /// an idle kept-alive one) is closed.
-    pub header_timeout: Duration,
-    /// A body not received within this long gets 408, a safe request not answered within it
-    /// 503; also how long a shutdown waits for in-flight requests.
-    pub request_timeout: Duration,
-    /// Requests served at once; more are refused at once with 503 and `Retry-After`.
-    pub max_concurrent_requests: usize,
-}
-
-/// Validated configuration.
+/// Validated configuration: each capability's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the HTTP server listens.
-    pub listen_addr: SocketAddr,
-    /// The database URL; holds the password, so it is kept secret.
-    pub database_url: SecretString,
-    /// Parsed from `database_url`.
-    pub database: ConnectOptions,
-    /// Connection pool size.
-    pub database_max_connections: u32,
-    /// How long start-up waits for the database.
-    pub database_connect_timeout: Duration,
-    /// Group-commit tuning.
+    /// The HTTP edge: listener, trusted proxies, timeouts, the bound on concurrent requests.
+    pub http: HttpSettings,
+    /// The database and its pool.
+    pub database: DatabaseSettings,
+    /// Group-commit tuning of the event store.
     pub group_commit: GroupCommitConfig,
-    /// When the nightly jobs run, in the server's time zone.
-    pub nightly_at: chrono::NaiveTime,
+    /// The scheduler's nightly time.
+    pub scheduler: SchedulerSettings,
     /// Log output format.
     pub log_format: LogFormat,
-    /// The public base URL of the service, for links in e-mails.
-    pub public_base_url: url::Url,
-    /// Redis for sessions, refresh tokens and rate limits; in-process when `None`.
-    pub redis_url: Option<SecretString>,
-    /// Prefix of every Redis key.
-    pub redis_key_prefix: String,
+    /// Redis for sessions, refresh tokens and rate limits; in-process without it.
+    pub redis: RedisSettings,
     /// E-mail delivery.
     pub mail: MailConfig,
+    /// Token lifetimes and rate limits.
+    pub auth: AuthSettings,
+    /// Verification links.
+    pub members: MemberSettings,
     /// Signing and encryption keys.
     pub secrets: Secrets,
-    /// Lifetime of an e-mail verification link.
-    pub verification_ttl: Duration,
-    /// Lifetime of an access token.
-    pub access_token_ttl: Duration,
-    /// Idle lifetime of a device session (each refresh extends it).
-    pub refresh_token_ttl: Duration,
-    /// Rate limits.
-    pub rate_limits: RateLimits,
-    /// Reverse proxies whose `X-Forwarded-For` header names the client (for per-address
-    /// limits); empty: the TCP peer is the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Timeouts and the bound on concurrent requests.
-    pub http: HttpLimits,
-}
-
-/// Comma-separated addresses (`192.0.2.7`) or networks (`10.0.0.0/8`); `None` when one is
-/// neither.
-fn parse_networks(list: &str) -> Option<Vec<ipnet::IpNet>> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            item.parse::<ipnet::IpNet>().ok().or_else(|| {
-                item.parse::<std::net::IpAddr>()
-                    .ok()
-                    .map(ipnet::IpNet::from)
-            })
-        })
-        .collect()
 }
 
 /// A configuration error, naming the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// `var: message`.
+    pub(crate) fn new(var: &str, message: impl std::fmt::Display) -> Self {
+        Self(format!("{var}: {message}"))
+    }
+}
+
+/// `value` seconds of the variable `var`; zero only where `zero_ok`.
+pub(crate) fn secs(var: &str, value: u64, zero_ok: bool) -> Result<Duration, ConfigError> {
+    if value == 0 && !zero_ok {
+        Err(ConfigError::new(var, "must be at least 1"))
+    } else {
+        Ok(Duration::from_secs(value))
+    }
+}
 
 impl Config {
     /// Reads the process environment (and the file `OPENRUN_CONFIG` names, if any).
@@ -262,18 +191,17 @@ impl Config {
         if let Some(file) = std::env::var_os(CONFIG_FILE_VAR) {
             let file = PathBuf::from(file);
             if !file.is_file() {
-                return Err(ConfigError(format!(
-                    "{CONFIG_FILE_VAR}: no such file: {}",
-                    file.display()
-                )));
+                return Err(ConfigError::new(
+                    CONFIG_FILE_VAR,
+                    format!("no such file: {}", file.display()),
+                ));
             }
             figment = figment.merge(Toml::file(file));
         }
-        let raw: Raw = figment
-            .merge(Env::raw().only(&keys().iter().map(String::as_str).collect::<Vec<_>>()))
-            .extract()
-            .map_err(|e| ConfigError(describe(e)))?;
-        let secrets = resolve_secrets(&raw)?;
+        let figment =
+            figment.merge(Env::raw().only(&keys().iter().map(String::as_str).collect::<Vec<_>>()));
+        let raw = Raw::extract(&figment)?;
+        let secrets = resolve_secrets(&raw.secrets)?;
         Self::validate(raw, secrets)
     }
 
@@ -281,12 +209,11 @@ impl Config {
     /// and tools that start the application in-process.
     /// Its secrets are random and live in memory only.
     pub fn local(database_url: &str) -> Result<Self, ConfigError> {
+        let mut raw = Raw::default();
+        raw.http.listen_addr = "127.0.0.1:0".into();
+        raw.database.database_url = database_url.into();
         Self::validate(
-            Raw {
-                listen_addr: "127.0.0.1:0".into(),
-                database_url: database_url.into(),
-                ..Raw::default()
-            },
+            raw,
             Secrets {
                 jwt_secret: crypto::random_bytes(crypto::KEY_LEN).into(),
                 keys: KeyRing::generate(),
@@ -296,163 +223,28 @@ impl Config {
     }
 
     fn validate(raw: Raw, secrets: Secrets) -> Result<Self, ConfigError> {
-        let listen_addr = raw.listen_addr.parse().map_err(|_| {
-            ConfigError(format!(
-                "LISTEN_ADDR: expected host:port such as 127.0.0.1:8080, got {:?}",
-                raw.listen_addr
-            ))
-        })?;
-        let database = ConnectOptions::parse(&raw.database_url)
-            .map_err(|e| ConfigError(format!("DATABASE_URL: {e}")))?;
-        if raw.database_max_connections == 0 {
-            return Err(ConfigError(
-                "DATABASE_MAX_CONNECTIONS: must be at least 1".into(),
-            ));
-        }
-        if raw.event_batch_max == 0 || raw.event_writers == 0 {
-            return Err(ConfigError(
-                "EVENT_BATCH_MAX and EVENT_WRITERS: must be at least 1".into(),
-            ));
-        }
-        let nightly_at =
-            chrono::NaiveTime::parse_from_str(&raw.nightly_at, "%H:%M").map_err(|_| {
-                ConfigError(format!(
-                    "NIGHTLY_AT: expected HH:MM such as 04:00, got {:?}",
-                    raw.nightly_at
-                ))
-            })?;
-        let public_base_url = url::Url::parse(raw.public_base_url.trim_end_matches('/'))
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                ConfigError(
-                    "PUBLIC_BASE_URL: expected an http(s) URL such as https://shop.example".into(),
-                )
-            })?;
-        if let Some(url) = &raw.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(ConfigError(
-                "REDIS_URL: expected redis://host:port or rediss://...".into(),
-            ));
-        }
-        if let Some(url) = &raw.smtp_url {
-            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url).map_err(|_| {
-                ConfigError(
-                    "SMTP_URL: expected smtp://user:pass@host:port[?tls=required] or smtps://..."
-                        .into(),
-                )
-            })?;
-        }
-        let from = raw.mail_from.parse().map_err(|_| {
-            ConfigError(
-                "MAIL_FROM: expected an address such as Shop <no-reply@shop.example>".into(),
-            )
-        })?;
-        let secs = |var: &str, value: u64, zero_ok: bool| {
-            if value == 0 && !zero_ok {
-                Err(ConfigError(format!("{var}: must be at least 1")))
-            } else {
-                Ok(Duration::from_secs(value))
-            }
-        };
-        let rate = |var: &str, value: u32| {
-            NonZeroU32::new(value).ok_or_else(|| ConfigError(format!("{var}: must be at least 1")))
-        };
-        let trusted_proxies = parse_networks(&raw.trusted_proxies).ok_or_else(|| {
-            ConfigError(format!(
-                "TRUSTED_PROXIES: expected comma-separated addresses or networks such as \
-                 10.0.0.0/8,192.0.2.7, got {:?}",
-                raw.trusted_proxies
-            ))
-        })?;
         Ok(Self {
-            trusted_proxies,
-            nightly_at,
-            public_base_url,
-            redis_url: raw.redis_url.map(Into::into),
-            redis_key_prefix: raw.redis_key_prefix,
-            mail: MailConfig {
-                smtp_url: raw.smtp_url.map(Into::into),
-                from,
-                outbox_dir: raw.mail_outbox_dir,
-            },
+            http: raw.http.validate()?,
+            database: raw.database.validate()?,
+            group_commit: raw.group_commit.validate()?,
+            scheduler: raw.scheduler.validate()?,
+            log_format: raw.telemetry.log_format,
+            redis: raw.redis.validate()?,
+            mail: raw.mail.validate()?,
+            auth: raw.auth.validate()?,
+            members: raw.members.validate()?,
             secrets,
-            verification_ttl: secs("VERIFICATION_TTL_SECS", raw.verification_ttl_secs, true)?,
-            access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", raw.access_token_ttl_secs, false)?,
-            refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", raw.refresh_token_ttl_secs, false)?,
-            rate_limits: RateLimits {
-                login_per_account_per_minute: rate(
-                    "LOGIN_PER_ACCOUNT_PER_MINUTE",
-                    raw.login_per_account_per_minute,
-                )?,
-                login_per_address_per_minute: rate(
-                    "LOGIN_PER_ADDRESS_PER_MINUTE",
-                    raw.login_per_address_per_minute,
-                )?,
-                failed_logins_per_account_per_hour: rate(
-                    "FAILED_LOGINS_PER_ACCOUNT_PER_HOUR",
-                    raw.failed_logins_per_account_per_hour,
-                )?,
-                signups_per_address_per_hour: rate(
-                    "SIGNUPS_PER_ADDRESS_PER_HOUR",
-                    raw.signups_per_address_per_hour,
-                )?,
-                resends_per_address_per_hour: rate(
-                    "RESENDS_PER_ADDRESS_PER_HOUR",
-                    raw.resends_per_address_per_hour,
-                )?,
-                resends_per_member_per_hour: rate(
-                    "RESENDS_PER_MEMBER_PER_HOUR",
-                    raw.resends_per_member_per_hour,
-                )?,
-                phone_changes_per_member_per_hour: rate(
-                    "PHONE_CHANGES_PER_MEMBER_PER_HOUR",
-                    raw.phone_changes_per_member_per_hour,
-                )?,
-            },
-            http: HttpLimits {
-                header_timeout: secs(
-                    "HTTP_HEADER_TIMEOUT_SECS",
-                    raw.http_header_timeout_secs,
-                    false,
-                )?,
-                request_timeout: secs(
-                    "HTTP_REQUEST_TIMEOUT_SECS",
-                    raw.http_request_timeout_secs,
-                    false,
-                )?,
-                max_concurrent_requests: match raw.http_max_concurrent_requests {
-                    0 => {
-                        return Err(ConfigError(
-                            "HTTP_MAX_CONCURRENT_REQUESTS: must be at least 1".into(),
-                        ));
-                    }
-                    n => n,
-                },
-            },
-            listen_addr,
-            database_url: raw.database_url.into(),
-            database,
-            database_max_connections: raw.database_max_connections,
-            database_connect_timeout: Duration::from_secs(raw.database_connect_timeout_secs),
-            group_commit: GroupCommitConfig {
-                max_batch_events: raw.event_batch_max,
-                writers: raw.event_writers,
-                ..GroupCommitConfig::default()
-            },
-            log_format: raw.log_format,
         })
     }
 
     /// The database URL with its password hidden, for messages.
     pub fn database_url_redacted(&self) -> String {
-        crate::db::redact(self.database_url.expose_secret())
+        self.database.url_redacted()
     }
 }
 
 /// The secrets from their variables, each unset one from the key file (created if missing).
-fn resolve_secrets(raw: &Raw) -> Result<Secrets, ConfigError> {
+fn resolve_secrets(raw: &RawSecrets) -> Result<Secrets, ConfigError> {
     let all_set = raw.jwt_secret.is_some()
         && raw.openrun_data_keys.is_some()
         && raw.openrun_blind_index_key.is_some();
@@ -535,6 +327,8 @@ fn describe(e: figment::Error) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn secrets() -> Secrets {
@@ -545,8 +339,8 @@ mod tests {
     fn secrets_come_from_variables_or_a_generated_file_and_errors_name_the_variable() {
         let dir = std::env::temp_dir().join(format!("openrun_keys_{}", uuid::Uuid::now_v7()));
         let file = dir.join("keys.toml");
-        let raw_file = || raw(|r| r.openrun_keys_file = file.clone());
-        let first = resolve_secrets(&raw_file()).unwrap();
+        let raw_file = || raw(|r| r.secrets.openrun_keys_file = file.clone());
+        let first = resolve_secrets(&raw_file().secrets).unwrap();
         assert_eq!(first.source, KeySource::File(file.clone()));
         #[cfg(unix)]
         {
@@ -555,46 +349,61 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         // The same keys on the next start.
-        let again = resolve_secrets(&raw_file()).unwrap();
+        let again = resolve_secrets(&raw_file().secrets).unwrap();
         let sealed = first.keys.encrypt("f", "x");
         assert_eq!(again.keys.decrypt("f", &sealed).unwrap(), "x");
-        let e = resolve_secrets(&raw(|r| {
-            r.openrun_keys_file = file.clone();
-            r.jwt_secret = Some("c2hvcnQ=".into());
-        }))
+        let e = resolve_secrets(
+            &raw(|r| {
+                r.secrets.openrun_keys_file = file.clone();
+                r.secrets.jwt_secret = Some("c2hvcnQ=".into());
+            })
+            .secrets,
+        )
         .unwrap_err();
         assert!(e.to_string().starts_with("JWT_SECRET:"), "{e}");
-        let e = resolve_secrets(&raw(|r| {
-            r.openrun_keys_file = file.clone();
-            r.openrun_data_keys = Some("k1:c2VjcmV0LXRvby1zaG9ydA==".into());
-        }))
+        let e = resolve_secrets(
+            &raw(|r| {
+                r.secrets.openrun_keys_file = file.clone();
+                r.secrets.openrun_data_keys = Some("k1:c2VjcmV0LXRvby1zaG9ydA==".into());
+            })
+            .secrets,
+        )
         .unwrap_err();
         assert!(e.to_string().starts_with("OPENRUN_DATA_KEYS:"), "{e}");
         assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
-        let e =
-            Config::validate(raw(|r| r.public_base_url = "ftp://x".into()), secrets()).unwrap_err();
+        let e = Config::validate(
+            raw(|r| r.members.public_base_url = "ftp://x".into()),
+            secrets(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("PUBLIC_BASE_URL:"), "{e}");
         let e = Config::validate(
-            raw(|r| r.trusted_proxies = "10.0.0.0/8, proxy".into()),
+            raw(|r| r.http.trusted_proxies = "10.0.0.0/8, proxy".into()),
             secrets(),
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("TRUSTED_PROXIES:"), "{e}");
         let ok = Config::validate(
-            raw(|r| r.trusted_proxies = "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32".into()),
+            raw(|r| r.http.trusted_proxies = "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32".into()),
             secrets(),
         )
         .unwrap();
-        assert_eq!(ok.trusted_proxies.len(), 3);
-        let e = Config::validate(raw(|r| r.redis_url = Some("localhost".into())), secrets())
-            .unwrap_err();
+        assert_eq!(ok.http.trusted_proxies.len(), 3);
+        let e = Config::validate(
+            raw(|r| r.redis.redis_url = Some("localhost".into())),
+            secrets(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("REDIS_URL:"), "{e}");
-        let e =
-            Config::validate(raw(|r| r.smtp_url = Some("http://x".into())), secrets()).unwrap_err();
+        let e = Config::validate(
+            raw(|r| r.mail.smtp_url = Some("http://x".into())),
+            secrets(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("SMTP_URL:"), "{e}");
-        let e =
-            Config::validate(raw(|r| r.login_per_account_per_minute = 0), secrets()).unwrap_err();
+        let e = Config::validate(raw(|r| r.auth.login_per_account_per_minute = 0), secrets())
+            .unwrap_err();
         assert!(
             e.to_string().starts_with("LOGIN_PER_ACCOUNT_PER_MINUTE:"),
             "{e}"
@@ -625,30 +434,52 @@ mod tests {
         accepted.extend([CONFIG_FILE_VAR.to_owned(), "RUST_LOG".to_owned()]);
         assert_eq!(table, accepted);
         // Every key loads: a value for it from the environment reaches the struct.
-        let loaded: Raw = Figment::from(Serialized::defaults(Raw::default()))
-            .merge(("http_max_concurrent_requests", 7))
-            .extract()
-            .unwrap();
-        assert_eq!(loaded.http_max_concurrent_requests, 7);
+        let defaults = serde_json::to_value(Raw::default()).unwrap();
+        let mut changed = 0;
+        for key in keys() {
+            // A value for the key, different from its default, must reach the loaded struct.
+            let value = match &defaults[&key] {
+                serde_json::Value::Number(n) => serde_json::json!(n.as_u64().unwrap() + 1),
+                serde_json::Value::String(s) if key == "log_format" => {
+                    serde_json::json!(if s == "text" { "json" } else { "text" })
+                }
+                _ => serde_json::json!("changed"),
+            };
+            let figment = Figment::from(Serialized::defaults(Raw::default()))
+                .merge(Serialized::default(&key, value.clone()));
+            let loaded = serde_json::to_value(Raw::extract(&figment).unwrap()).unwrap();
+            assert_eq!(loaded[&key], value, "{key} does not load");
+            changed += 1;
+        }
+        assert_eq!(changed, keys().len());
     }
 
     #[test]
     fn defaults_are_the_embedded_shop() {
         let config = Config::validate(Raw::default(), secrets()).unwrap();
-        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
-        assert!(matches!(config.database, ConnectOptions::Sqlite(_)));
+        assert_eq!(config.http.listen_addr.to_string(), "127.0.0.1:8080");
+        assert!(matches!(
+            config.database.options,
+            crate::db::ConnectOptions::Sqlite(_)
+        ));
     }
 
     #[test]
     fn errors_name_the_variable() {
-        let e =
-            Config::validate(raw(|r| r.database_url = "mysq://x".into()), secrets()).unwrap_err();
+        let e = Config::validate(
+            raw(|r| r.database.database_url = "mysq://x".into()),
+            secrets(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("DATABASE_URL:"), "{e}");
-        let e = Config::validate(raw(|r| r.listen_addr = "nowhere".into()), secrets()).unwrap_err();
+        let e = Config::validate(raw(|r| r.http.listen_addr = "nowhere".into()), secrets())
+            .unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_ADDR:"), "{e}");
-        let e = Config::validate(raw(|r| r.nightly_at = "25:00".into()), secrets()).unwrap_err();
+        let e = Config::validate(raw(|r| r.scheduler.nightly_at = "25:00".into()), secrets())
+            .unwrap_err();
         assert!(e.to_string().starts_with("NIGHTLY_AT:"), "{e}");
-        let e = Config::validate(raw(|r| r.database_max_connections = 0), secrets()).unwrap_err();
+        let e = Config::validate(raw(|r| r.database.database_max_connections = 0), secrets())
+            .unwrap_err();
         assert!(
             e.to_string().starts_with("DATABASE_MAX_CONNECTIONS:"),
             "{e}"
@@ -659,7 +490,7 @@ mod tests {
     fn the_database_url_never_prints() {
         let config = Config::validate(
             raw(|r| {
-                r.database_url = "mysql://shop:hunter2secret@localhost/db".into();
+                r.database.database_url = "mysql://shop:hunter2secret@localhost/db".into();
             }),
             secrets(),
         )

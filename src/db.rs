@@ -201,6 +201,65 @@ pub async fn pending_migrations(db: &Database) -> Result<usize, sqlx::Error> {
         .count())
 }
 
+/// The database settings as read (`DATABASE_*`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) database_url: String,
+    pub(crate) database_max_connections: u32,
+    pub(crate) database_connect_timeout_secs: u64,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/openrun.db".into(),
+            database_max_connections: 32,
+            database_connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// Which database, and how the pool reaches it.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// The database URL; holds the password, so it is kept secret.
+    pub url: secrecy::SecretString,
+    /// Parsed from `url`.
+    pub options: ConnectOptions,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// How long start-up waits for the database.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl DatabaseSettings {
+    /// The URL with its password hidden, for messages.
+    pub fn url_redacted(&self) -> String {
+        use secrecy::ExposeSecret;
+        redact(self.url.expose_secret())
+    }
+}
+
+impl RawSettings {
+    pub(crate) fn validate(self) -> Result<DatabaseSettings, crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let options = ConnectOptions::parse(&self.database_url)
+            .map_err(|e| ConfigError::new("DATABASE_URL", e))?;
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::new(
+                "DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(DatabaseSettings {
+            url: self.database_url.into(),
+            options,
+            max_connections: self.database_max_connections,
+            connect_timeout: std::time::Duration::from_secs(self.database_connect_timeout_secs),
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

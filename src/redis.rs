@@ -47,6 +47,48 @@ impl Keys {
     }
 }
 
+/// The Redis settings as read (`REDIS_URL`, `REDIS_KEY_PREFIX`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_key_prefix: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            redis_key_prefix: "openrun:".into(),
+        }
+    }
+}
+
+/// Redis, for sessions, refresh tokens and rate limits (in-process without it).
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The URL (may hold a password); in-process stores when `None`.
+    pub url: Option<secrecy::SecretString>,
+    /// Prefix of every key.
+    pub key_prefix: String,
+}
+
+impl RawSettings {
+    pub(crate) fn validate(self) -> Result<RedisSettings, crate::config::ConfigError> {
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(crate::config::ConfigError::new(
+                "REDIS_URL",
+                "expected redis://host:port or rediss://...",
+            ));
+        }
+        Ok(RedisSettings {
+            url: self.redis_url.map(Into::into),
+            key_prefix: self.redis_key_prefix,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Keys;

@@ -46,9 +46,9 @@ impl Application {
         crate::db::migrate(&db).await?;
         let events = eventstore::open(&db, &config.group_commit);
         let commands = Commands::new(Arc::clone(&events), Arc::clone(&clock));
-        let listener = TcpListener::bind(config.listen_addr)
+        let listener = TcpListener::bind(config.http.listen_addr)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+            .with_context(|| format!("cannot listen on {}", config.http.listen_addr))?;
         let (members, auth) = members_and_auth(config, &db, Arc::clone(&clock)).await?;
         // Only now, with everything that can fail at start-up done, do the background workers
         // start: a start-up that fails holds no lease and no claim.
@@ -57,7 +57,7 @@ impl Application {
             commands: commands.clone(),
             db: db.clone(),
             events: Arc::clone(&events),
-            nightly_at: config.nightly_at,
+            nightly_at: config.scheduler.nightly_at,
             clock: Arc::clone(&clock),
         });
         let readiness = Arc::new(Readiness::new(db.clone(), Arc::clone(&auth)));
@@ -68,8 +68,8 @@ impl Application {
             members,
             auth,
             readiness,
-            trusted_proxies: config.trusted_proxies.clone().into(),
-            http: config.http,
+            trusted_proxies: config.http.trusted_proxies.clone().into(),
+            http: config.http.limits,
         };
         Ok(Self {
             listener,
@@ -130,19 +130,19 @@ pub async fn members_and_auth(
     clock: SharedClock,
 ) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
     use secrecy::ExposeSecret;
-    let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis_url {
+    let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis.url {
         Some(url) => {
             // One connection for sessions and limits.
             let conn = crate::redis::connect(url.expose_secret()).await?;
-            let prefix = &config.redis_key_prefix;
+            let prefix = &config.redis.key_prefix;
             (
                 Arc::new(RedisTokenStore::new(conn.clone(), prefix)),
-                Limiter::on_redis(&config.rate_limits, conn, prefix),
+                Limiter::on_redis(&config.auth.rate_limits, conn, prefix),
             )
         }
         None => (
             Arc::new(MemoryTokenStore::default()),
-            Limiter::new(&config.rate_limits, clock.clone()),
+            Limiter::new(&config.auth.rate_limits, clock.clone()),
         ),
     };
     let members = Members::new(
@@ -150,16 +150,16 @@ pub async fn members_and_auth(
         config.secrets.keys.clone(),
         crate::mail::from_config(&config.mail)?,
         config.mail.from.clone(),
-        &config.public_base_url,
-        config.verification_ttl,
+        &config.members.public_base_url,
+        config.members.verification_ttl,
         Arc::clone(&clock),
     )?;
     let auth = AuthService::new(
         db.clone(),
-        Jwt::new(&config.secrets.jwt_secret, config.access_token_ttl),
+        Jwt::new(&config.secrets.jwt_secret, config.auth.access_token_ttl),
         store,
         limiter,
-        config.refresh_token_ttl,
+        config.auth.refresh_token_ttl,
         clock,
     );
     Ok((Arc::new(members), Arc::new(auth)))
@@ -168,9 +168,9 @@ pub async fn members_and_auth(
 /// Connects to the configured database; the error is one line naming the URL, password hidden.
 pub async fn connect(config: &Config) -> anyhow::Result<Database> {
     crate::db::connect(
-        &config.database,
-        config.database_max_connections,
-        config.database_connect_timeout,
+        &config.database.options,
+        config.database.max_connections,
+        config.database.connect_timeout,
     )
     .await
     .with_context(|| {

@@ -6,7 +6,29 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Log output format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The telemetry settings as read.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) log_format: LogFormat,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+        }
+    }
+}
 
 /// Installs the global tracing subscriber; `RUST_LOG` filters (default `info`).
 pub fn init_tracing(format: LogFormat) {

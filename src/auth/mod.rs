@@ -6,9 +6,11 @@
 pub mod jwt;
 pub mod ratelimit;
 pub mod service;
+pub mod settings;
 pub mod tokens;
 
 pub use service::{AuthError, AuthService, TokenPair};
+pub use settings::AuthSettings;
 
 use crate::members::Role;
 

@@ -17,7 +17,25 @@ use governor::{Quota, RateLimiter};
 use redis::aio::ConnectionManager;
 
 use crate::clock::SharedClock;
-use crate::config::RateLimits;
+
+/// Rate limits (`LOGIN_PER_*`, `*_PER_HOUR`).
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Login attempts per login id per minute.
+    pub login_per_account_per_minute: NonZeroU32,
+    /// Login attempts per client address per minute.
+    pub login_per_address_per_minute: NonZeroU32,
+    /// Failed logins per login id per hour before the account is locked for the rest of it.
+    pub failed_logins_per_account_per_hour: NonZeroU32,
+    /// Sign-ups per client address per hour.
+    pub signups_per_address_per_hour: NonZeroU32,
+    /// Verification e-mail resends per client address per hour.
+    pub resends_per_address_per_hour: NonZeroU32,
+    /// Verification e-mail resends per member per hour.
+    pub resends_per_member_per_hour: NonZeroU32,
+    /// Phone number changes per member per hour (each one tells whether a number is taken).
+    pub phone_changes_per_member_per_hour: NonZeroU32,
+}
 
 /// The injected clock as governor reads it: time since the epoch.
 #[derive(Clone)]

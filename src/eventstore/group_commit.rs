@@ -513,6 +513,39 @@ async fn next_batch(queue: &Mutex<Queue>, max: Limits) -> Option<Vec<PendingAppe
     Some(batch)
 }
 
+/// The group-commit settings as read (`EVENT_BATCH_MAX`, `EVENT_WRITERS`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) event_batch_max: usize,
+    pub(crate) event_writers: usize,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        let tuned = GroupCommitConfig::default();
+        Self {
+            event_batch_max: tuned.max_batch_events,
+            event_writers: tuned.writers,
+        }
+    }
+}
+
+impl RawSettings {
+    pub(crate) fn validate(self) -> Result<GroupCommitConfig, crate::config::ConfigError> {
+        if self.event_batch_max == 0 || self.event_writers == 0 {
+            return Err(crate::config::ConfigError::new(
+                "EVENT_BATCH_MAX and EVENT_WRITERS",
+                "must be at least 1",
+            ));
+        }
+        Ok(GroupCommitConfig {
+            max_batch_events: self.event_batch_max,
+            writers: self.event_writers,
+            ..GroupCommitConfig::default()
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

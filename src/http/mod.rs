@@ -11,6 +11,7 @@ pub mod observability;
 pub mod openapi;
 pub mod problem;
 pub mod server;
+pub mod settings;
 pub mod state;
 
 use axum::Router;

@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use tower::Service;
 
 use super::problem::Problem;
-use crate::config::HttpLimits;
+use super::settings::HttpLimits;
 
 /// How long to wait before accepting again after the listener failed (out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -29,5 +29,5 @@ pub struct AppState {
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// Timeouts and the bound on concurrent requests.
-    pub http: crate::config::HttpLimits,
+    pub http: super::settings::HttpLimits,
 }

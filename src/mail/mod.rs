@@ -11,7 +11,60 @@ use lettre::message::{Mailbox, header::ContentType};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use crate::config::MailConfig;
+use crate::config::ConfigError;
+
+/// The e-mail settings as read (`SMTP_URL`, `MAIL_FROM`, `MAIL_OUTBOX_DIR`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) smtp_url: Option<String>,
+    pub(crate) mail_from: String,
+    pub(crate) mail_outbox_dir: PathBuf,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            mail_from: "openrun <no-reply@localhost>".into(),
+            mail_outbox_dir: "data/outbox".into(),
+        }
+    }
+}
+
+/// E-mail delivery.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// SMTP server URL (may hold a password); `.eml` files in `outbox_dir` when unset.
+    pub smtp_url: Option<secrecy::SecretString>,
+    /// The `From:` of every message.
+    pub from: Mailbox,
+    /// Where `.eml` files are written without SMTP.
+    pub outbox_dir: PathBuf,
+}
+
+impl RawSettings {
+    pub(crate) fn validate(self) -> Result<MailConfig, ConfigError> {
+        if let Some(url) = &self.smtp_url {
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|_| {
+                ConfigError::new(
+                    "SMTP_URL",
+                    "expected smtp://user:pass@host:port[?tls=required] or smtps://...",
+                )
+            })?;
+        }
+        let from = self.mail_from.parse().map_err(|_| {
+            ConfigError::new(
+                "MAIL_FROM",
+                "expected an address such as Shop <no-reply@shop.example>",
+            )
+        })?;
+        Ok(MailConfig {
+            smtp_url: self.smtp_url.map(Into::into),
+            from,
+            outbox_dir: self.mail_outbox_dir,
+        })
+    }
+}
 
 /// Sends a message.
 #[async_trait]

@@ -4,9 +4,11 @@
 
 pub mod repository;
 pub mod service;
+pub mod settings;
 pub mod validation;
 
 pub use service::{MemberError, Members};
+pub use settings::MemberSettings;
 pub use validation::FieldError;
 
 /// Most shipping addresses a member may keep.

@@ -186,6 +186,39 @@ pub(crate) async fn round(
 /// process starts it again meanwhile.
 pub const LONG_CLAIM_TTL: Duration = Duration::from_secs(3600);
 
+/// The scheduler's settings as read (`NIGHTLY_AT`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) nightly_at: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            nightly_at: "04:00".into(),
+        }
+    }
+}
+
+/// The scheduler's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerSettings {
+    /// When the nightly jobs run, in the server's time zone.
+    pub nightly_at: NaiveTime,
+}
+
+impl RawSettings {
+    pub(crate) fn validate(self) -> Result<SchedulerSettings, crate::config::ConfigError> {
+        let nightly_at = NaiveTime::parse_from_str(&self.nightly_at, "%H:%M").map_err(|_| {
+            crate::config::ConfigError::new(
+                "NIGHTLY_AT",
+                format!("expected HH:MM such as 04:00, got {:?}", self.nightly_at),
+            )
+        })?;
+        Ok(SchedulerSettings { nightly_at })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

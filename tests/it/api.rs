@@ -19,7 +19,7 @@ async fn a_start_up_that_fails_holds_no_lease_or_claim(backend: Backend) {
     let test_db = crate::helpers::TestDb::new(backend).await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = openrun::config::Config::local(&test_db.url).unwrap();
-    config.listen_addr = taken.local_addr().unwrap();
+    config.http.listen_addr = taken.local_addr().unwrap();
     let failed = openrun::startup::Application::build(&config).await;
     assert!(failed.is_err(), "the port was taken");
     let db = test_db.connect().await;
@@ -199,7 +199,7 @@ impl Relay {
 async fn readyz_fails_while_redis_is_unreachable() {
     let relay = Relay::start().await;
     let app = TestApp::spawn_with(Backend::MySql, |c| {
-        c.redis_url = Some(format!("redis://127.0.0.1:{}", relay.port).into());
+        c.redis.url = Some(format!("redis://127.0.0.1:{}", relay.port).into());
     })
     .await;
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
@@ -222,7 +222,7 @@ async fn a_panicking_test_leaves_no_database_or_redis_keys() {
         crate::members::verified_member(&app, 95).await;
         let url = app.database_url();
         let name = url.rsplit('/').next().unwrap().to_owned();
-        tx.send((name, app.config.redis_key_prefix.clone()))
+        tx.send((name, app.config.redis.key_prefix.clone()))
             .unwrap();
         panic!("the test fails here");
     });

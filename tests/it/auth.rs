@@ -35,7 +35,7 @@ async fn sign_up_from(app: &TestApp, n: u32, forwarded_for: &str) -> StatusCode 
 async fn behind_a_trusted_proxy_the_forwarded_client_is_limited(backend: Backend) {
     // Not configured: the header is the caller's own word and changes nothing.
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.signups_per_address_per_hour = 1.try_into().unwrap();
+        c.auth.rate_limits.signups_per_address_per_hour = 1.try_into().unwrap();
     })
     .await;
     assert_eq!(
@@ -50,8 +50,8 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited(backend: Backend
     // The test client connects from 127.0.0.1: as a trusted proxy, the clients it names
     // have budgets of their own, and a client cannot escape its own by prepending addresses.
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.signups_per_address_per_hour = 1.try_into().unwrap();
-        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        c.auth.rate_limits.signups_per_address_per_hour = 1.try_into().unwrap();
+        c.http.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     })
     .await;
     assert_eq!(
@@ -340,8 +340,8 @@ async fn a_wrong_password_and_an_unknown_login_id_look_the_same(backend: Backend
 
 async fn login_is_rate_limited_per_account_and_per_address_with_retry_after(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.login_per_account_per_minute = 2.try_into().unwrap();
-        c.rate_limits.login_per_address_per_minute = 4.try_into().unwrap();
+        c.auth.rate_limits.login_per_account_per_minute = 2.try_into().unwrap();
+        c.auth.rate_limits.login_per_address_per_minute = 4.try_into().unwrap();
     })
     .await;
     sign_up(&app, 34).await;
@@ -387,7 +387,7 @@ async fn login_is_rate_limited_per_account_and_per_address_with_retry_after(back
 
 async fn failed_logins_lock_the_account_for_the_hour(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.failed_logins_per_account_per_hour = 3.try_into().unwrap();
+        c.auth.rate_limits.failed_logins_per_account_per_hour = 3.try_into().unwrap();
     })
     .await;
     sign_up(&app, 35).await;
@@ -423,7 +423,7 @@ async fn failed_logins_lock_the_account_for_the_hour(backend: Backend) {
 
     // A wrong current password at a password change counts as a failed login.
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.failed_logins_per_account_per_hour = 2.try_into().unwrap();
+        c.auth.rate_limits.failed_logins_per_account_per_hour = 2.try_into().unwrap();
     })
     .await;
     sign_up(&app, 39).await;
@@ -449,7 +449,7 @@ async fn failed_logins_lock_the_account_for_the_hour(backend: Backend) {
     // Guesses sent in parallel do not slip past the cap: every attempt is counted before
     // its password is checked.
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.failed_logins_per_account_per_hour = 3.try_into().unwrap();
+        c.auth.rate_limits.failed_logins_per_account_per_hour = 3.try_into().unwrap();
     })
     .await;
     sign_up(&app, 38).await;
@@ -485,8 +485,8 @@ async fn failed_logins_lock_the_account_for_the_hour(backend: Backend) {
 
 async fn sign_up_and_resend_are_rate_limited_per_address(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.signups_per_address_per_hour = 2.try_into().unwrap();
-        c.rate_limits.resends_per_address_per_hour = 1.try_into().unwrap();
+        c.auth.rate_limits.signups_per_address_per_hour = 2.try_into().unwrap();
+        c.auth.rate_limits.resends_per_address_per_hour = 1.try_into().unwrap();
     })
     .await;
     sign_up(&app, 36).await;

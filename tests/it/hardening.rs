@@ -42,7 +42,7 @@ async fn a_link_expires_once_the_clock_passes_its_lifetime(backend: Backend) {
         .get(&format!("/v1/members/verify?token={}", token(69)))
         .await;
     assert_eq!(fresh.status(), StatusCode::OK);
-    let ttl = chrono::Duration::from_std(app.config.verification_ttl).unwrap();
+    let ttl = chrono::Duration::from_std(app.config.members.verification_ttl).unwrap();
     clock.advance(ttl + chrono::Duration::seconds(1));
     let late = app
         .get(&format!("/v1/members/verify?token={}", token(70)))
@@ -69,8 +69,10 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
 }
 
 async fn idle_and_slow_connections_are_closed(backend: Backend) {
-    let app =
-        TestApp::spawn_with(backend, |c| c.http.header_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.http.limits.header_timeout = Duration::from_secs(1)
+    })
+    .await;
     // Sends nothing at all.
     let mut silent = TcpStream::connect(app.addr).await.unwrap();
     // Sends half a request head and stops (slowloris).
@@ -100,7 +102,7 @@ async fn requests_beyond_the_bound_are_shed_and_slow_ones_time_out(backend: Back
     const HEAD: &[u8] =
         b"POST /v1/members HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
                           Content-Length: 13\r\n\r\n{\"login_id\":";
-    let app = TestApp::spawn_with(backend, |c| c.http.max_concurrent_requests = 1).await;
+    let app = TestApp::spawn_with(backend, |c| c.http.limits.max_concurrent_requests = 1).await;
     // A request whose body is not finished holds the one permit. Once it is in, another
     // request is refused at once. (Should a probe hold the permit when it arrives, the held
     // request is the one refused: it is sent again.)
@@ -150,8 +152,10 @@ async fn requests_beyond_the_bound_are_shed_and_slow_ones_time_out(backend: Back
 
     // A body that does not arrive within the request timeout is refused with 408; a safe
     // request is answered within it or gets 503 (nothing here is that slow to answer).
-    let app =
-        TestApp::spawn_with(backend, |c| c.http.request_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.http.limits.request_timeout = Duration::from_secs(1)
+    })
+    .await;
     let mut slow = TcpStream::connect(app.addr).await.unwrap();
     slow.write_all(HEAD).await.unwrap();
     let answer = closed_or_answered(&mut slow, Duration::from_secs(30)).await;
@@ -269,7 +273,7 @@ async fn member_answers_are_not_cached(backend: Backend) {
 
 async fn phone_changes_are_rate_limited_per_member(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.rate_limits.phone_changes_per_member_per_hour = 3.try_into().unwrap();
+        c.auth.rate_limits.phone_changes_per_member_per_hour = 3.try_into().unwrap();
     })
     .await;
     let prober = verified_member(&app, 62).await;
@@ -320,8 +324,8 @@ async fn phone_changes_are_rate_limited_per_member(backend: Backend) {
 
 async fn resends_are_limited_per_member_and_a_new_link_retires_the_old(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-        c.rate_limits.resends_per_member_per_hour = 2.try_into().unwrap();
+        c.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.auth.rate_limits.resends_per_member_per_hour = 2.try_into().unwrap();
     })
     .await;
     sign_up(&app, 64).await;

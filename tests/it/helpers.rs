@@ -390,8 +390,8 @@ impl TestApp {
             Backend::MySql => {
                 let smtp = SmtpServer::start().await;
                 config.mail.smtp_url = Some(format!("smtp://127.0.0.1:{}", smtp.port).into());
-                config.redis_url = Some(REDIS_URL.to_string().into());
-                config.redis_key_prefix = format!("{}:", random_name("openrun_test_"));
+                config.redis.url = Some(REDIS_URL.to_string().into());
+                config.redis.key_prefix = format!("{}:", random_name("openrun_test_"));
                 MailSink::Smtp(smtp)
             }
             Backend::Sqlite => {
@@ -466,7 +466,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         if self.backend == Backend::MySql {
-            let prefix = self.config.redis_key_prefix.clone();
+            let prefix = self.config.redis.key_prefix.clone();
             // Drop may run inside the test's runtime; a thread of its own may block.
             let _ = std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,6 @@
 //! The `Mailer` contract: SMTP against a real server (aiosmtpd) and the `.eml` outbox.
 
-use openrun::config::MailConfig;
+use openrun::mail::MailConfig;
 use openrun::mail::{self, Mailer};
 
 use crate::helpers::{SmtpServer, free_port, random_name};

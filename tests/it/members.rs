@@ -241,8 +241,10 @@ async fn sign_up_mails_a_single_use_link_that_makes_the_member_basic(backend: Ba
 }
 
 async fn an_expired_link_is_refused_and_resend_sends_a_new_one(backend: Backend) {
-    let app =
-        TestApp::spawn_with(backend, |c| c.verification_ttl = std::time::Duration::ZERO).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.members.verification_ttl = std::time::Duration::ZERO
+    })
+    .await;
     sign_up(&app, 2).await;
     let token = token_in_mail(&app, "member2.test@example.co.kr");
     let expired = app.get(&format!("/v1/members/verify?token={token}")).await;
@@ -947,7 +949,7 @@ async fn an_admin_grants_roles_and_only_an_admin(backend: Backend) {
 
 async fn the_link_follows_public_base_url_and_bodies_must_be_json(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.public_base_url = "https://shop.example/api".parse().unwrap();
+        c.members.public_base_url = "https://shop.example/api".parse().unwrap();
     })
     .await;
     sign_up(&app, 40).await;

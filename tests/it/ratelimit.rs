@@ -6,9 +6,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openrun::auth::ratelimit::RateLimits;
 use openrun::auth::ratelimit::{LimitError, Limiter};
 use openrun::clock::ManualClock;
-use openrun::config::RateLimits;
 
 use crate::helpers::{REDIS_URL, delete_redis_keys, random_name};
 

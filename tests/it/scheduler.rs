@@ -518,7 +518,7 @@ async fn the_nightly_audit_runs_at_its_time(backend: Backend) {
     // Its time passed five minutes ago: a run missed by less than an hour runs at start-up,
     // and its own audit does not count it (or anything else it is running) as overdue.
     let at = (chrono::Local::now() - chrono::Duration::minutes(5)).time();
-    let app = TestApp::spawn_with(backend, |c| c.nightly_at = at).await;
+    let app = TestApp::spawn_with(backend, |c| c.scheduler.nightly_at = at).await;
     let sql = "SELECT status, last_error FROM schedule WHERE kind = 'nightly_audit'";
     let db = app.db.clone();
     wait_for("the nightly audit", Duration::from_secs(60), async || {
