@@ -14,6 +14,15 @@ use chrono::{DateTime, Duration, Utc};
 pub trait Clock: Send + Sync + 'static {
     /// The current instant.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Time elapsed since an origin of the clock's choosing, never going back: what
+    /// intervals (rate limits) are measured on, so that a step of the wall clock neither
+    /// refuses every caller nor hands out a burst. The default reads it off [`Clock::now`].
+    fn elapsed(&self) -> std::time::Duration {
+        (self.now() - DateTime::<Utc>::UNIX_EPOCH)
+            .to_std()
+            .unwrap_or_default()
+    }
 }
 
 /// A shared clock.
@@ -26,6 +35,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }
 }
 

@@ -41,7 +41,9 @@ pub trait Projection: Send + Sync + 'static {
     /// a rebuild creates a second set of tables beside the live one.
     async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()>;
 
-    /// The tables [`Projection::create_tables`] creates, by base name (a rebuild swaps them).
+    /// The tables [`Projection::create_tables`] creates, by base name (a rebuild swaps them),
+    /// in the order the live follower writes them: a swap locks them in this order, then the
+    /// checkpoint, so that it never waits on the follower in the opposite order.
     fn tables(&self) -> &'static [&'static str];
 
     /// Whether the projection's tables hold state besides what the log derives (for example
@@ -59,6 +61,13 @@ pub trait Projection: Send + Sync + 'static {
     /// rebuilt tables have taken their place. Called only when
     /// [`Projection::holds_state_outside_the_log`] is true.
     async fn carry_over(&self, _tx: &mut Tx, _from: &Tables, _into: &Tables) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The last step of a swap in one transaction, after the live tables hold the rebuilt
+    /// rows and before the commit: an error rolls the whole swap back. Default: nothing to
+    /// check.
+    async fn check_swap(&self, _tx: &mut Tx, _live: &Tables) -> anyhow::Result<()> {
         Ok(())
     }
 

@@ -231,10 +231,12 @@ async fn swap(pool: &Pool, projection: &dyn Projection, lease: &Lease) -> anyhow
     Ok(())
 }
 
-/// Swaps in one transaction that carries the state outside the log over: every live row is
-/// locked first, then the state is carried into the rebuilt tables, and the live rows and
-/// checkpoint are replaced with the rebuilt ones (on SQLite, whose write transaction keeps
-/// every other writer out, the tables are renamed instead).
+/// Swaps in one transaction that carries the state outside the log over: the lease is
+/// confirmed first, then every live row is locked (in the order the follower writes the
+/// tables, see [`Projection::tables`]), the state is carried into the rebuilt tables, and the
+/// live rows and checkpoint are replaced with the rebuilt ones, column by column name (on
+/// SQLite, whose write transaction keeps every other writer out, the tables are renamed
+/// instead).
 async fn swap_with_state(
     pool: &Pool,
     projection: &dyn Projection,
@@ -245,8 +247,8 @@ async fn swap_with_state(
     let rebuilt = all_tables(projection, &Tables::REBUILD);
     let retired = all_tables(projection, &Tables::RETIRED);
     let mut tx = pool.begin().await?;
+    lease.confirm(&mut tx, name).await?;
     if matches!(tx, Tx::MySql(_)) {
-        // Tables first, as the live follower writes them before its checkpoint.
         for table in &live {
             tx.execute(&format!(
                 "SELECT COUNT(*) FROM {table} FORCE INDEX (PRIMARY) FOR UPDATE"
@@ -254,7 +256,6 @@ async fn swap_with_state(
             .await?;
         }
     }
-    lease.confirm(&mut tx, name).await?;
     projection
         .carry_over(&mut tx, &Tables::LIVE, &Tables::REBUILD)
         .await
@@ -262,9 +263,13 @@ async fn swap_with_state(
     match tx {
         Tx::MySql(_) => {
             for (live, rebuilt) in live.iter().zip(&rebuilt) {
+                let columns = tx.columns(rebuilt).await?.join(", ");
                 tx.execute(&format!("DELETE FROM {live}")).await?;
-                tx.execute(&format!("INSERT INTO {live} SELECT * FROM {rebuilt}"))
-                    .await?;
+                tx.execute(&format!(
+                    "INSERT INTO {live} ({columns}) SELECT {columns} FROM {rebuilt}"
+                ))
+                .await
+                .with_context(|| format!("{name}: replacing the rows of {live}"))?;
             }
         }
         Tx::Sqlite(_) => {
@@ -276,6 +281,10 @@ async fn swap_with_state(
             }
         }
     }
+    projection
+        .check_swap(&mut tx, &Tables::LIVE)
+        .await
+        .with_context(|| format!("{name}: checking the swapped tables"))?;
     tx.commit().await?;
     if pool.is_sqlite() {
         drop_tables(pool, projection, &Tables::RETIRED).await?;

@@ -286,7 +286,8 @@ impl Projection for Schedule {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[TABLE, POLICY_TABLE]
+        // The follower writes an order's policy row before its first schedule row.
+        &[POLICY_TABLE, TABLE]
     }
 
     async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()> {

@@ -73,6 +73,27 @@ impl Tx {
         })
     }
 
+    /// The column names of `table`, in their order in the table.
+    pub async fn columns(&mut self, table: &str) -> sqlx::Result<Vec<String>> {
+        match self {
+            Self::MySql(tx) => {
+                sqlx::query_scalar(
+                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                )
+                .bind(table)
+                .fetch_all(&mut **tx)
+                .await
+            }
+            Self::Sqlite(tx) => {
+                sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+                    .bind(table)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+        }
+    }
+
     /// Commits.
     pub async fn commit(self) -> sqlx::Result<()> {
         match self {

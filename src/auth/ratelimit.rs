@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use governor::clock::Clock as _;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
@@ -37,7 +36,7 @@ pub struct RateLimits {
     pub phone_changes_per_member_per_hour: NonZeroU32,
 }
 
-/// The injected clock as governor reads it: time since the epoch.
+/// The injected clock as governor reads it: its monotonic [`Clock::elapsed`](crate::clock::Clock::elapsed).
 #[derive(Clone)]
 struct GovernorClock(SharedClock);
 
@@ -45,8 +44,7 @@ impl governor::clock::Clock for GovernorClock {
     type Instant = Duration;
 
     fn now(&self) -> Duration {
-        let since_epoch = self.0.now() - DateTime::<Utc>::UNIX_EPOCH;
-        since_epoch.to_std().unwrap_or_default()
+        self.0.elapsed()
     }
 }
 

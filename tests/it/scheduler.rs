@@ -39,6 +39,7 @@ on_both_backends!(
     the_nightly_audit_runs_at_its_time,
     rebuilding_the_schedule_keeps_the_scheduler_s_progress,
     a_rebuild_that_dies_in_its_swap_keeps_every_claim,
+    a_rebuild_that_dies_after_replacing_the_rows_keeps_every_claim,
     a_rebuild_that_loses_its_lease_never_swaps,
     a_scheduler_firing_through_rebuilds_fires_each_row_once,
     schedule_keys_compare_byte_for_byte_like_stream_ids,
@@ -247,6 +248,9 @@ struct Faulty(Fault);
 enum Fault {
     /// The process dies inside the swap, after the state was carried over.
     DiesInTheSwap,
+    /// The process dies at the end of the swap, after the live rows were replaced with the
+    /// rebuilt ones and before the commit; `spoiled` is a row the rebuilt tables put right.
+    DiesAfterReplacing { spoiled: &'static str },
     /// While replaying, another rebuild takes the lease over (this one stalled past it).
     LosesTheLease,
 }
@@ -275,6 +279,29 @@ impl Projection for Faulty {
             anyhow::bail!("the process died in the middle of the swap");
         }
         Ok(())
+    }
+
+    async fn check_swap(&self, tx: &mut Tx, live: &Tables) -> anyhow::Result<()> {
+        let Fault::DiesAfterReplacing { spoiled } = self.0 else {
+            return Ok(());
+        };
+        let sql = format!("SELECT due_at FROM {} WHERE id = ?", live.name("schedule"));
+        let due: i64 = match tx {
+            Tx::MySql(t) => {
+                sqlx::query_scalar(&sql)
+                    .bind(spoiled)
+                    .fetch_one(&mut **t)
+                    .await?
+            }
+            Tx::Sqlite(t) => {
+                sqlx::query_scalar(&sql)
+                    .bind(spoiled)
+                    .fetch_one(&mut **t)
+                    .await?
+            }
+        };
+        anyhow::ensure!(due > 1, "the live rows were not replaced inside the swap");
+        anyhow::bail!("the process died after replacing the live rows")
     }
 
     async fn apply(
@@ -377,6 +404,34 @@ async fn a_rebuild_that_dies_in_its_swap_keeps_every_claim(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(schedule_rows(&db).await, before);
+    app.stop().await;
+}
+
+/// A crash at the very end of the swap, when the live tables already hold the rebuilt rows
+/// (the fault checks that they do), rolls everything back too: the spoiled row stays
+/// spoiled and the scheduler's claims, closed rows and retries stay as they were.
+async fn a_rebuild_that_dies_after_replacing_the_rows_keeps_every_claim(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (db, events) = (app.db.clone(), Arc::clone(&app.events));
+    let orders = schedule_with_progress(&app).await;
+    let spoiled: &'static str = format!("order/{}/ship", orders[3]).leak();
+    execute(&db, "UPDATE schedule SET due_at = 1 WHERE id = ?", spoiled).await;
+    let before = schedule_rows(&db).await;
+    let died = rebuild_with(&db, &events, Fault::DiesAfterReplacing { spoiled }).await;
+    assert!(
+        format!("{:#}", died.unwrap_err()).contains("died after replacing the live rows"),
+        "the fault fired after the live rows were replaced"
+    );
+    assert_eq!(
+        schedule_rows(&db).await,
+        before,
+        "the whole swap rolled back"
+    );
+    openrun::ops::rebuild(&db, Arc::clone(&events), "schedule")
+        .await
+        .unwrap();
+    let after = schedule_rows(&db).await;
+    assert!(after.iter().find(|r| r.0 == spoiled).unwrap().4 > 1);
     app.stop().await;
 }
 
