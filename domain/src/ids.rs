@@ -73,3 +73,7 @@ id_type!(
     /// A scheduled product status change, unique within its product.
     ScheduleId
 );
+id_type!(
+    /// One variant of a product (a size such as "270"), and the id of its `stock` stream.
+    VariantId
+);

@@ -41,7 +41,7 @@ mod stamped;
 pub mod stock;
 
 pub use actor::{Actor, Issuer, Role};
-pub use ids::{CategoryId, MemberId, OrderId, ProductId, ScheduleId};
+pub use ids::{CategoryId, MemberId, OrderId, ProductId, ScheduleId, VariantId};
 pub use money::Money;
 pub use policy::OrderPolicy;
 pub use stamped::Stamped;

@@ -62,6 +62,8 @@ fn product_samples() -> Vec<ProductEvent> {
             description: "Only 100 pairs".to_owned(),
             price: Money::from_minor(129_000),
             at: at(),
+            variants: vec![openrun_domain_variant()],
+            purchase_limit: None,
         },
         ProductEvent::ProductDetailsChanged {
             category_id: None,
@@ -78,6 +80,7 @@ fn product_samples() -> Vec<ProductEvent> {
             by: seller(),
             schedule_id: Some(SCHEDULE),
             at: at(),
+            reason: None,
         },
         ProductEvent::StatusChangeScheduled {
             schedule_id: SCHEDULE,
@@ -108,6 +111,21 @@ fn product_samples() -> Vec<ProductEvent> {
             by: seller(),
             at: at(),
         },
+        ProductEvent::ProductPurchaseLimitChanged {
+            from: None,
+            to: Some(2),
+        },
+        ProductEvent::VariantAdded {
+            variant: openrun_domain::product::NewVariant {
+                variant_id: openrun_domain::VariantId::from_uuid(Uuid::from_u128(
+                    0x0197_5a00_0000_7000_8000_0000_0000_0280,
+                )),
+                label: "280".to_owned(),
+            },
+        },
+        ProductEvent::VariantRetired {
+            variant_id: openrun_domain_variant().variant_id,
+        },
     ];
     // Adding an event variant breaks this match: add a sample above, then regenerate.
     let covered: BTreeSet<usize> = samples
@@ -122,9 +140,12 @@ fn product_samples() -> Vec<ProductEvent> {
             ProductEvent::ScheduledStatusChangeSkipped { .. } => 6,
             ProductEvent::ProductImagesPublished { .. } => 7,
             ProductEvent::ProductDeleted { .. } => 8,
+            ProductEvent::ProductPurchaseLimitChanged { .. } => 9,
+            ProductEvent::VariantAdded { .. } => 10,
+            ProductEvent::VariantRetired { .. } => 11,
         })
         .collect();
-    assert_eq!(covered.len(), 9, "one sample per product event");
+    assert_eq!(covered.len(), 12, "one sample per product event");
     samples
 }
 
@@ -134,12 +155,14 @@ fn stock_samples() -> Vec<StockEvent> {
             quantity: 100,
             supply: 100,
             at: at(),
+            request_id: None,
         },
         StockEvent::StockAdjusted {
             delta: -3,
             reason: "damaged in storage".to_owned(),
             supply: 97,
             at: at(),
+            request_id: None,
         },
     ];
     let covered: BTreeSet<usize> = samples
@@ -350,39 +373,82 @@ fn order_events_match_their_golden_files() {
 }
 
 #[test]
-fn product_registered_v1_upcasts_to_v2_with_an_empty_description() {
+fn old_product_registered_events_upcast_to_v3_with_one_implicit_variant() {
     let v1 = fs::read_to_string(golden_dir("product").join("ProductRegistered-1.0.json")).unwrap();
     let v1: Value = serde_json::from_str(&v1).unwrap();
     assert!(
         v1["data"].get("description").is_none(),
         "1.0 had no description"
     );
+    let implicit = openrun_domain::product::implicit_variant_id(PRODUCT);
+    for (version, payload) in [
+        ("1.0", v1),
+        (
+            "2.0",
+            serde_json::from_str(
+                &fs::read_to_string(golden_dir("product").join("ProductRegistered-2.0.json"))
+                    .unwrap(),
+            )
+            .unwrap(),
+        ),
+    ] {
+        let upcast = upcast("product", "ProductRegistered", version, payload);
+        // cqrs-es writes the upcast version in full ("3.0.0"); it is the same version as "3.0".
+        assert_eq!(semver(&upcast.event_version), semver("3.0"), "{version}");
+        let event: ProductEvent = serde_json::from_value(upcast.payload).unwrap();
+        let ProductEvent::ProductRegistered {
+            description,
+            product_id,
+            variants,
+            purchase_limit,
+            ..
+        } = &event
+        else {
+            panic!("not a ProductRegistered: {event:?}");
+        };
+        if version == "1.0" {
+            assert_eq!(description, "");
+        }
+        assert_eq!(*product_id, PRODUCT);
+        assert_eq!(variants.len(), 1, "{version}: one implicit variant");
+        assert_eq!(
+            variants[0].variant_id, implicit,
+            "derived from the product id"
+        );
+        assert_eq!(
+            variants[0].label,
+            openrun_domain::product::DEFAULT_VARIANT_LABEL
+        );
+        assert_eq!(*purchase_limit, None);
+    }
 
-    let upcast_v1 = upcast("product", "ProductRegistered", "1.0", v1);
-    // cqrs-es writes the upcast version in full ("2.0.0"); it is the same version as "2.0".
-    assert_eq!(semver(&upcast_v1.event_version), semver("2.0"));
-    let event: ProductEvent = serde_json::from_value(upcast_v1.payload).unwrap();
-    let ProductEvent::ProductRegistered {
-        description,
-        name,
-        product_id,
-        ..
-    } = &event
-    else {
-        panic!("not a ProductRegistered: {event:?}");
-    };
-    assert_eq!(description, "");
-    assert_eq!(name, "Limited sneaker");
-    assert_eq!(*product_id, PRODUCT);
-
-    // A 2.0 payload is left alone, and the upcaster never touches other events.
-    let v2 = serde_json::to_value(&product_samples()[0]).unwrap();
+    // A 3.0 payload is left alone, and the upcasters never touch other events.
+    let v3 = serde_json::to_value(&product_samples()[0]).unwrap();
     assert_eq!(
-        upcast("product", "ProductRegistered", "2.0", v2.clone()).payload,
-        v2
+        upcast("product", "ProductRegistered", "3.0", v3.clone()).payload,
+        v3
     );
     let upcasters = openrun_domain::upcasters();
-    assert!(!upcasters[0].can_upcast("ProductPriceChanged", "1.0"));
-    assert!(!upcasters[0].can_upcast("ProductRegistered", "2.0"));
+    assert!(
+        upcasters
+            .iter()
+            .all(|u| !u.can_upcast("ProductPriceChanged", "1.0"))
+    );
+    assert!(
+        upcasters
+            .iter()
+            .all(|u| !u.can_upcast("ProductRegistered", "3.0"))
+    );
     assert!(upcasters[0].can_upcast("ProductRegistered", "1.0"));
+    assert!(!upcasters[0].can_upcast("ProductRegistered", "2.0"));
+    assert!(upcasters[1].can_upcast("ProductRegistered", "2.0"));
+}
+
+fn openrun_domain_variant() -> openrun_domain::product::NewVariant {
+    openrun_domain::product::NewVariant {
+        variant_id: openrun_domain::VariantId::from_uuid(uuid::Uuid::from_u128(
+            0x0197_5a00_0000_7000_8000_0000_0000_0270,
+        )),
+        label: "270".to_owned(),
+    }
 }

@@ -285,10 +285,13 @@ fn product_command(op: ProductOp, now: DateTime<Utc>) -> ProductCommand {
             name: "sneaker".to_owned(),
             description: String::new(),
             price: Money::from_minor(price),
+            variants: vec![openrun_domain_variant()],
+            purchase_limit: None,
         },
         ProductOp::ChangeStatus(actor, to) => ProductCommand::ChangeStatus {
             actor,
             to: ProductStatus::ALL[to],
+            reason: None,
         },
         ProductOp::Schedule(actor, id, to, minutes) => ProductCommand::ScheduleStatusChange {
             actor,
@@ -310,6 +313,7 @@ fn product_command(op: ProductOp, now: DateTime<Utc>) -> ProductCommand {
             name: None,
             description: None,
             price: Some(Money::from_minor(price)),
+            purchase_limit: None,
         },
         ProductOp::Images(actor, n) => ProductCommand::PublishImages {
             actor,
@@ -417,12 +421,13 @@ proptest! {
         let mut expected_supply = 0_i64;
         for op in ops {
             let command = match op {
-                StockOp::Add(actor, quantity) => StockCommand::Add { actor, owner, quantity },
+                StockOp::Add(actor, quantity) => StockCommand::Add { actor, owner, quantity, request_id: None, },
                 StockOp::Adjust(actor, delta, with_reason) => StockCommand::Adjust {
                     actor,
                     owner,
                     delta,
                     reason: if with_reason { "recount".to_owned() } else { String::new() },
+                    request_id: None,
                 },
             };
             let Ok(events) = stock::decide(&stock, command, origin()) else {
@@ -495,4 +500,13 @@ fn the_generators_reach_every_status() {
         "reached only {product_statuses:?}"
     );
     assert_eq!(schedule_states.len(), 5, "reached only {schedule_states:?}");
+}
+
+fn openrun_domain_variant() -> openrun_domain::product::NewVariant {
+    openrun_domain::product::NewVariant {
+        variant_id: openrun_domain::VariantId::from_uuid(uuid::Uuid::from_u128(
+            0x0197_5a00_0000_7000_8000_0000_0000_0270,
+        )),
+        label: "270".to_owned(),
+    }
 }

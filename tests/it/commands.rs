@@ -114,6 +114,7 @@ fn add(quantity: i64) -> StockCommand {
         actor: seller(),
         owner: seller().member_id,
         quantity,
+        request_id: None,
     }
 }
 
@@ -381,6 +382,7 @@ async fn old_event_shapes_fold_through_the_upcasters(backend: Backend) {
                 name: None,
                 description: Some("Now described".into()),
                 price: None,
+                purchase_limit: None,
             },
             Metadata::default(),
         )

@@ -695,18 +695,25 @@ async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
         name: "Sneaker".into(),
         description: "A limited sneaker".into(),
         price: Money::from_minor(129_000),
+        variants: vec![openrun_domain_variant()],
+        purchase_limit: None,
     };
     commands
         .product(&product_id, register, Metadata::default())
         .await
         .unwrap();
+    // Due in about 2 s, in whole seconds; made as if 10 s earlier (the least lead), by a
+    // command path on a clock of its own, so the test need not wait out the lead.
+    let due_at = chrono::DateTime::from_timestamp(Utc::now().timestamp() + 3, 0).unwrap();
     let schedule = ProductCommand::ScheduleStatusChange {
         actor: seller,
         schedule_id: ScheduleId::from_uuid(Uuid::now_v7()),
         to: ProductStatus::Waiting,
-        due_at: Utc::now() + chrono::Duration::seconds(2),
+        due_at,
     };
-    commands
+    let earlier =
+        openrun::clock::ManualClock::new(due_at - openrun_domain::product::SCHEDULE_MIN_LEAD);
+    Commands::new(Arc::clone(&events), Arc::new(earlier))
         .product(&product_id, schedule, Metadata::default())
         .await
         .unwrap();
@@ -835,4 +842,13 @@ async fn two_scheduler_processes_on_one_mariadb_fire_each_of_1000_due_items_exac
         assert_eq!(types, ["OrderPlaced", "OrderShipped"], "order {order}");
     }
     events.shutdown().await;
+}
+
+fn openrun_domain_variant() -> openrun_domain::product::NewVariant {
+    openrun_domain::product::NewVariant {
+        variant_id: openrun_domain::VariantId::from_uuid(uuid::Uuid::from_u128(
+            0x0197_5a00_0000_7000_8000_0000_0000_0270,
+        )),
+        label: "270".to_owned(),
+    }
 }

@@ -4,11 +4,13 @@ use chrono::{DateTime, Utc};
 
 use super::command::ProductCommand;
 use super::error::ProductError;
-use super::event::{ImageKind, ProductEvent};
-use super::state::{Product, ProductState, Schedule, ScheduleState, Suspension};
+use super::event::{ImageKind, NewVariant, ProductEvent};
+use super::state::{Product, ProductState, Schedule, ScheduleState, Suspension, Variant};
 use super::status::ProductStatus;
 use super::{
-    MAX_DESCRIPTION_CHARS, MAX_IMAGES_PER_KIND, MAX_NAME_CHARS, MAX_PENDING_SCHEDULES, MAX_PRICE,
+    FREEZE_WINDOW, MAX_DESCRIPTION_CHARS, MAX_IMAGES_PER_KIND, MAX_LABEL_CHARS, MAX_NAME_CHARS,
+    MAX_PENDING_SCHEDULES, MAX_PRICE, MAX_PURCHASE_LIMIT, MAX_REASON_CHARS, MAX_VARIANTS,
+    SCHEDULE_MIN_LEAD,
 };
 use crate::actor::{Actor, Role};
 use crate::ids::ScheduleId;
@@ -31,6 +33,8 @@ pub fn decide(
         name,
         description,
         price,
+        variants,
+        purchase_limit,
     } = command
     else {
         let state = product.state.as_ref().ok_or(ProductError::NotRegistered)?;
@@ -49,6 +53,8 @@ pub fn decide(
         name: valid_name(&name)?,
         description: valid_description(description)?,
         price: valid_price(price)?,
+        variants: valid_variants(variants)?,
+        purchase_limit: valid_limit(purchase_limit)?,
         at: now,
     }])
 }
@@ -66,6 +72,7 @@ fn decide_registered(
             name,
             description,
             price,
+            purchase_limit,
         } => {
             authorize(state, &actor)?;
             let category_id = category_id.filter(|c| *c != state.category_id);
@@ -81,6 +88,13 @@ fn decide_registered(
                 .map(valid_price)
                 .transpose()?
                 .filter(|p| *p != state.price);
+            let purchase_limit = purchase_limit
+                .map(valid_limit)
+                .transpose()?
+                .filter(|l| *l != state.purchase_limit);
+            if price.is_some() || purchase_limit.is_some() {
+                not_frozen(state, now)?;
+            }
             let mut events = Vec::new();
             if category_id.is_some() || name.is_some() || description.is_some() {
                 events.push(ProductEvent::ProductDetailsChanged {
@@ -95,9 +109,49 @@ fn decide_registered(
                     to,
                 });
             }
+            if let Some(to) = purchase_limit {
+                events.push(ProductEvent::ProductPurchaseLimitChanged {
+                    from: state.purchase_limit,
+                    to,
+                });
+            }
             Ok(events)
         }
-        ProductCommand::ChangeStatus { actor, to } => {
+        ProductCommand::AddVariant { actor, variant } => {
+            authorize(state, &actor)?;
+            not_frozen(state, now)?;
+            if state.variants.len() >= MAX_VARIANTS {
+                return Err(ProductError::TooManyVariants { max: MAX_VARIANTS });
+            }
+            let label = valid_label(&variant.label)?;
+            if state.variant(variant.variant_id).is_some() {
+                return Err(ProductError::DuplicateVariantId);
+            }
+            if state.variants.iter().any(|v| same_label(&v.label, &label)) {
+                return Err(ProductError::DuplicateVariantLabel { label });
+            }
+            Ok(vec![ProductEvent::VariantAdded {
+                variant: NewVariant {
+                    variant_id: variant.variant_id,
+                    label,
+                },
+            }])
+        }
+        ProductCommand::RetireVariant { actor, variant_id } => {
+            authorize(state, &actor)?;
+            not_frozen(state, now)?;
+            let variant = state
+                .variant(variant_id)
+                .ok_or(ProductError::VariantNotFound)?;
+            if variant.retired {
+                return Err(ProductError::VariantAlreadyRetired);
+            }
+            if state.variants.iter().filter(|v| !v.retired).count() <= 1 {
+                return Err(ProductError::LastVariant);
+            }
+            Ok(vec![ProductEvent::VariantRetired { variant_id }])
+        }
+        ProductCommand::ChangeStatus { actor, to, reason } => {
             authorize(state, &actor)?;
             state.check_transition(to, actor.is_admin())?;
             Ok(vec![ProductEvent::ProductStatusChanged {
@@ -105,6 +159,7 @@ fn decide_registered(
                 to,
                 by: actor,
                 schedule_id: None,
+                reason: valid_reason(reason)?,
                 at: now,
             }])
         }
@@ -121,11 +176,24 @@ fn decide_registered(
             if due_at <= now {
                 return Err(ProductError::ScheduleNotInFuture);
             }
+            if due_at.timestamp_subsec_nanos() != 0 {
+                return Err(ProductError::ScheduleNotWholeSeconds);
+            }
+            if due_at < now + SCHEDULE_MIN_LEAD {
+                return Err(ProductError::ScheduleTooSoon {
+                    min_lead_secs: SCHEDULE_MIN_LEAD.num_seconds(),
+                });
+            }
             if state.pending_schedules().count() >= MAX_PENDING_SCHEDULES {
                 return Err(ProductError::TooManySchedules {
                     max: MAX_PENDING_SCHEDULES,
                 });
             }
+            if state.pending_schedules().any(|(_, s)| s.due_at == due_at) {
+                return Err(ProductError::ScheduleClash { due_at });
+            }
+            not_frozen(state, now)?;
+            check_planned_path(state, schedule_id, to, due_at, actor)?;
             Ok(vec![ProductEvent::StatusChangeScheduled {
                 schedule_id,
                 to,
@@ -142,6 +210,7 @@ fn decide_registered(
                     state: schedule.state,
                 });
             }
+            not_frozen(state, now)?;
             Ok(vec![ProductEvent::ScheduledStatusChangeCancelled {
                 schedule_id,
                 by: actor,
@@ -168,6 +237,7 @@ fn decide_registered(
                     to: schedule.to,
                     by: schedule.by,
                     schedule_id: Some(schedule_id),
+                    reason: None,
                     at: now,
                 },
                 Some(reason) => ProductEvent::ScheduledStatusChangeSkipped {
@@ -230,6 +300,64 @@ fn authorize(state: &ProductState, actor: &Actor) -> Result<(), ProductError> {
     Ok(())
 }
 
+/// Refuses while a pending `on_sale` instant is less than [`FREEZE_WINDOW`] away (or past
+/// and not fired yet).
+fn not_frozen(state: &ProductState, now: DateTime<Utc>) -> Result<(), ProductError> {
+    let opening = state
+        .pending_schedules()
+        .filter(|(_, s)| s.to == ProductStatus::OnSale && now >= s.due_at - FREEZE_WINDOW)
+        .map(|(_, s)| s.due_at)
+        .min();
+    match opening {
+        Some(opens_at) => Err(ProductError::Frozen { opens_at }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a schedule that the status graph would skip on the product's planned path, or
+/// that would make a later pending schedule be skipped.
+fn check_planned_path(
+    state: &ProductState,
+    schedule_id: ScheduleId,
+    to: ProductStatus,
+    due_at: DateTime<Utc>,
+    by: Actor,
+) -> Result<(), ProductError> {
+    let skipped = |s: &ProductState| -> Vec<ScheduleId> {
+        s.planned()
+            .filter(|(_, _, applied)| applied.is_none())
+            .map(|(_, id, _)| id)
+            .collect()
+    };
+    let before = skipped(state);
+    let mut planned = state.clone();
+    planned.schedules.insert(
+        schedule_id,
+        Schedule {
+            to,
+            due_at,
+            by,
+            state: ScheduleState::Pending,
+        },
+    );
+    let after = skipped(&planned);
+    if after.contains(&schedule_id) {
+        let from = planned
+            .planned()
+            .take_while(|(_, id, _)| *id != schedule_id)
+            .filter_map(|(_, _, applied)| applied)
+            .last()
+            .unwrap_or(state.status);
+        return Err(ProductError::ScheduleNeverApplies { from, to });
+    }
+    if let Some(broken) = after.into_iter().find(|id| !before.contains(id)) {
+        return Err(ProductError::ScheduleBreaksAnother {
+            schedule_id: broken,
+        });
+    }
+    Ok(())
+}
+
 fn find_schedule(state: &ProductState, schedule_id: ScheduleId) -> Result<&Schedule, ProductError> {
     state
         .schedules
@@ -259,6 +387,71 @@ fn valid_description(description: String) -> Result<String, ProductError> {
     Ok(description)
 }
 
+fn valid_label(label: &str) -> Result<String, ProductError> {
+    let label = label.trim();
+    if label.is_empty() {
+        return Err(ProductError::BlankVariantLabel);
+    }
+    if label.chars().count() > MAX_LABEL_CHARS {
+        return Err(ProductError::VariantLabelTooLong {
+            max: MAX_LABEL_CHARS,
+        });
+    }
+    Ok(label.to_owned())
+}
+
+fn same_label(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+fn valid_variants(variants: Vec<NewVariant>) -> Result<Vec<NewVariant>, ProductError> {
+    if variants.is_empty() {
+        return Err(ProductError::NoVariants);
+    }
+    if variants.len() > MAX_VARIANTS {
+        return Err(ProductError::TooManyVariants { max: MAX_VARIANTS });
+    }
+    let mut valid: Vec<NewVariant> = Vec::with_capacity(variants.len());
+    for variant in variants {
+        let label = valid_label(&variant.label)?;
+        if valid.iter().any(|v| v.variant_id == variant.variant_id) {
+            return Err(ProductError::DuplicateVariantId);
+        }
+        if valid.iter().any(|v| same_label(&v.label, &label)) {
+            return Err(ProductError::DuplicateVariantLabel { label });
+        }
+        valid.push(NewVariant {
+            variant_id: variant.variant_id,
+            label,
+        });
+    }
+    Ok(valid)
+}
+
+fn valid_limit(limit: Option<u32>) -> Result<Option<u32>, ProductError> {
+    match limit {
+        Some(n) if n == 0 || n > MAX_PURCHASE_LIMIT => Err(ProductError::PurchaseLimitOutOfRange {
+            max: MAX_PURCHASE_LIMIT,
+        }),
+        limit => Ok(limit),
+    }
+}
+
+fn valid_reason(reason: Option<String>) -> Result<Option<String>, ProductError> {
+    let Some(reason) = reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+    else {
+        return Ok(None);
+    };
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ProductError::ReasonTooLong {
+            max: MAX_REASON_CHARS,
+        });
+    }
+    Ok(Some(reason))
+}
+
 fn valid_price(price: Money) -> Result<Money, ProductError> {
     if !price.is_positive() {
         return Err(ProductError::NonPositivePrice);
@@ -279,6 +472,8 @@ pub fn apply(product: &mut Product, event: &ProductEvent) {
         name,
         description,
         price,
+        variants,
+        purchase_limit,
         at: _,
     } = event
     {
@@ -289,6 +484,15 @@ pub fn apply(product: &mut Product, event: &ProductEvent) {
             name: name.clone(),
             description: description.clone(),
             price: *price,
+            variants: variants
+                .iter()
+                .map(|v| Variant {
+                    variant_id: v.variant_id,
+                    label: v.label.clone(),
+                    retired: false,
+                })
+                .collect(),
+            purchase_limit: *purchase_limit,
             status: ProductStatus::NotPublished,
             suspension: None,
             image_version: 0,
@@ -318,12 +522,28 @@ pub fn apply(product: &mut Product, event: &ProductEvent) {
             }
         }
         ProductEvent::ProductPriceChanged { to, .. } => state.price = *to,
+        ProductEvent::ProductPurchaseLimitChanged { to, .. } => state.purchase_limit = *to,
+        ProductEvent::VariantAdded { variant } => state.variants.push(Variant {
+            variant_id: variant.variant_id,
+            label: variant.label.clone(),
+            retired: false,
+        }),
+        ProductEvent::VariantRetired { variant_id } => {
+            if let Some(v) = state
+                .variants
+                .iter_mut()
+                .find(|v| v.variant_id == *variant_id)
+            {
+                v.retired = true;
+            }
+        }
         ProductEvent::ProductStatusChanged {
             from,
             to,
             by,
             schedule_id,
             at,
+            ..
         } => {
             state.suspension = (*to == ProductStatus::Suspended).then_some(Suspension {
                 resume_to: *from,

@@ -120,6 +120,89 @@ pub enum ProductError {
         /// The limit, [`super::MAX_IMAGES_PER_KIND`].
         max: usize,
     },
+    /// A product needs at least one variant.
+    #[error("a product needs at least one variant")]
+    NoVariants,
+    /// Too many variants.
+    #[error("at most {max} variants")]
+    TooManyVariants {
+        /// The limit, [`super::MAX_VARIANTS`].
+        max: usize,
+    },
+    /// A variant label is empty.
+    #[error("variant labels must not be blank")]
+    BlankVariantLabel,
+    /// A variant label is longer than the limit.
+    #[error("variant label longer than {max} characters")]
+    VariantLabelTooLong {
+        /// The limit, [`super::MAX_LABEL_CHARS`].
+        max: usize,
+    },
+    /// Two variants with one label (ignoring case).
+    #[error("variant label {label} is used twice")]
+    DuplicateVariantLabel {
+        /// The label.
+        label: String,
+    },
+    /// A variant id is used already.
+    #[error("variant id used already")]
+    DuplicateVariantId,
+    /// No such variant on this product.
+    #[error("variant not found")]
+    VariantNotFound,
+    /// The variant is retired already.
+    #[error("variant already retired")]
+    VariantAlreadyRetired,
+    /// The last variant still sold cannot be retired.
+    #[error("the last variant still sold cannot be retired")]
+    LastVariant,
+    /// A purchase limit of 0 or above the highest.
+    #[error("purchase limit must be between 1 and {max}")]
+    PurchaseLimitOutOfRange {
+        /// The limit, [`super::MAX_PURCHASE_LIMIT`].
+        max: u32,
+    },
+    /// A reason longer than the limit.
+    #[error("reason longer than {max} characters")]
+    ReasonTooLong {
+        /// The limit, [`super::MAX_REASON_CHARS`].
+        max: usize,
+    },
+    /// A scheduled instant with a fraction of a second.
+    #[error("a scheduled change is made in whole seconds")]
+    ScheduleNotWholeSeconds,
+    /// A scheduled instant too close to now.
+    #[error("a scheduled change must be at least {min_lead_secs} s ahead")]
+    ScheduleTooSoon {
+        /// The least lead, [`super::SCHEDULE_MIN_LEAD`].
+        min_lead_secs: i64,
+    },
+    /// Another pending schedule of the product has this instant.
+    #[error("another scheduled change is pending at {due_at}")]
+    ScheduleClash {
+        /// The instant.
+        due_at: DateTime<Utc>,
+    },
+    /// The status graph would skip this schedule on the product's planned path.
+    #[error("the product would be {from} at that instant, and cannot move to {to}")]
+    ScheduleNeverApplies {
+        /// The status on the planned path just before the instant.
+        from: ProductStatus,
+        /// The requested status.
+        to: ProductStatus,
+    },
+    /// The schedule would make a later pending one inapplicable.
+    #[error("that change would make the pending schedule {schedule_id} impossible")]
+    ScheduleBreaksAnother {
+        /// The schedule that would be skipped.
+        schedule_id: ScheduleId,
+    },
+    /// A drop opens within the freeze window: schedules, price, limit and variants hold.
+    #[error("the product opens for sale at {opens_at}; it is frozen until then")]
+    Frozen {
+        /// The pending on_sale instant.
+        opens_at: DateTime<Utc>,
+    },
     /// An image key is empty.
     #[error("image keys must not be blank")]
     BlankImageKey,

@@ -14,11 +14,33 @@ use serde_json::Value;
 
 use super::status::ProductStatus;
 use crate::actor::Actor;
-use crate::ids::{CategoryId, MemberId, ProductId, ScheduleId};
+use crate::ids::{CategoryId, MemberId, ProductId, ScheduleId, VariantId};
 use crate::money::Money;
 
-/// The current version of `ProductRegistered`: 2.0 added `description` (1.0 had none).
-pub const PRODUCT_REGISTERED_VERSION: &str = "2.0";
+/// The current version of `ProductRegistered`: 2.0 added `description` (1.0 had none), 3.0
+/// added `variants` and `purchase_limit` (2.0 products had one implicit variant, no limit).
+pub const PRODUCT_REGISTERED_VERSION: &str = "3.0";
+
+/// The label of the one variant of a product registered without sizes.
+pub const DEFAULT_VARIANT_LABEL: &str = "default";
+
+/// A variant as registered or added: its id (also its stock stream's) and its option label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewVariant {
+    /// The variant, supplied by the service.
+    pub variant_id: VariantId,
+    /// Its option label, trimmed ("270", "M").
+    pub label: String,
+}
+
+/// The id of the one implicit variant of a product registered before variants existed
+/// (`ProductRegistered` 2.0 and older): derived from the product id, so every replay agrees.
+pub fn implicit_variant_id(product_id: ProductId) -> VariantId {
+    VariantId::from_uuid(uuid::Uuid::new_v5(
+        &product_id.as_uuid(),
+        b"openrun:default-variant",
+    ))
+}
 
 /// The version of every other product event.
 pub const PRODUCT_EVENT_VERSION: &str = "1.0";
@@ -80,8 +102,30 @@ pub enum ProductEvent {
         description: String,
         /// Its unit price.
         price: Money,
+        /// Its variants, 1 to [`super::MAX_VARIANTS`] (3.0).
+        variants: Vec<NewVariant>,
+        /// How many units one member may buy across its variants; `null` for no limit (3.0).
+        purchase_limit: Option<u32>,
         /// When it was registered.
         at: DateTime<Utc>,
+    },
+    /// The purchase limit per member changed (`null`: no limit).
+    ProductPurchaseLimitChanged {
+        /// The limit before.
+        from: Option<u32>,
+        /// The limit after.
+        to: Option<u32>,
+    },
+    /// A variant was added; its stock starts at zero.
+    VariantAdded {
+        /// The variant, with its label.
+        #[serde(flatten)]
+        variant: NewVariant,
+    },
+    /// A variant was retired: still shown in orders that hold it, no longer sold.
+    VariantRetired {
+        /// The variant.
+        variant_id: VariantId,
     },
     /// Name, description or category changed; a field is `null` when it did not change.
     ProductDetailsChanged {
@@ -111,6 +155,9 @@ pub enum ProductEvent {
         by: Actor,
         /// The schedule that fired, if any.
         schedule_id: Option<ScheduleId>,
+        /// Why, when given (an admin's suspension states one); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         /// When it changed.
         at: DateTime<Utc>,
     },
@@ -172,6 +219,9 @@ impl DomainEvent for ProductEvent {
             Self::ScheduledStatusChangeSkipped { .. } => "ScheduledStatusChangeSkipped",
             Self::ProductImagesPublished { .. } => "ProductImagesPublished",
             Self::ProductDeleted { .. } => "ProductDeleted",
+            Self::ProductPurchaseLimitChanged { .. } => "ProductPurchaseLimitChanged",
+            Self::VariantAdded { .. } => "VariantAdded",
+            Self::VariantRetired { .. } => "VariantRetired",
         }
         .to_owned()
     }
@@ -195,12 +245,43 @@ pub fn upcast_product_registered_v1(mut payload: Value) -> Value {
     payload
 }
 
+/// Upgrades a `ProductRegistered` 2.0 payload to 3.0: one implicit variant (id from
+/// [`implicit_variant_id`], label [`DEFAULT_VARIANT_LABEL`]) and no purchase limit.
+pub fn upcast_product_registered_v2(mut payload: Value) -> Value {
+    let Some(data) = payload.get_mut("data").and_then(Value::as_object_mut) else {
+        return payload;
+    };
+    let product_id = data
+        .get("product_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<uuid::Uuid>().ok())
+        .map(ProductId::from_uuid);
+    if let (Some(product_id), false) = (product_id, data.contains_key("variants")) {
+        data.insert(
+            "variants".to_owned(),
+            serde_json::json!([{
+                "variant_id": implicit_variant_id(product_id),
+                "label": DEFAULT_VARIANT_LABEL,
+            }]),
+        );
+    }
+    data.entry("purchase_limit").or_insert(Value::Null);
+    payload
+}
+
 /// The upcasters for product events, oldest first, ready for cqrs-es's
 /// `PersistedEventStore::with_upcasters`.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(SemanticVersionEventUpcaster::new(
-        "ProductRegistered",
-        PRODUCT_REGISTERED_VERSION,
-        Box::new(upcast_product_registered_v1),
-    ))]
+    vec![
+        Box::new(SemanticVersionEventUpcaster::new(
+            "ProductRegistered",
+            "2.0",
+            Box::new(upcast_product_registered_v1),
+        )),
+        Box::new(SemanticVersionEventUpcaster::new(
+            "ProductRegistered",
+            PRODUCT_REGISTERED_VERSION,
+            Box::new(upcast_product_registered_v2),
+        )),
+    ]
 }

@@ -48,6 +48,15 @@
 //!   due schedules (the old system applied concurrent reservations in any order): a status
 //!   change supersedes every pending schedule due at or before its cut-off, which is the
 //!   change's instant for a change by hand and the fired schedule's due instant otherwise.
+//! - Variants: 1 to [`MAX_VARIANTS`], labels trimmed, not blank, at most
+//!   [`MAX_LABEL_CHARS`], unique ignoring case; a retired variant is not sold and the last
+//!   active variant cannot be retired. Purchase limit: `1..=`[`MAX_PURCHASE_LIMIT`] or none.
+//! - Schedules are made in whole seconds, at least [`SCHEDULE_MIN_LEAD`] ahead, never at
+//!   the instant of another pending one, and only if the status graph applies them on the
+//!   product's planned path (its status, then its pending schedules in order) without making
+//!   a later pending one inapplicable. Within [`FREEZE_WINDOW`] before a pending `on_sale`
+//!   instant, schedules, price, purchase limit and variants are frozen
+//!   ([`ProductError::Frozen`]).
 //! - Delete is soft: the product is hidden and not buyable for good; its pending schedules
 //!   are cancelled (one `ScheduledStatusChangeCancelled` each, then `ProductDeleted`), and
 //!   every later member command is [`ProductError::Deleted`].
@@ -67,10 +76,11 @@ pub use command::ProductCommand;
 pub use decide::{apply, decide};
 pub use error::ProductError;
 pub use event::{
-    ImageKind, PRODUCT_EVENT_VERSION, PRODUCT_REGISTERED_VERSION, ProductEvent, SkipReason,
-    upcast_product_registered_v1, upcasters,
+    DEFAULT_VARIANT_LABEL, ImageKind, NewVariant, PRODUCT_EVENT_VERSION,
+    PRODUCT_REGISTERED_VERSION, ProductEvent, SkipReason, implicit_variant_id,
+    upcast_product_registered_v1, upcast_product_registered_v2, upcasters,
 };
-pub use state::{Product, ProductState, Schedule, ScheduleState, Suspension};
+pub use state::{Product, ProductState, Schedule, ScheduleState, Suspension, Variant};
 pub use status::ProductStatus;
 
 use crate::money::Money;
@@ -85,6 +95,20 @@ pub const MAX_PRICE: Money = Money::from_minor(1_000_000_000_000);
 pub const MAX_PENDING_SCHEDULES: usize = 20;
 /// The most images of each kind in one image set.
 pub const MAX_IMAGES_PER_KIND: usize = 5;
+/// The most variants (sizes) of one product, retired ones included.
+pub const MAX_VARIANTS: usize = 50;
+/// The longest variant label, in characters.
+pub const MAX_LABEL_CHARS: usize = 30;
+/// The highest purchase limit per member.
+pub const MAX_PURCHASE_LIMIT: u32 = 100;
+/// The longest reason given with a status change, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+/// How far ahead of its instant a scheduled change must be made, at least.
+pub const SCHEDULE_MIN_LEAD: chrono::Duration = chrono::Duration::seconds(10);
+/// Before a pending `on_sale` instant, the product is frozen for this long: no schedule is
+/// made or cancelled and neither price nor purchase limit nor variants change, so that no
+/// process opens or prices a drop with stale data. At least the live catalog's lag bound.
+pub const FREEZE_WINDOW: chrono::Duration = chrono::Duration::seconds(5);
 
 aggregate_shim!(
     Product,

@@ -10,7 +10,7 @@ use super::error::ProductError;
 use super::event::SkipReason;
 use super::status::ProductStatus;
 use crate::actor::Actor;
-use crate::ids::{CategoryId, MemberId, ProductId, ScheduleId};
+use crate::ids::{CategoryId, MemberId, ProductId, ScheduleId, VariantId};
 use crate::money::Money;
 
 /// The product aggregate: nothing until `ProductRegistered`, then its state.
@@ -35,6 +35,10 @@ pub struct ProductState {
     pub description: String,
     /// Its current unit price.
     pub price: Money,
+    /// Its variants, in the order they were made (retired ones included).
+    pub variants: Vec<Variant>,
+    /// Units one member may buy across the variants; `None`: no limit.
+    pub purchase_limit: Option<u32>,
     /// Its lifecycle status.
     pub status: ProductStatus,
     /// Present exactly while `status` is `suspended`.
@@ -46,6 +50,17 @@ pub struct ProductState {
     /// Every schedule ever made on this product, so that a late or repeated firing of a
     /// closed one is recognised as a no-op rather than an unknown id.
     pub schedules: BTreeMap<ScheduleId, Schedule>,
+}
+
+/// One variant (size) of a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    /// The variant, also its stock stream's id.
+    pub variant_id: VariantId,
+    /// Its option label.
+    pub label: String,
+    /// No longer sold.
+    pub retired: bool,
 }
 
 /// How a product got suspended.
@@ -151,6 +166,60 @@ impl ProductState {
             Some(s) if s.resume_to == to => Ok(()),
             _ => Err(Refusal::NotAllowed),
         }
+    }
+
+    /// The variant `id`, if the product has it.
+    pub fn variant(&self, id: VariantId) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.variant_id == id)
+    }
+
+    /// The status in effect at `now`: the recorded status with every pending schedule due
+    /// by `now` applied in order (those the graph refuses are skipped, as the scheduler
+    /// would skip them). A storefront shows this, so a drop opens on its instant even if the
+    /// scheduler fires a moment late.
+    pub fn status_at(&self, now: DateTime<Utc>) -> ProductStatus {
+        self.planned()
+            .take_while(|(due, _, _)| *due <= now)
+            .filter_map(|(_, _, applied)| applied)
+            .last()
+            .unwrap_or(self.status)
+    }
+
+    /// The pending schedules in due order, each with the status it would set on the
+    /// product's planned path (`None`: the graph would skip it).
+    pub fn planned(
+        &self,
+    ) -> impl Iterator<Item = (DateTime<Utc>, ScheduleId, Option<ProductStatus>)> + '_ {
+        let mut pending: Vec<_> = self.pending_schedules().collect();
+        pending.sort_by_key(|(id, s)| (s.due_at, **id));
+        let mut path = self.clone();
+        pending.into_iter().map(move |(id, s)| {
+            let applied = path.refusal(s.to, s.by.is_admin()).is_ok();
+            if applied {
+                path.suspension = (s.to == ProductStatus::Suspended).then_some(Suspension {
+                    resume_to: path.status,
+                    by_admin: s.by.is_admin(),
+                });
+                path.status = s.to;
+            }
+            (s.due_at, *id, applied.then_some(s.to))
+        })
+    }
+
+    /// The first pending schedule after `now` that would change the status, with its
+    /// target: what a storefront counts down to.
+    pub fn next_change_after(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, ProductStatus)> {
+        self.planned()
+            .filter(|(due, _, _)| *due > now)
+            .find_map(|(due, _, applied)| applied.map(|to| (due, to)))
+    }
+
+    /// The next pending instant at which the planned path moves to `to`, after `now`.
+    pub fn next_instant_of(&self, to: ProductStatus, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.planned()
+            .filter(|(due, _, applied)| *due > now && *applied == Some(to))
+            .map(|(due, _, _)| due)
+            .next()
     }
 
     /// The pending schedules, by id.

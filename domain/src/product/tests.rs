@@ -55,6 +55,8 @@ fn registered() -> ProductEvent {
         description: "Only 100 pairs".to_owned(),
         price: Money::from_minor(129_000),
         at: t(0),
+        variants: vec![openrun_domain_variant()],
+        purchase_limit: None,
     }
 }
 
@@ -65,6 +67,7 @@ fn changed(from: ProductStatus, to: ProductStatus, by: Actor, at: i64) -> Produc
         by,
         schedule_id: None,
         at: t(at),
+        reason: None,
     }
 }
 
@@ -122,6 +125,8 @@ fn register(actor: Actor) -> ProductCommand {
         name: "  Limited sneaker ".to_owned(),
         description: "Only 100 pairs".to_owned(),
         price: Money::from_minor(129_000),
+        variants: vec![openrun_domain_variant()],
+        purchase_limit: None,
     }
 }
 
@@ -133,11 +138,17 @@ fn register_with(name: &str, description: &str, price: i64) -> ProductCommand {
         name: name.to_owned(),
         description: description.to_owned(),
         price: Money::from_minor(price),
+        variants: vec![openrun_domain_variant()],
+        purchase_limit: None,
     }
 }
 
 fn change_status(actor: Actor, to: ProductStatus) -> ProductCommand {
-    ProductCommand::ChangeStatus { actor, to }
+    ProductCommand::ChangeStatus {
+        actor,
+        to,
+        reason: None,
+    }
 }
 
 fn schedule(actor: Actor, schedule_id: ScheduleId, to: ProductStatus, due: i64) -> ProductCommand {
@@ -163,6 +174,7 @@ fn details(actor: Actor) -> ProductCommand {
         name: Some("Limited sneaker, second run".to_owned()),
         description: None,
         price: None,
+        purchase_limit: None,
     }
 }
 
@@ -325,6 +337,7 @@ fn owner_changes_name_and_price() {
         name: Some(" New name ".to_owned()),
         description: Some("Only 100 pairs".to_owned()),
         price: Some(Money::from_minor(99_000)),
+        purchase_limit: None,
     };
     let events = decide(&given(&[registered()]), command, t(1)).unwrap();
     assert_eq!(
@@ -358,6 +371,7 @@ fn admin_changes_category_and_description() {
         name: None,
         description: Some(String::new()),
         price: None,
+        purchase_limit: None,
     };
     assert_eq!(
         decide(&given(&[registered()]), command, t(1)),
@@ -377,6 +391,7 @@ fn changing_nothing_emits_nothing() {
         name: Some("Limited sneaker".to_owned()),
         description: None,
         price: Some(Money::from_minor(129_000)),
+        purchase_limit: None,
     };
     assert_eq!(decide(&given(&[registered()]), command, t(1)), Ok(vec![]));
 }
@@ -390,6 +405,7 @@ fn change_details_validates_like_register() {
         name: name.map(str::to_owned),
         description: None,
         price: price.map(Money::from_minor),
+        purchase_limit: None,
     };
     assert_eq!(
         decide(&product, with(Some(""), None), t(1)),
@@ -405,6 +421,7 @@ fn change_details_validates_like_register() {
         name: None,
         description: Some("d".repeat(20_001)),
         price: None,
+        purchase_limit: None,
     };
     assert_eq!(
         decide(&product, long_description, t(1)),
@@ -624,6 +641,7 @@ fn a_due_schedule_fires_with_its_authors_rights() {
         by: seller(),
         schedule_id: Some(S1),
         at: t(10),
+        reason: None,
     };
     assert_eq!(
         decide(&product, fire(S1), t(10)),
@@ -789,6 +807,7 @@ fn an_admin_schedule_lifts_an_admin_suspension() {
             by: admin(),
             schedule_id: Some(S1),
             at: t(10),
+            reason: None,
         }])
     );
 }
@@ -864,6 +883,7 @@ fn delete_cancels_pending_schedules_then_deletes() {
             by: seller(),
             schedule_id: Some(S1),
             at: t(10),
+            reason: None,
         },
     ]);
     let events = decide(&product, ProductCommand::Delete { actor: admin() }, t(12)).unwrap();
@@ -921,4 +941,305 @@ fn the_aggregate_shim_matches_decide() {
         .given_no_previous_events()
         .when(Stamped::new(register(seller()), t(0)))
         .then_expect_events(vec![registered()]);
+}
+
+fn openrun_domain_variant() -> crate::product::NewVariant {
+    crate::product::NewVariant {
+        variant_id: crate::VariantId::from_uuid(uuid::Uuid::from_u128(
+            0x0197_5a00_0000_7000_8000_0000_0000_0270,
+        )),
+        label: "270".to_owned(),
+    }
+}
+
+// ---- variants, purchase limit, schedule rules (catalog) ----
+
+fn variant(n: u128, label: &str) -> crate::product::NewVariant {
+    crate::product::NewVariant {
+        variant_id: crate::VariantId::from_uuid(Uuid::from_u128(0x7000 + n)),
+        label: label.to_owned(),
+    }
+}
+
+fn register_variants(variants: Vec<crate::product::NewVariant>) -> ProductCommand {
+    ProductCommand::Register {
+        actor: seller(),
+        product_id: PRODUCT,
+        category_id: CATEGORY,
+        name: "Sneaker".to_owned(),
+        description: String::new(),
+        price: Money::from_minor(1000),
+        variants,
+        purchase_limit: Some(2),
+    }
+}
+
+#[test]
+fn register_validates_variants_and_the_purchase_limit() {
+    let none = decide(&Product::default(), register_variants(vec![]), t(0));
+    assert_eq!(none, Err(ProductError::NoVariants));
+    let many = (0..51)
+        .map(|i| variant(i, &format!("{}", 200 + i)))
+        .collect();
+    assert_eq!(
+        decide(&Product::default(), register_variants(many), t(0)),
+        Err(ProductError::TooManyVariants { max: 50 })
+    );
+    let fifty = (0..50)
+        .map(|i| variant(i, &format!("{}", 200 + i)))
+        .collect();
+    assert!(decide(&Product::default(), register_variants(fifty), t(0)).is_ok());
+    assert_eq!(
+        decide(
+            &Product::default(),
+            register_variants(vec![variant(1, "m"), variant(2, " M ")]),
+            t(0)
+        ),
+        Err(ProductError::DuplicateVariantLabel {
+            label: "M".to_owned()
+        })
+    );
+    assert_eq!(
+        decide(
+            &Product::default(),
+            register_variants(vec![variant(1, "  ")]),
+            t(0)
+        ),
+        Err(ProductError::BlankVariantLabel)
+    );
+    assert_eq!(
+        decide(
+            &Product::default(),
+            register_variants(vec![variant(1, "a"), variant(1, "b")]),
+            t(0)
+        ),
+        Err(ProductError::DuplicateVariantId)
+    );
+    let mut zero = register_variants(vec![variant(1, "a")]);
+    if let ProductCommand::Register { purchase_limit, .. } = &mut zero {
+        *purchase_limit = Some(0);
+    }
+    assert_eq!(
+        decide(&Product::default(), zero, t(0)),
+        Err(ProductError::PurchaseLimitOutOfRange { max: 100 })
+    );
+}
+
+#[test]
+fn variants_are_added_and_retired_but_one_stays() {
+    let product = given(&[registered()]);
+    let add = ProductCommand::AddVariant {
+        actor: seller(),
+        variant: variant(9, "280"),
+    };
+    let added = decide(&product, add.clone(), t(1)).unwrap();
+    assert_eq!(
+        added,
+        vec![ProductEvent::VariantAdded {
+            variant: variant(9, "280")
+        }]
+    );
+    let mut product = product;
+    apply(&mut product, &added[0]);
+    assert_eq!(
+        decide(&product, add, t(1)),
+        Err(ProductError::DuplicateVariantId)
+    );
+    let retire = |id| ProductCommand::RetireVariant {
+        actor: seller(),
+        variant_id: id,
+    };
+    let first = openrun_domain_variant().variant_id;
+    let retired = decide(&product, retire(first), t(1)).unwrap();
+    apply(&mut product, &retired[0]);
+    assert!(
+        product
+            .state
+            .as_ref()
+            .unwrap()
+            .variant(first)
+            .unwrap()
+            .retired
+    );
+    assert_eq!(
+        decide(&product, retire(first), t(1)),
+        Err(ProductError::VariantAlreadyRetired)
+    );
+    assert_eq!(
+        decide(&product, retire(variant(9, "").variant_id), t(1)),
+        Err(ProductError::LastVariant)
+    );
+    assert_eq!(
+        decide(
+            &product,
+            ProductCommand::AddVariant {
+                actor: other_seller(),
+                variant: variant(10, "290"),
+            },
+            t(1)
+        ),
+        Err(ProductError::NotOwner)
+    );
+}
+
+#[test]
+fn the_purchase_limit_changes_with_its_own_event() {
+    let product = given(&[registered()]);
+    let change = |limit| ProductCommand::ChangeDetails {
+        actor: seller(),
+        category_id: None,
+        name: None,
+        description: None,
+        price: None,
+        purchase_limit: Some(limit),
+    };
+    assert_eq!(
+        decide(&product, change(Some(1)), t(1)),
+        Ok(vec![ProductEvent::ProductPurchaseLimitChanged {
+            from: None,
+            to: Some(1)
+        }])
+    );
+    assert_eq!(decide(&product, change(None), t(1)), Ok(vec![]));
+    assert_eq!(
+        decide(&product, change(Some(101)), t(1)),
+        Err(ProductError::PurchaseLimitOutOfRange { max: 100 })
+    );
+}
+
+#[test]
+fn schedules_are_whole_seconds_ahead_by_the_lead_and_never_at_one_instant() {
+    let product = given(&[registered()]);
+    let at = |d: DateTime<Utc>, id| ProductCommand::ScheduleStatusChange {
+        actor: seller(),
+        schedule_id: id,
+        to: Waiting,
+        due_at: d,
+    };
+    assert_eq!(
+        decide(&product, at(t(1) + Duration::milliseconds(500), S1), t(0)),
+        Err(ProductError::ScheduleNotWholeSeconds)
+    );
+    assert_eq!(
+        decide(&product, at(t(0) + Duration::seconds(9), S1), t(0)),
+        Err(ProductError::ScheduleTooSoon { min_lead_secs: 10 })
+    );
+    assert!(decide(&product, at(t(0) + Duration::seconds(10), S1), t(0)).is_ok());
+    let product = given(&[registered(), scheduled(S1, Waiting, 2, seller())]);
+    let clash = ProductCommand::ScheduleStatusChange {
+        actor: seller(),
+        schedule_id: S2,
+        to: OnSale,
+        due_at: t(2),
+    };
+    assert_eq!(
+        decide(&product, clash, t(0)),
+        Err(ProductError::ScheduleClash { due_at: t(2) })
+    );
+}
+
+#[test]
+fn a_schedule_the_planned_path_could_never_apply_is_refused() {
+    // not_published -> ended is no edge: refused at creation, not skipped at the instant.
+    let product = given(&[registered()]);
+    assert_eq!(
+        decide(&product, schedule(seller(), S1, Ended, 3), t(0)),
+        Err(ProductError::ScheduleNeverApplies {
+            from: NotPublished,
+            to: Ended
+        })
+    );
+    // After a pending on_sale at 2, ended at 3 is on the path.
+    let product = given(&[registered(), scheduled(S1, OnSale, 2, seller())]);
+    assert!(decide(&product, schedule(seller(), S2, Ended, 3), t(0)).is_ok());
+    // A waiting at 1 is fine, and waiting twice is not.
+    let product = given(&[registered(), scheduled(S1, Waiting, 2, seller())]);
+    assert_eq!(
+        decide(&product, schedule(seller(), S2, Waiting, 3), t(0)),
+        Err(ProductError::ScheduleNeverApplies {
+            from: Waiting,
+            to: Waiting
+        })
+    );
+    // Inserting ended before a pending on_sale of an on_sale product... would break nothing
+    // it may not: on_sale at 2 after a not_published at 1 is fine, but a new ended before a
+    // pending ended makes that one impossible.
+    let product = given(&[
+        registered(),
+        changed(NotPublished, OnSale, seller(), 0),
+        scheduled(S1, Ended, 5, seller()),
+    ]);
+    let s3 = ScheduleId::from_uuid(Uuid::from_u128(0x5c3));
+    assert_eq!(
+        decide(&product, schedule(seller(), s3, Ended, 3), t(0)),
+        Err(ProductError::ScheduleBreaksAnother { schedule_id: S1 })
+    );
+}
+
+#[test]
+fn the_freeze_window_before_an_opening_holds_price_limit_schedules_and_variants() {
+    let due = t(2);
+    let product = given(&[
+        registered(),
+        changed(NotPublished, Waiting, seller(), 0),
+        scheduled(S1, OnSale, 2, seller()),
+    ]);
+    let inside = due - Duration::seconds(5);
+    let outside = due - Duration::seconds(6);
+    let frozen = Err(ProductError::Frozen { opens_at: due });
+    let price = ProductCommand::ChangeDetails {
+        actor: seller(),
+        category_id: None,
+        name: None,
+        description: None,
+        price: Some(Money::from_minor(1)),
+        purchase_limit: None,
+    };
+    let limit = ProductCommand::ChangeDetails {
+        actor: seller(),
+        category_id: None,
+        name: None,
+        description: None,
+        price: None,
+        purchase_limit: Some(Some(1)),
+    };
+    let cancel = ProductCommand::CancelScheduledStatusChange {
+        actor: seller(),
+        schedule_id: S1,
+    };
+    let add = ProductCommand::AddVariant {
+        actor: seller(),
+        variant: variant(9, "280"),
+    };
+    for command in [price, limit, cancel, add] {
+        assert!(decide(&product, command.clone(), outside).is_ok());
+        assert_eq!(decide(&product, command.clone(), inside), frozen);
+        // Past its instant but not fired yet: still frozen.
+        assert_eq!(
+            decide(&product, command, due + Duration::seconds(1)),
+            frozen
+        );
+    }
+    // The name may still change, and the status in effect is on_sale from the instant.
+    assert!(decide(&product, details(seller()), inside).is_ok());
+    let state = product.state.as_ref().unwrap();
+    assert_eq!(state.status_at(due - Duration::seconds(1)), Waiting);
+    assert_eq!(state.status_at(due), OnSale);
+    assert_eq!(state.next_instant_of(OnSale, t(0)), Some(due));
+    assert_eq!(state.next_instant_of(OnSale, due), None);
+}
+
+#[test]
+fn an_admin_suspension_carries_its_reason() {
+    let product = given(&given_status(OnSale));
+    let suspend = ProductCommand::ChangeStatus {
+        actor: admin(),
+        to: Suspended,
+        reason: Some("  counterfeit report  ".to_owned()),
+    };
+    let events = decide(&product, suspend, t(5)).unwrap();
+    let ProductEvent::ProductStatusChanged { reason, .. } = &events[0] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(reason.as_deref(), Some("counterfeit report"));
 }

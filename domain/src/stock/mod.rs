@@ -1,5 +1,5 @@
-//! The stock aggregate: the supply of one product. One `stock` stream per product, with the
-//! product's id.
+//! The stock aggregate: the supply of one variant (size) of a product. One `stock` stream per
+//! variant, with the variant's id.
 //!
 //! It records supply only: units added by the seller and corrections. Units sold, released
 //! and restocked are facts of the order streams (`OrderPlaced`, `OrderCancelled`,
@@ -14,6 +14,8 @@
 //! takes a non-zero signed delta and a non-blank reason (at most [`MAX_REASON_CHARS`]
 //! characters), and may lower supply but never below zero.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,7 @@ use thiserror::Error;
 
 use crate::actor::{Actor, Denied, Role};
 use crate::ids::MemberId;
+use uuid::Uuid;
 
 /// The longest adjustment reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -33,6 +36,8 @@ pub const STOCK_EVENT_VERSION: &str = "1.0";
 pub struct Stock {
     /// Units added, plus corrections; never negative.
     pub supply: i64,
+    /// The change each request id made, as (delta, reason).
+    pub requests: BTreeMap<Uuid, (i64, Option<String>)>,
 }
 
 /// A request to a stock stream.
@@ -47,6 +52,8 @@ pub enum StockCommand {
         owner: MemberId,
         /// How many units; above zero.
         quantity: i64,
+        /// The request, for idempotent retries.
+        request_id: Option<Uuid>,
     },
     /// Correct the supply by a signed delta.
     Adjust {
@@ -58,6 +65,8 @@ pub enum StockCommand {
         delta: i64,
         /// Why (shown in the product's history).
         reason: String,
+        /// The request, for idempotent retries.
+        request_id: Option<Uuid>,
     },
 }
 
@@ -71,6 +80,9 @@ pub enum StockEvent {
         quantity: i64,
         /// The supply after.
         supply: i64,
+        /// The request that made it, if it named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<Uuid>,
         /// When.
         at: DateTime<Utc>,
     },
@@ -82,6 +94,9 @@ pub enum StockEvent {
         reason: String,
         /// The supply after.
         supply: i64,
+        /// The request that made it, if it named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<Uuid>,
         /// When.
         at: DateTime<Utc>,
     },
@@ -139,6 +154,9 @@ pub enum StockError {
     /// The supply would overflow.
     #[error("supply overflow")]
     SupplyOverflow,
+    /// The request id was used for another change.
+    #[error("this request id was used for another change")]
+    RequestReused,
 }
 
 impl From<Denied> for StockError {
@@ -164,10 +182,14 @@ pub fn decide(
             actor,
             owner,
             quantity,
+            request_id,
         } => {
             actor.owner_or_admin(owner)?;
             if quantity <= 0 {
                 return Err(StockError::NonPositiveQuantity);
+            }
+            if replayed(stock, request_id, quantity, None)? {
+                return Ok(vec![]);
             }
             let supply = stock
                 .supply
@@ -176,6 +198,7 @@ pub fn decide(
             Ok(vec![StockEvent::StockAdded {
                 quantity,
                 supply,
+                request_id,
                 at: now,
             }])
         }
@@ -184,6 +207,7 @@ pub fn decide(
             owner,
             delta,
             reason,
+            request_id,
         } => {
             actor.owner_or_admin(owner)?;
             if delta == 0 {
@@ -197,6 +221,9 @@ pub fn decide(
                 return Err(StockError::ReasonTooLong {
                     max: MAX_REASON_CHARS,
                 });
+            }
+            if replayed(stock, request_id, delta, Some(reason))? {
+                return Ok(vec![]);
             }
             let supply = stock
                 .supply
@@ -212,18 +239,51 @@ pub fn decide(
                 delta,
                 reason: reason.to_owned(),
                 supply,
+                request_id,
                 at: now,
             }])
         }
     }
 }
 
+/// Whether `request_id` already made this change (`true`: accept with no event); another
+/// change under it is refused.
+fn replayed(
+    stock: &Stock,
+    request_id: Option<Uuid>,
+    delta: i64,
+    reason: Option<&str>,
+) -> Result<bool, StockError> {
+    let Some(made) = request_id.and_then(|id| stock.requests.get(&id)) else {
+        return Ok(false);
+    };
+    if made.0 == delta && made.1.as_deref() == reason {
+        Ok(true)
+    } else {
+        Err(StockError::RequestReused)
+    }
+}
+
 /// Folds one event into the stock: the event's `supply` is the supply after it.
 pub fn apply(stock: &mut Stock, event: &StockEvent) {
-    match event {
-        StockEvent::StockAdded { supply, .. } | StockEvent::StockAdjusted { supply, .. } => {
-            stock.supply = *supply;
-        }
+    let (supply, request_id, change) = match event {
+        StockEvent::StockAdded {
+            supply,
+            request_id,
+            quantity,
+            ..
+        } => (*supply, request_id, (*quantity, None)),
+        StockEvent::StockAdjusted {
+            supply,
+            request_id,
+            delta,
+            reason,
+            ..
+        } => (*supply, request_id, (*delta, Some(reason.clone()))),
+    };
+    stock.supply = supply;
+    if let Some(id) = request_id {
+        stock.requests.insert(*id, change);
     }
 }
 
@@ -263,6 +323,7 @@ mod tests {
             quantity,
             supply,
             at: now(),
+            request_id: None,
         }
     }
 
@@ -271,6 +332,7 @@ mod tests {
             actor,
             owner: SELLER,
             quantity,
+            request_id: None,
         }
     }
 
@@ -280,6 +342,7 @@ mod tests {
             owner: SELLER,
             delta,
             reason: reason.to_owned(),
+            request_id: None,
         }
     }
 
@@ -352,6 +415,7 @@ mod tests {
                 reason: "damaged in storage".to_owned(),
                 supply: 0,
                 at: now(),
+                request_id: None,
             }])
         );
     }
@@ -418,5 +482,41 @@ mod tests {
                 supply: 10,
                 delta: -11,
             });
+    }
+
+    #[test]
+    fn a_retried_request_adds_once_and_a_reused_id_is_refused() {
+        let id = Some(Uuid::from_u128(7));
+        let with = |quantity| StockCommand::Add {
+            actor: seller(),
+            owner: SELLER,
+            quantity,
+            request_id: id,
+        };
+        let mut stock = Stock::default();
+        let first = decide(&stock, with(5), now()).unwrap();
+        assert_eq!(first.len(), 1);
+        apply(&mut stock, &first[0]);
+        assert_eq!(stock.supply, 5);
+        assert_eq!(
+            decide(&stock, with(5), now()),
+            Ok(vec![]),
+            "a retry is a no-op"
+        );
+        assert_eq!(
+            decide(&stock, with(6), now()),
+            Err(StockError::RequestReused)
+        );
+        let adjust = StockCommand::Adjust {
+            actor: seller(),
+            owner: SELLER,
+            delta: 5,
+            reason: "recount".to_owned(),
+            request_id: id,
+        };
+        assert_eq!(
+            decide(&stock, adjust, now()),
+            Err(StockError::RequestReused)
+        );
     }
 }
