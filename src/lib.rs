@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: settings from the environment, validated at start-up.
+//! - [`catalog`]: categories (products, schedules and stock build on it).
 //! - [`members`]: sign-up, verification, profile, addresses, roles.
 //! - [`password`]: argon2id hashing, below both members and auth.
 //! - [`auth`]: logins, access tokens, device sessions, rate limits, the role extractor.
@@ -25,6 +26,7 @@
 //! - [`telemetry`]: tracing and metrics.
 
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -61,8 +61,13 @@ impl Application {
             clock: Arc::clone(&clock),
         });
         let readiness = Arc::new(Readiness::new(db.clone(), Arc::clone(&auth)));
+        let categories = Arc::new(crate::catalog::Categories::new(
+            db.clone(),
+            Arc::clone(&clock),
+        ));
         let state = AppState {
             commands,
+            categories,
             clock,
             metrics: telemetry::metrics(),
             members,

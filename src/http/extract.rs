@@ -25,7 +25,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
                 .with_detail("the body must be JSON, sent as application/json")
                 .closing());
         }
-        let bytes = match axum::body::Bytes::from_request(req, state).await {
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON_BODY) {
+            return Err(Problem::of(catalogue::BODY_TOO_LARGE)
+                .with_detail("the body is larger than this endpoint accepts")
+                .closing());
+        }
+        // One deadline for the whole body, from the request's start: a body trickled in a
+        // byte at a time does not hold its slot past it.
+        let deadline = req
+            .extensions()
+            .get::<super::server::BodyDeadline>()
+            .copied();
+        let read = axum::body::Bytes::from_request(req, state);
+        let read = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.0, read).await.ok(),
+            None => Some(read.await),
+        };
+        let Some(read) = read else {
+            return Err(Problem::of(catalogue::BODY_TIMEOUT)
+                .with_detail("the body did not arrive in time")
+                .closing());
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 return Err(Problem::of(catalogue::BODY_TOO_LARGE)
@@ -51,6 +77,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
         }
     }
 }
+
+/// The largest JSON body accepted (axum's default body limit).
+pub const MAX_JSON_BODY: u64 = 2 * 1024 * 1024;
 
 /// `application/json` or an `application/*+json` type, as axum's `Json` accepts.
 fn is_json(headers: &axum::http::HeaderMap) -> bool {

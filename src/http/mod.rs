@@ -3,6 +3,7 @@
 //! every request passes through (request id, span, metrics).
 
 pub mod auth;
+pub mod catalog;
 pub mod extract;
 pub mod health;
 pub mod identity;
@@ -35,6 +36,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "members", description = "Sign-up, verification, profile and addresses"),
         (name = "auth", description = "Login, tokens and device sessions"),
+        (name = "catalog", description = "Categories and products"),
         (name = "admin", description = "Administration")
     ),
     modifiers(&BearerAuth)
@@ -66,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(members::routes())
         .merge(auth::routes())
+        .merge(catalog::routes())
         .split_for_parts();
     let routes = api_routes
         .merge(

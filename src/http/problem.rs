@@ -50,6 +50,7 @@ pub mod catalogue {
         ADDRESS_LIMIT = CONFLICT, "address-limit", "Too many addresses";
         ROLE_NOT_RAISED = CONFLICT, "role-not-raised", "Role not raised";
         ALREADY_VERIFIED = CONFLICT, "already-verified", "Already verified";
+        CATEGORY_ARCHIVED = CONFLICT, "category-archived", "Category archived";
         VERIFICATION_LINK_USED = GONE, "verification-link-used", "Link already used";
         VERIFICATION_LINK_EXPIRED = GONE, "verification-link-expired", "Link expired";
         BODY_TOO_LARGE = PAYLOAD_TOO_LARGE, "body-too-large", "Body too large";

@@ -4,7 +4,9 @@
 //! - A connection that has not sent a whole request head within the header timeout is closed:
 //!   a new one that sends nothing or half a header (slowloris), and a kept-alive one left idle
 //!   between requests.
-//! - A body that has not arrived within the request timeout is refused (408). A safe request
+//! - A body that has not arrived within the request timeout, counted from the request's head
+//!   and not from its last byte, is refused (408); a declared length above the limit is 413 at
+//!   once. A safe request
 //!   (`GET`, `HEAD`, `OPTIONS`) not answered within it gets 503. A request that changes
 //!   something is never cut off once its body is in: dropping it half-way could leave a
 //!   committed change answered as "try again".
@@ -95,6 +97,13 @@ pub fn with_limits<S: Clone + Send + Sync + 'static>(
     let timeout = limits.request_timeout;
     router
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(timeout))
+        .layer(axum::middleware::map_request(
+            move |mut request: Request| async move {
+                let deadline = BodyDeadline(tokio::time::Instant::now() + timeout);
+                request.extensions_mut().insert(deadline);
+                request
+            },
+        ))
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| timed(timeout, request, next),
         ))
@@ -102,6 +111,12 @@ pub fn with_limits<S: Clone + Send + Sync + 'static>(
             move |request: Request, next: Next| shed(Arc::clone(&permits), request, next),
         ))
 }
+
+/// When a request's whole body must have arrived: the request timeout after its head did.
+/// The JSON extractor reads the body against it, so a body trickled in a byte at a time is
+/// refused (408) at the deadline instead of holding a slot for as long as it trickles.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub tokio::time::Instant);
 
 /// Paths that are answered whatever the load: the probes and the metrics.
 const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::AuthService;
+use crate::catalog::Categories;
 use crate::clock::SharedClock;
 use crate::commands::Commands;
 use crate::members::Members;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Members: sign-up, profile, addresses, roles.
     pub members: Arc<Members>,
+    /// Product categories.
+    pub categories: Arc<Categories>,
     /// Logins, tokens, sessions, rate limits.
     pub auth: Arc<AuthService>,
     /// Whether the process can serve (`/readyz`).

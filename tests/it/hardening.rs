@@ -161,6 +161,47 @@ async fn requests_beyond_the_bound_are_shed_and_slow_ones_time_out(backend: Back
     let answer = closed_or_answered(&mut slow, Duration::from_secs(30)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("/problems/body-timeout"), "{answer}");
+
+    // A body trickled a byte at a time (each within the timeout) is refused at the deadline
+    // counted from its head: the answer comes while the body is still trickling in.
+    let mut trickle = TcpStream::connect(app.addr).await.unwrap();
+    trickle
+        .write_all(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    for _ in 0..200 {
+        if trickle.write_all(b" ").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(300), trickle.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                break;
+            }
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "answered while trickling: {answer:?}"
+    );
+
+    // A declared length above the limit is refused at once, before any body is sent.
+    let mut huge = TcpStream::connect(app.addr).await.unwrap();
+    huge.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 99999999999\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let answer = closed_or_answered(&mut huge, Duration::from_secs(30)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     app.stop().await;
 }
 

@@ -1,0 +1,191 @@
+//! Product categories: a plain table, listed by anyone, created and archived by admins.
+//!
+//! Names are trimmed, 1 to [`MAX_NAME_CHARS`] characters with no control or invisible
+//! formatting characters, and unique after normalising ([`name_key`]: NFKC, case-folded), so
+//! "Shoes", "SHOES" and the full-width "Ｓｈｏｅｓ" are one category. An archived category
+//! stays readable (products keep it) but takes no new products. Who created and who archived
+//! a category, and when, is kept with it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use unicode_normalization::UnicodeNormalization;
+use utoipa::ToSchema;
+
+use crate::clock::SharedClock;
+use crate::db::{Database, with_pool};
+
+/// The longest category name, in characters.
+pub const MAX_NAME_CHARS: usize = 50;
+
+/// A category as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Category {
+    /// Its id.
+    pub id: String,
+    /// Its name, as created.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was archived; `null` while it takes products.
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+/// Why a category operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CategoryError {
+    /// The name is blank, too long, or holds control or invisible characters.
+    #[error("{0}")]
+    InvalidName(String),
+    /// Another category has this name once normalised.
+    #[error("a category with this name exists")]
+    Duplicate,
+    /// No such category.
+    #[error("category not found")]
+    NotFound,
+    /// Archived already.
+    #[error("the category is archived already")]
+    AlreadyArchived,
+    /// The database failed.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for CategoryError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return Self::Duplicate;
+        }
+        Self::Internal(e.into())
+    }
+}
+
+/// The key a name is unique by: NFKC, lower-cased (full case folding of the normalised
+/// text), NFKC again, so compatibility forms and case variants collide.
+pub fn name_key(name: &str) -> String {
+    name.trim()
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfkc()
+        .collect()
+}
+
+fn valid_name(name: &str) -> Result<String, CategoryError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CategoryError::InvalidName("name must not be blank".into()));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(CategoryError::InvalidName(format!(
+            "name longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(CategoryError::InvalidName(
+            "name holds control or invisible characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Zero-width and bidirectional formatting characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// The categories service.
+pub struct Categories {
+    db: Database,
+    clock: SharedClock,
+}
+
+impl Categories {
+    /// The service over `db`, stamping changes with `clock`.
+    pub fn new(db: Database, clock: SharedClock) -> Self {
+        Self { db, clock }
+    }
+
+    /// Every category, oldest first; archived ones only when asked.
+    pub async fn list(&self, include_archived: bool) -> Result<Vec<Category>, CategoryError> {
+        let sql = if include_archived {
+            "SELECT id, name, created_at, archived_at FROM categories ORDER BY created_at, id"
+        } else {
+            "SELECT id, name, created_at, archived_at FROM categories \
+             WHERE archived_at IS NULL ORDER BY created_at, id"
+        };
+        Ok(with_pool!(&self.db, pool => sqlx::query_as(sql).fetch_all(pool).await)?)
+    }
+
+    /// The category `id`, archived or not.
+    pub async fn get(&self, id: &str) -> Result<Category, CategoryError> {
+        let sql = "SELECT id, name, created_at, archived_at FROM categories WHERE id = ?";
+        with_pool!(&self.db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?
+            .ok_or(CategoryError::NotFound)
+    }
+
+    /// Creates a category by `admin_id`.
+    pub async fn create(&self, admin_id: &str, name: &str) -> Result<Category, CategoryError> {
+        let name = valid_name(name)?;
+        let category = Category {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: name.clone(),
+            created_at: self.clock.now(),
+            archived_at: None,
+        };
+        let sql = "INSERT INTO categories (id, name, name_key, created_by, created_at) \
+                   VALUES (?, ?, ?, ?, ?)";
+        with_pool!(&self.db, pool => sqlx::query(sql)
+            .bind(&category.id)
+            .bind(&name)
+            .bind(name_key(&name))
+            .bind(admin_id)
+            .bind(category.created_at)
+            .execute(pool)
+            .await
+            .map(drop))?;
+        Ok(category)
+    }
+
+    /// Archives the category `id` by `admin_id`: it takes no new products from now on.
+    pub async fn archive(&self, admin_id: &str, id: &str) -> Result<(), CategoryError> {
+        let sql = "UPDATE categories SET archived_by = ?, archived_at = ? \
+                   WHERE id = ? AND archived_at IS NULL";
+        let done = with_pool!(&self.db, pool => sqlx::query(sql)
+            .bind(admin_id)
+            .bind(self.clock.now())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 1 {
+            return Ok(());
+        }
+        self.get(id).await?;
+        Err(CategoryError::AlreadyArchived)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_collide_after_nfkc_and_case_folding() {
+        assert_eq!(name_key("Shoes"), name_key(" SHOES "));
+        assert_eq!(name_key("Shoes"), name_key("Ｓｈｏｅｓ"));
+        assert_eq!(name_key("\u{110B}\u{116E}\u{11AB}동화"), name_key("운동화"));
+        assert_ne!(name_key("Shoes"), name_key("Shoe"));
+    }
+
+    #[test]
+    fn names_are_trimmed_and_checked() {
+        assert_eq!(valid_name("  Bags ").unwrap(), "Bags");
+        assert!(valid_name("   ").is_err());
+        assert!(valid_name(&"a".repeat(51)).is_err());
+        assert!(valid_name("a\u{202E}b").is_err());
+        assert!(valid_name("a\nb").is_err());
+        assert!(valid_name(&"가".repeat(50)).is_ok());
+    }
+}

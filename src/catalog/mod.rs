@@ -1,0 +1,5 @@
+//! The catalog: categories now; products, schedules, stock and browsing build on it.
+
+pub mod categories;
+
+pub use categories::{Categories, Category, CategoryError};
