@@ -5,6 +5,7 @@
 mod api;
 mod apidoc;
 mod auth;
+mod catalog;
 mod cli;
 mod commands;
 mod cqrs;
