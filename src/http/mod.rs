@@ -130,7 +130,8 @@ async fn no_store(mut response: axum::response::Response) -> axum::response::Res
     response
 }
 
-/// One span per request: method, path (never the query, which may carry tokens), request id.
+/// One span per request: method, path (never the query, which may carry tokens; quoted and
+/// escaped), request id.
 fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
@@ -140,7 +141,9 @@ fn request_span(request: &Request) -> tracing::Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        // Debug-quoted: a path is the caller's text, and quotes or braces in it must not
+        // forge fields of the line.
+        path = ?request.uri().path(),
         request_id = %request_id,
     )
 }

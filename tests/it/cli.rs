@@ -483,6 +483,16 @@ async fn a_serving_process_logs_no_personal_data_or_secrets() {
     .await
     .unwrap();
     assert_eq!(reused.status(), 401);
+    // A path with quotes and braces, sent raw: logged escaped, so it cannot forge fields.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        raw.write_all(b"GET /x\"}:{FAKE=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = raw.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -495,6 +505,14 @@ async fn a_serving_process_logs_no_personal_data_or_secrets() {
     assert!(
         output.contains("/v1/auth/refresh"),
         "the requests were logged"
+    );
+    assert!(
+        output.contains(r#"\"}:{FAKE=1"#),
+        "the forged path was logged, escaped"
+    );
+    assert!(
+        !output.contains(r#"/x"}:{FAKE=1"#),
+        "the path was logged raw"
     );
     let secret_part = refresh.split_once('.').unwrap().1;
     for needle in [
