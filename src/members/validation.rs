@@ -86,11 +86,20 @@ pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Characters that show nothing on their own: spaces, zero-width and joining characters,
-/// fillers (the Hangul ones among them), variation selectors, tags, and combining marks
-/// (which only show on a letter). A text made only of these is blank.
+/// Characters that show nothing on their own: spaces, format characters (zero-width,
+/// joiners, musical and Egyptian format controls...), unassigned code points, non-spacing and
+/// enclosing marks (which only show on a letter), fillers (the Hangul ones among them),
+/// variation selectors and tags. A text made only of these is blank.
 pub fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     c.is_whitespace()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::Unassigned
+                | GeneralCategory::NonspacingMark
+                | GeneralCategory::EnclosingMark
+        )
         || matches!(c,
             '\u{00AD}' | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
             | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}'
@@ -333,6 +342,12 @@ mod tests {
             "\u{0301}\u{0302}",
             "\u{180B}\u{17B4}\u{FFF9}",
             "Kim\u{2028}Lee",
+            // Found by an outside test: format characters and unassigned code points.
+            "\u{1D173}",
+            "\u{1D17A}\u{206A}",
+            "\u{13430}\u{1BCA0}",
+            "\u{0600}\u{06DD}\u{08E2}",
+            "\u{FFF0}\u{1D455}",
         ] {
             assert!(name(v).is_err(), "{v:?} must be refused");
         }
