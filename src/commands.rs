@@ -228,6 +228,28 @@ impl Commands {
         }
     }
 
+    /// Runs a command only if the stream `id` is at version `expected` (an HTTP `If-Match`):
+    /// decided against that version and appended at it, never decided again. A stream
+    /// elsewhere, before or during the command, is [`CommandError::Conflict`] with nothing
+    /// written, so a client retrying with a stale version cannot apply a change twice.
+    pub async fn execute_at<A: Decider>(
+        &self,
+        id: &str,
+        expected: u64,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        let loaded = self.load::<A>(id).await?;
+        if loaded.version != expected {
+            return Err(CommandError::Conflict {
+                stream: StreamRef::new(A::TYPE, id),
+                actual: loaded.version,
+            });
+        }
+        self.decide_and_append(id, &loaded.state, expected, command, &metadata)
+            .await
+    }
+
     /// Creates the stream `id`: decides against the empty state and appends at expected
     /// version 0 without reading the log. The store's unique key proves the stream is new; if
     /// it is not, the result is [`CommandError::Conflict`], never retried: read the stream

@@ -14,7 +14,7 @@ use openrun::eventstore::{
 };
 use openrun_domain::order::{LineItem, Order, OrderCommand, OrderError, Payment, SealedAddress};
 use openrun_domain::product::{Product, ProductCommand};
-use openrun_domain::stock::{StockCommand, StockError, StockEvent};
+use openrun_domain::stock::{Stock, StockCommand, StockError, StockEvent};
 use openrun_domain::{Actor, CategoryId, MemberId, Money, OrderId, OrderPolicy, ProductId, Role};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -27,7 +27,8 @@ on_both_backends!(
     a_lost_commit_reaches_the_caller_as_maybe_written,
     a_commit_lost_on_an_open_append_is_unknown,
     the_decision_instant_comes_from_the_injected_clock,
-    old_event_shapes_fold_through_the_upcasters
+    old_event_shapes_fold_through_the_upcasters,
+    a_retried_stock_add_does_not_change_the_supply
 );
 
 /// The store, with counts of what the command path asked of it, and optionally losing the
@@ -389,4 +390,51 @@ async fn old_event_shapes_fold_through_the_upcasters(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(changed.version, 2);
+}
+
+/// A retried add (the same request id, as an `Idempotency-Key` gives it) and an add at a
+/// stale version (a stale `If-Match`) leave the supply as the first add made it.
+async fn a_retried_stock_add_does_not_change_the_supply(backend: Backend) {
+    let fx = StoreFixture::new(backend).await;
+    let commands = Commands::new(Arc::clone(&fx.events), Arc::new(clock()));
+    let keyed = |quantity| StockCommand::Add {
+        actor: seller(),
+        owner: seller().member_id,
+        quantity,
+        request_id: Some(Uuid::from_u128(42)),
+    };
+    let first = commands
+        .stock("variant-k", keyed(10), Metadata::default())
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    let retried = commands
+        .stock("variant-k", keyed(10), Metadata::default())
+        .await
+        .unwrap();
+    assert!(retried.events.is_empty(), "the retry appended nothing");
+    assert_eq!(retried.version, 1);
+    let reused = commands
+        .stock("variant-k", keyed(11), Metadata::default())
+        .await;
+    assert!(matches!(
+        reused,
+        Err(CommandError::Rejected(StockError::RequestReused))
+    ));
+    // If-Match: at the version read, once; again with that now stale version, refused.
+    let at_one = commands
+        .execute_at::<Stock>("variant-k", 1, add(5), Metadata::default())
+        .await
+        .unwrap();
+    assert_eq!(at_one.version, 2);
+    let stale = commands
+        .execute_at::<Stock>("variant-k", 1, add(5), Metadata::default())
+        .await;
+    assert!(matches!(
+        stale,
+        Err(CommandError::Conflict { actual: 2, .. })
+    ));
+    let loaded = commands.load::<Stock>("variant-k").await.unwrap();
+    assert_eq!(loaded.state.supply, 15);
+    assert_eq!(loaded.version, 2);
 }
