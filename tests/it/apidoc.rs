@@ -4,16 +4,11 @@
 //! finds nothing the document does not say.
 
 use crate::helpers::{Backend, TestApp, ensure_test_tools};
-use crate::members::{PASSWORD, login, verified_member};
+use crate::members::verified_member;
 
 /// A verified admin, signed in: its access token.
 async fn admin(app: &TestApp) -> String {
-    app.state
-        .members
-        .create_admin("fuzzadmin", "fuzz.admin@example.co.kr", PASSWORD.into())
-        .await
-        .unwrap();
-    login(app, "fuzzadmin", PASSWORD, "fuzzer").await.access
+    crate::members::admin_token(app, "fuzzadmin").await
 }
 
 /// Examples per operation and phase: bounded, so the run takes a minute or two.

@@ -4,17 +4,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, on_both_backends};
-use crate::members::{PASSWORD, login, verified_member};
+use crate::members::verified_member;
 
 on_both_backends!(categories_are_listed_by_anyone_and_made_and_archived_by_admins);
 
 async fn admin(app: &TestApp) -> String {
-    app.state
-        .members
-        .create_admin("catadmin", "cat.admin@example.co.kr", PASSWORD.into())
-        .await
-        .unwrap();
-    login(app, "catadmin", PASSWORD, "laptop").await.access
+    crate::members::admin_token(app, "catadmin").await
 }
 
 async fn kind(response: reqwest::Response, status: StatusCode) -> String {

@@ -141,6 +141,17 @@ pub async fn sign_up(app: &TestApp, n: u32) -> Value {
 }
 
 /// Signs up member `n`, follows the e-mailed link, and logs in.
+/// A verified admin made the way the CLI makes one, signed in: its access token.
+pub async fn admin_token(app: &TestApp, login_id: &str) -> String {
+    let email = format!("{login_id}@example.co.kr");
+    app.state
+        .members
+        .create_admin(login_id, &email, PASSWORD.into())
+        .await
+        .unwrap();
+    login(app, login_id, PASSWORD, "laptop").await.access
+}
+
 pub async fn verified_member(app: &TestApp, n: u32) -> Member {
     let body = sign_up_body(n);
     sign_up(app, n).await;
