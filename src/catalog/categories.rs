@@ -1,7 +1,8 @@
 //! Product categories: a plain table, listed by anyone, created and archived by admins.
 //!
-//! Names are trimmed, 1 to [`MAX_NAME_CHARS`] characters with no control or invisible
-//! formatting characters, and unique after normalising ([`name_key`]: NFKC, case-folded), so
+//! Names follow the rules of every one-line name ([`crate::members::validation::name`]: trimmed,
+//! 1 to [`MAX_NAME_CHARS`] characters, something visible, no control or bidirectional
+//! formatting characters), and unique after normalising ([`name_key`]: NFKC, case-folded), so
 //! "Shoes", "SHOES" and the full-width "Ｓｈｏｅｓ" are one category. An archived category
 //! stays readable (products keep it) but takes no new products. Who created and who archived
 //! a category, and when, is kept with it.
@@ -14,8 +15,8 @@ use utoipa::ToSchema;
 use crate::clock::SharedClock;
 use crate::db::{Database, with_pool};
 
-/// The longest category name, in characters.
-pub const MAX_NAME_CHARS: usize = 50;
+/// The longest category name, in characters (that of every name people type).
+pub const MAX_NAME_CHARS: usize = crate::members::validation::NAME_MAX;
 
 /// A category as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
@@ -72,27 +73,11 @@ pub fn name_key(name: &str) -> String {
         .collect()
 }
 
+/// The rules of every one-line name people type: trimmed, something visible, no control or
+/// bidirectional formatting characters, at most [`MAX_NAME_CHARS`].
 fn valid_name(name: &str) -> Result<String, CategoryError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(CategoryError::InvalidName("name must not be blank".into()));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(CategoryError::InvalidName(format!(
-            "name longer than {MAX_NAME_CHARS} characters"
-        )));
-    }
-    if name.chars().any(|c| c.is_control() || is_invisible(c)) {
-        return Err(CategoryError::InvalidName(
-            "name holds control or invisible characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-/// Zero-width and bidirectional formatting characters.
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    crate::members::validation::name(name)
+        .map_err(|message| CategoryError::InvalidName(format!("name {message}")))
 }
 
 /// The categories service.

@@ -35,30 +35,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
                 .with_detail("the body is larger than this endpoint accepts")
                 .closing());
         }
-        // One deadline for the whole body, from the request's start: a body trickled in a
-        // byte at a time does not hold its slot past it.
-        let deadline = req
-            .extensions()
-            .get::<super::server::BodyDeadline>()
-            .copied();
-        let read = axum::body::Bytes::from_request(req, state);
-        let read = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.0, read).await.ok(),
-            None => Some(read.await),
-        };
-        let Some(read) = read else {
-            return Err(Problem::of(catalogue::BODY_TIMEOUT)
-                .with_detail("the body did not arrive in time")
-                .closing());
-        };
-        let bytes = match read {
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(bytes) => bytes,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 return Err(Problem::of(catalogue::BODY_TOO_LARGE)
                     .with_detail("the body is larger than this endpoint accepts")
                     .closing());
             }
-            // The body stopped arriving (the request timeout) or the client went away.
+            // The body did not arrive within the request timeout (one deadline for the whole
+            // body, see `server::with_limits`) or the client went away.
             Err(_) => {
                 return Err(Problem::of(catalogue::BODY_TIMEOUT)
                     .with_detail("the body did not arrive in time")

@@ -96,12 +96,9 @@ pub fn with_limits<S: Clone + Send + Sync + 'static>(
     let permits = Arc::new(Semaphore::new(limits.max_concurrent_requests));
     let timeout = limits.request_timeout;
     router
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(timeout))
         .layer(axum::middleware::map_request(
-            move |mut request: Request| async move {
-                let deadline = BodyDeadline(tokio::time::Instant::now() + timeout);
-                request.extensions_mut().insert(deadline);
-                request
+            move |request: Request| async move {
+                request.map(|body| Body::new(Deadline::new(body, timeout)))
             },
         ))
         .layer(axum::middleware::from_fn(
@@ -112,11 +109,48 @@ pub fn with_limits<S: Clone + Send + Sync + 'static>(
         ))
 }
 
-/// When a request's whole body must have arrived: the request timeout after its head did.
-/// The JSON extractor reads the body against it, so a body trickled in a byte at a time is
-/// refused (408) at the deadline instead of holding a slot for as long as it trickles.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline(pub tokio::time::Instant);
+/// A request body that fails once the request timeout has passed since its head arrived:
+/// one deadline for the whole body, not for each chunk, so a body trickled in a byte at a
+/// time is refused (408 from the extractor that reads it) instead of holding a slot for as
+/// long as it trickles.
+struct Deadline {
+    inner: Body,
+    expires: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new(inner: Body, within: Duration) -> Self {
+        Self {
+            inner,
+            expires: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.expires.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(axum::Error::new(
+                "the body did not arrive within the request timeout",
+            ))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Paths that are answered whatever the load: the probes and the metrics.
 const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];

@@ -113,6 +113,31 @@ impl fmt::Display for ScheduleState {
     }
 }
 
+/// Whether the move `status -> to` is refused, for a product whose suspension (present while
+/// `status` is `suspended`) is `suspension`: all the graph needs to know of a product.
+fn refusal(
+    status: ProductStatus,
+    suspension: Option<Suspension>,
+    to: ProductStatus,
+    by_admin: bool,
+) -> Result<(), Refusal> {
+    if status == to {
+        return Err(Refusal::AlreadyInStatus);
+    }
+    if status != ProductStatus::Suspended {
+        return if status.has_edge_to(to) {
+            Ok(())
+        } else {
+            Err(Refusal::NotAllowed)
+        };
+    }
+    match suspension {
+        Some(s) if s.by_admin && !by_admin => Err(Refusal::SuspendedByAdmin),
+        Some(s) if s.resume_to == to => Ok(()),
+        _ => Err(Refusal::NotAllowed),
+    }
+}
+
 /// Why a status move is refused; becomes a [`ProductError`] for a command, a [`SkipReason`]
 /// for a scheduled change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,21 +176,7 @@ impl ProductState {
     }
 
     fn refusal(&self, to: ProductStatus, by_admin: bool) -> Result<(), Refusal> {
-        if self.status == to {
-            return Err(Refusal::AlreadyInStatus);
-        }
-        if self.status != ProductStatus::Suspended {
-            return if self.status.has_edge_to(to) {
-                Ok(())
-            } else {
-                Err(Refusal::NotAllowed)
-            };
-        }
-        match self.suspension {
-            Some(s) if s.by_admin && !by_admin => Err(Refusal::SuspendedByAdmin),
-            Some(s) if s.resume_to == to => Ok(()),
-            _ => Err(Refusal::NotAllowed),
-        }
+        refusal(self.status, self.suspension, to, by_admin)
     }
 
     /// The variant `id`, if the product has it.
@@ -192,26 +203,19 @@ impl ProductState {
     ) -> impl Iterator<Item = (DateTime<Utc>, ScheduleId, Option<ProductStatus>)> + '_ {
         let mut pending: Vec<_> = self.pending_schedules().collect();
         pending.sort_by_key(|(id, s)| (s.due_at, **id));
-        let mut path = self.clone();
+        // Only the status and the suspension move along the path.
+        let (mut status, mut suspension) = (self.status, self.suspension);
         pending.into_iter().map(move |(id, s)| {
-            let applied = path.refusal(s.to, s.by.is_admin()).is_ok();
+            let applied = refusal(status, suspension, s.to, s.by.is_admin()).is_ok();
             if applied {
-                path.suspension = (s.to == ProductStatus::Suspended).then_some(Suspension {
-                    resume_to: path.status,
+                suspension = (s.to == ProductStatus::Suspended).then_some(Suspension {
+                    resume_to: status,
                     by_admin: s.by.is_admin(),
                 });
-                path.status = s.to;
+                status = s.to;
             }
             (s.due_at, *id, applied.then_some(s.to))
         })
-    }
-
-    /// The first pending schedule after `now` that would change the status, with its
-    /// target: what a storefront counts down to.
-    pub fn next_change_after(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, ProductStatus)> {
-        self.planned()
-            .filter(|(due, _, _)| *due > now)
-            .find_map(|(due, _, applied)| applied.map(|to| (due, to)))
     }
 
     /// The next pending instant at which the planned path moves to `to`, after `now`.
