@@ -332,7 +332,9 @@ impl Commands {
         })
     }
 
-    fn decode<A: Decider>(&self, recorded: RecordedEvent) -> Result<A::Event, EventStoreError> {
+    /// One recorded event of an `A` stream, through the upcasters: how every reader of the
+    /// log (the command path, the live catalog) folds old event shapes like current ones.
+    pub fn decode<A: Decider>(&self, recorded: RecordedEvent) -> Result<A::Event, EventStoreError> {
         let position = recorded.global_position;
         let mut event = SerializedEvent {
             aggregate_id: recorded.stream_id,

@@ -54,6 +54,8 @@ struct Raw {
     #[serde(flatten)]
     scheduler: crate::scheduler::RawSettings,
     #[serde(flatten)]
+    catalog: crate::catalog::live::RawSettings,
+    #[serde(flatten)]
     telemetry: crate::telemetry::RawSettings,
     #[serde(flatten)]
     redis: crate::redis::RawSettings,
@@ -79,6 +81,7 @@ impl Raw {
             database: figment.extract().map_err(Box::new)?,
             group_commit: figment.extract().map_err(Box::new)?,
             scheduler: figment.extract().map_err(Box::new)?,
+            catalog: figment.extract().map_err(Box::new)?,
             telemetry: figment.extract().map_err(Box::new)?,
             redis: figment.extract().map_err(Box::new)?,
             mail: figment.extract().map_err(Box::new)?,
@@ -149,6 +152,8 @@ pub struct Config {
     pub group_commit: GroupCommitConfig,
     /// The scheduler's nightly time.
     pub scheduler: SchedulerSettings,
+    /// The live catalog's lag bound.
+    pub catalog: crate::catalog::CatalogSettings,
     /// Log output format.
     pub log_format: LogFormat,
     /// Redis for sessions, refresh tokens and rate limits; in-process without it.
@@ -228,6 +233,7 @@ impl Config {
             database: raw.database.validate()?,
             group_commit: raw.group_commit.validate()?,
             scheduler: raw.scheduler.validate()?,
+            catalog: raw.catalog.validate()?,
             log_format: raw.telemetry.log_format,
             redis: raw.redis.validate()?,
             mail: raw.mail.validate()?,

@@ -31,6 +31,7 @@ pub struct Application {
     events: Arc<dyn eventstore::EventStore>,
     projectors: Projectors,
     scheduler: Scheduler,
+    catalog_follower: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
 
 impl Application {
@@ -60,7 +61,22 @@ impl Application {
             nightly_at: config.scheduler.nightly_at,
             clock: Arc::clone(&clock),
         });
-        let readiness = Arc::new(Readiness::new(db.clone(), Arc::clone(&auth)));
+        let catalog = crate::catalog::LiveCatalog::new(
+            commands.clone(),
+            Arc::clone(&events),
+            Arc::clone(&clock),
+            config.catalog,
+        );
+        let (stop_catalog, catalog_stopped) = tokio::sync::watch::channel(false);
+        let catalog_follower = (
+            stop_catalog,
+            tokio::spawn(Arc::clone(&catalog).follow(catalog_stopped)),
+        );
+        let readiness = Arc::new(Readiness::new(
+            db.clone(),
+            Arc::clone(&auth),
+            Arc::clone(&catalog),
+        ));
         let categories = Arc::new(crate::catalog::Categories::new(
             db.clone(),
             Arc::clone(&clock),
@@ -68,6 +84,7 @@ impl Application {
         let state = AppState {
             commands,
             categories,
+            catalog,
             clock,
             metrics: telemetry::metrics(),
             members,
@@ -83,6 +100,7 @@ impl Application {
             events,
             projectors,
             scheduler,
+            catalog_follower,
         })
     }
 
@@ -120,6 +138,12 @@ impl Application {
             .context("HTTP server failed")?;
         self.scheduler.stop().await;
         self.projectors.stop().await;
+        let (stop_catalog, catalog_follower) = self.catalog_follower;
+        // Ignored error: the follower stopped already.
+        let _ = stop_catalog.send(true);
+        if let Err(e) = catalog_follower.await {
+            tracing::error!(error = %e, "the live catalog follower failed");
+        }
         self.events.shutdown().await;
         self.db.close().await;
         tracing::info!("stopped");

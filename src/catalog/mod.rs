@@ -1,6 +1,10 @@
-//! The catalog: categories now; products, schedules, stock and browsing build on it.
+//! The catalog: categories, and the live catalog of products every process keeps in memory
+//! (with its search index), which product views, listings and the order path read.
 
 pub mod categories;
 pub mod instant;
+pub mod live;
+pub mod search;
 
 pub use categories::{Categories, Category, CategoryError};
+pub use live::{CatalogSettings, LiveCatalog, LiveProduct, Viewer};

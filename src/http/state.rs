@@ -6,7 +6,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::AuthService;
-use crate::catalog::Categories;
+use crate::catalog::{Categories, LiveCatalog};
 use crate::clock::SharedClock;
 use crate::commands::Commands;
 use crate::members::Members;
@@ -25,6 +25,8 @@ pub struct AppState {
     pub members: Arc<Members>,
     /// Product categories.
     pub categories: Arc<Categories>,
+    /// Every product as the log says, in memory: views, listings, search, the order path.
+    pub catalog: Arc<LiveCatalog>,
     /// Logins, tokens, sessions, rate limits.
     pub auth: Arc<AuthService>,
     /// Whether the process can serve (`/readyz`).

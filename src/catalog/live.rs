@@ -1,0 +1,597 @@
+//! The live catalog: every product as the log says it is, in memory on every process.
+//!
+//! It follows the whole log from position 0 and folds each product's events with the
+//! domain's own [`apply`](openrun_domain::product::apply), each variant's stock events and
+//! the order events that sell or give back units, so a look-up (the order path's status,
+//! price, seller, purchase limit, variants and sale window; a product view; a search) reads
+//! no database. Listing order is the order of registration in the log (newest first), which
+//! every process agrees on and no status change moves, so a page cursor stays stable while a
+//! drop flips statuses.
+//!
+//! Freshness: a process is ready (`/readyz`) once it has applied the log up to the head it
+//! read at start-up. Afterwards its lag is the time since it last knew itself at the head;
+//! a gap held open by a stuck transaction keeps the head out of reach and so counts as lag.
+//! Past [`CatalogSettings::max_lag`] the order path refuses to sell from it. The lag is the
+//! metric `openrun_live_catalog_lag_seconds`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use openrun_domain::order::{Order, OrderEvent};
+use openrun_domain::product::{Product, ProductEvent, ProductState, ProductStatus};
+use openrun_domain::stock::{Stock, StockEvent};
+use openrun_domain::{CategoryId, MemberId, ProductId, VariantId};
+use tokio::sync::watch;
+
+use super::search::{self, Query};
+use crate::clock::SharedClock;
+use crate::commands::Commands;
+use crate::eventstore::{EventStore, RecordedEvent};
+
+/// Events read per round trip.
+const PAGE: usize = 2000;
+/// Bytes of stored events read per round trip, give or take the last event.
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// How often the log is polled for appends of other processes.
+const POLL: Duration = Duration::from_millis(100);
+/// A total counted beyond this is reported as "at least".
+pub const TOTAL_CAP: usize = 10_000;
+
+/// The live catalog's settings (`LIVE_CATALOG_MAX_LAG_MS`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RawSettings {
+    pub(crate) live_catalog_max_lag_ms: u64,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            live_catalog_max_lag_ms: 2000,
+        }
+    }
+}
+
+/// The live catalog's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogSettings {
+    /// How far the live catalog may fall behind the log before the order path refuses to
+    /// sell from it. At most the freeze window before a drop, so that no process opens or
+    /// prices a drop from data older than the last change allowed before it.
+    pub max_lag: Duration,
+}
+
+impl RawSettings {
+    pub(crate) fn validate(self) -> Result<CatalogSettings, crate::config::ConfigError> {
+        let max_lag = Duration::from_millis(self.live_catalog_max_lag_ms);
+        let freeze = openrun_domain::product::FREEZE_WINDOW
+            .to_std()
+            .unwrap_or_default();
+        if max_lag.is_zero() || max_lag > freeze {
+            return Err(crate::config::ConfigError::new(
+                "LIVE_CATALOG_MAX_LAG_MS",
+                format!(
+                    "must be between 1 and {} (the freeze window before a drop)",
+                    freeze.as_millis()
+                ),
+            ));
+        }
+        Ok(CatalogSettings { max_lag })
+    }
+}
+
+/// One variant's stock as the log says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Level {
+    /// Units supplied (added and adjusted).
+    pub supply: i64,
+    /// Units sold, net of units given back.
+    pub sold: i64,
+    /// The variant's stock stream version (what `If-Match` names).
+    pub version: u64,
+}
+
+impl Level {
+    /// Units left to sell.
+    pub const fn available(&self) -> i64 {
+        self.supply - self.sold
+    }
+}
+
+/// A product in the live catalog.
+#[derive(Debug, Clone)]
+pub struct LiveProduct {
+    /// Its state, folded with the domain's `apply`.
+    pub state: ProductState,
+    /// Its stream's version.
+    pub version: u64,
+    /// The log position of its registration: its place in listings.
+    pub position: u64,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When its stream last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Stock per variant (variants without stock events have none).
+    pub stock: BTreeMap<VariantId, Level>,
+    /// Moves with every stock or order event of the product: part of a view's ETag.
+    pub stock_generation: u64,
+    /// Members who ordered it: they still see it once it is deleted.
+    pub buyers: HashSet<MemberId>,
+    document: u32,
+    text: Box<str>,
+}
+
+/// Who is looking: what they may see depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// A visitor, or a member who is neither the seller nor an admin.
+    Public(Option<MemberId>),
+    /// A seller (sees all of their own products).
+    Seller(MemberId),
+    /// An admin (sees everything).
+    Admin,
+}
+
+impl Viewer {
+    /// The class a view's ETag names: what the viewer is to `product`.
+    pub fn class(&self, product: &LiveProduct) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Seller(id) if *id == product.state.seller_id => "owner",
+            _ => "public",
+        }
+    }
+}
+
+impl LiveProduct {
+    /// The status in effect at `now`: the recorded one, or that of a pending schedule whose
+    /// instant has passed and which the scheduler is about to fire, so that every process
+    /// opens a drop at its instant.
+    pub fn status_at(&self, now: DateTime<Utc>) -> ProductStatus {
+        if self.state.pending_schedules().next().is_none() {
+            return self.state.status;
+        }
+        self.state.status_at(now)
+    }
+
+    /// Whether `viewer` may see the product at `now`: admins always, its seller always,
+    /// others while it is waiting, on sale or ended; once deleted, only its buyers.
+    pub fn visible_to(&self, viewer: &Viewer, now: DateTime<Utc>) -> bool {
+        match viewer {
+            Viewer::Admin => true,
+            Viewer::Seller(id) if *id == self.state.seller_id => true,
+            Viewer::Public(Some(id)) | Viewer::Seller(id) if self.state.deleted => {
+                self.buyers.contains(id)
+            }
+            _ if self.state.deleted => false,
+            _ => self.status_at(now).is_visible(),
+        }
+    }
+
+    /// The stock of `variant` (zero when it has none yet).
+    pub fn level(&self, variant: VariantId) -> Level {
+        self.stock.get(&variant).copied().unwrap_or_default()
+    }
+}
+
+/// A listing's filters.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only products in this status (in effect now).
+    pub status: Option<ProductStatus>,
+    /// Only products of this category.
+    pub category_id: Option<CategoryId>,
+    /// Only products of this seller.
+    pub seller_id: Option<MemberId>,
+    /// Only products whose name or description contains this.
+    pub q: Option<Query>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The products, newest first.
+    pub items: Vec<Arc<LiveProduct>>,
+    /// The position to continue after, when there is more.
+    pub next: Option<u64>,
+    /// How many products match, at most [`TOTAL_CAP`].
+    pub total: usize,
+    /// False when more than [`TOTAL_CAP`] match.
+    pub total_exact: bool,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    /// In registration order (ascending position).
+    products: Vec<Arc<LiveProduct>>,
+    by_id: HashMap<ProductId, usize>,
+    by_variant: HashMap<VariantId, usize>,
+    search: search::Index,
+    /// Document number -> product slot.
+    documents: Vec<usize>,
+}
+
+/// The live catalog of this process.
+pub struct LiveCatalog {
+    commands: Commands,
+    events: Arc<dyn EventStore>,
+    clock: SharedClock,
+    settings: CatalogSettings,
+    inner: RwLock<Snapshot>,
+    applied: watch::Sender<u64>,
+    ready: AtomicBool,
+    /// `clock.elapsed()` in milliseconds when the catalog last knew itself at the head.
+    caught_up_at: AtomicU64,
+}
+
+impl LiveCatalog {
+    /// An empty catalog over `events`; [`LiveCatalog::follow`] fills it.
+    pub fn new(
+        commands: Commands,
+        events: Arc<dyn EventStore>,
+        clock: SharedClock,
+        settings: CatalogSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            commands,
+            events,
+            clock,
+            settings,
+            inner: RwLock::new(Snapshot::default()),
+            applied: watch::channel(0).0,
+            ready: AtomicBool::new(false),
+            caught_up_at: AtomicU64::new(0),
+        })
+    }
+
+    /// Follows the log until `shutdown` turns true: woken by this process's appends, polling
+    /// for those of others.
+    pub async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut appended = self.events.subscribe();
+        let mut failures = 0u32;
+        while !*shutdown.borrow() {
+            let wait = match self.catch_up().await {
+                Ok(()) => {
+                    failures = 0;
+                    POLL
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(error = format!("{e:#}"), "the live catalog cannot follow the log");
+                    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)))
+                        .min(Duration::from_secs(5))
+                }
+            };
+            metrics::gauge!("openrun_live_catalog_lag_seconds").set(self.lag().as_secs_f64());
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = appended.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Applies the log up to the head read when the round starts.
+    pub async fn catch_up(&self) -> anyhow::Result<()> {
+        let started = self.clock.elapsed();
+        let head = self.events.head_position().await?;
+        loop {
+            let after = *self.applied.borrow();
+            if after >= head {
+                break;
+            }
+            let page = self.events.read_all_bounded(after, PAGE, PAGE_BYTES).await?;
+            if page.is_empty() {
+                break;
+            }
+            self.apply_page(page)?;
+        }
+        if *self.applied.borrow() >= head {
+            let millis = u64::try_from(started.as_millis()).unwrap_or(u64::MAX);
+            self.caught_up_at.fetch_max(millis, Ordering::Relaxed);
+            if !self.ready.swap(true, Ordering::Relaxed) {
+                tracing::info!(position = head, "the live catalog has caught up with the log");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the catalog has applied the log up to the head it read at start-up.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Time since the catalog last knew itself at the head of the log.
+    pub fn lag(&self) -> Duration {
+        let at = Duration::from_millis(self.caught_up_at.load(Ordering::Relaxed));
+        self.clock.elapsed().saturating_sub(at)
+    }
+
+    /// Whether the order path may sell from it: ready and within the lag bound.
+    pub fn is_fresh(&self) -> bool {
+        self.is_ready() && self.lag() <= self.settings.max_lag
+    }
+
+    /// The last log position applied.
+    pub fn position(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the catalog has applied `position` (a write's own), at most `timeout`;
+    /// true when it has.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|at| *at >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The product `id`, whoever may see it.
+    pub fn product(&self, id: ProductId) -> Option<Arc<LiveProduct>> {
+        let inner = self.read();
+        inner.by_id.get(&id).map(|slot| Arc::clone(&inner.products[*slot]))
+    }
+
+    /// Whether any product of `category` is not deleted.
+    pub fn has_products_in(&self, category: CategoryId) -> bool {
+        self.read()
+            .products
+            .iter()
+            .any(|p| p.state.category_id == category && !p.state.deleted)
+    }
+
+    /// The products `viewer` may see that match `filter`, newest first, after the position
+    /// `after` (a cursor), at most `size`. Deleted products are listed to admins only.
+    pub fn list(
+        &self,
+        viewer: &Viewer,
+        filter: &Filter,
+        after: Option<u64>,
+        size: usize,
+        now: DateTime<Utc>,
+    ) -> Page {
+        let inner = self.read();
+        let keep = |p: &LiveProduct| {
+            (!p.state.deleted || *viewer == Viewer::Admin)
+                && filter.category_id.is_none_or(|c| p.state.category_id == c)
+                && filter.seller_id.is_none_or(|s| p.state.seller_id == s)
+                && p.visible_to(viewer, now)
+                && filter.status.is_none_or(|s| p.status_at(now) == s)
+                && filter.q.as_ref().is_none_or(|q| q.matches(&p.text))
+        };
+        let slots: Box<dyn Iterator<Item = usize>> = match &filter.q {
+            None => Box::new((0..inner.products.len()).rev()),
+            Some(q) => {
+                let mut slots: Vec<usize> = inner
+                    .search
+                    .candidates(q)
+                    .into_iter()
+                    .filter_map(|doc| {
+                        let slot = *inner.documents.get(doc as usize)?;
+                        (inner.products[slot].document == doc).then_some(slot)
+                    })
+                    .collect();
+                slots.sort_unstable_by(|a, b| b.cmp(a));
+                Box::new(slots.into_iter())
+            }
+        };
+        let mut page = Page {
+            items: Vec::new(),
+            next: None,
+            total: 0,
+            total_exact: true,
+        };
+        for slot in slots {
+            let product = &inner.products[slot];
+            let in_page = after.is_none_or(|a| product.position < a);
+            let page_full = page.items.len() > size;
+            if page.total >= TOTAL_CAP && (page_full || !in_page) {
+                page.total_exact = false;
+                if page_full {
+                    break;
+                }
+                continue;
+            }
+            if !keep(product) {
+                continue;
+            }
+            if page.total < TOTAL_CAP {
+                page.total += 1;
+            } else {
+                page.total_exact = false;
+            }
+            if in_page && !page_full {
+                page.items.push(Arc::clone(product));
+            }
+        }
+        if page.items.len() > size {
+            page.items.truncate(size);
+            page.next = page.items.last().map(|p| p.position);
+        }
+        page
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn apply_page(&self, page: Vec<RecordedEvent>) -> anyhow::Result<()> {
+        let mut last = None;
+        {
+            let mut inner = self
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for recorded in page {
+                let position = recorded.global_position;
+                self.apply(&mut inner, recorded)
+                    .map_err(|e| e.context(format!("applying event {position}")))?;
+                last = Some(position);
+            }
+        }
+        if let Some(position) = last {
+            self.applied.send_replace(position);
+        }
+        Ok(())
+    }
+
+    fn apply(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
+        match recorded.stream_type.as_str() {
+            "product" => self.apply_product(inner, recorded),
+            "stock" => self.apply_stock(inner, recorded),
+            "order"
+                if matches!(
+                    recorded.event_type.as_str(),
+                    "OrderPlaced" | "OrderCancelled" | "ReturnCompleted"
+                ) =>
+            {
+                self.apply_order(inner, recorded)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply_product(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
+        let (position, version, at) = (
+            recorded.global_position,
+            recorded.version,
+            recorded.recorded_at,
+        );
+        let stream_product = recorded.stream_id.parse::<uuid::Uuid>().ok().map(ProductId::from_uuid);
+        let event = self.commands.decode::<Product>(recorded)?;
+        if let ProductEvent::ProductRegistered { product_id, .. } = &event {
+            let mut aggregate = Product::default();
+            openrun_domain::product::apply(&mut aggregate, &event);
+            let Some(state) = aggregate.state else {
+                return Ok(());
+            };
+            let slot = inner.products.len();
+            let text = text_of(&state);
+            let document = inner.search.add(&text);
+            inner.documents.push(slot);
+            for variant in &state.variants {
+                inner.by_variant.insert(variant.variant_id, slot);
+            }
+            inner.by_id.insert(*product_id, slot);
+            inner.products.push(Arc::new(LiveProduct {
+                state,
+                version,
+                position,
+                created_at: at,
+                updated_at: at,
+                stock: BTreeMap::new(),
+                stock_generation: 0,
+                buyers: HashSet::new(),
+                document,
+                text: text.into(),
+            }));
+            return Ok(());
+        }
+        let Some(slot) = stream_product.and_then(|id| inner.by_id.get(&id).copied()) else {
+            return Ok(());
+        };
+        let live = Arc::make_mut(&mut inner.products[slot]);
+        let mut aggregate = Product {
+            state: Some(live.state.clone()),
+        };
+        openrun_domain::product::apply(&mut aggregate, &event);
+        if let Some(state) = aggregate.state {
+            live.state = state;
+        }
+        live.version = version;
+        live.updated_at = at;
+        match &event {
+            ProductEvent::VariantAdded { variant, .. } => {
+                inner.by_variant.insert(variant.variant_id, slot);
+            }
+            ProductEvent::ProductDetailsChanged { .. } => {
+                let text = text_of(&live.state);
+                if *text != *live.text {
+                    live.document = inner.search.add(&text);
+                    live.text = text.into();
+                    inner.documents.push(slot);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_stock(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
+        let version = recorded.version;
+        let Ok(variant) = recorded.stream_id.parse::<uuid::Uuid>().map(VariantId::from_uuid) else {
+            return Ok(());
+        };
+        let Some(slot) = inner.by_variant.get(&variant).copied() else {
+            tracing::warn!(variant = %variant, "stock of a variant no product names");
+            return Ok(());
+        };
+        let supply = match self.commands.decode::<Stock>(recorded)? {
+            StockEvent::StockAdded { supply, .. } | StockEvent::StockAdjusted { supply, .. } => {
+                supply
+            }
+        };
+        let live = Arc::make_mut(&mut inner.products[slot]);
+        let level = live.stock.entry(variant).or_default();
+        level.supply = supply;
+        level.version = version;
+        live.stock_generation += 1;
+        Ok(())
+    }
+
+    fn apply_order(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
+        let (lines, buyer, sign): (Vec<(ProductId, u32)>, Option<MemberId>, i64) =
+            match self.commands.decode::<Order>(recorded)? {
+                OrderEvent::OrderPlaced {
+                    lines, buyer_id, ..
+                } => (
+                    lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                    Some(buyer_id),
+                    1,
+                ),
+                OrderEvent::OrderCancelled { released, .. } => (
+                    released.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                    None,
+                    -1,
+                ),
+                OrderEvent::ReturnCompleted { restocked, .. } => (
+                    restocked.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                    None,
+                    -1,
+                ),
+                _ => return Ok(()),
+            };
+        for (product_id, quantity) in lines {
+            let Some(slot) = inner.by_id.get(&product_id).copied() else {
+                continue;
+            };
+            let live = Arc::make_mut(&mut inner.products[slot]);
+            // Order lines name no variant yet: a line counts to the product's only variant
+            // (or its implicit default one).
+            let variant = match live.state.variants.as_slice() {
+                [only] => only.variant_id,
+                _ => openrun_domain::product::implicit_variant_id(product_id),
+            };
+            if live.state.variant(variant).is_some() {
+                live.stock.entry(variant).or_default().sold += sign * i64::from(quantity);
+            }
+            if let Some(buyer) = buyer {
+                live.buyers.insert(buyer);
+            }
+            live.stock_generation += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What search looks in: the name and the description, normalised, apart (a match never
+/// spans the two).
+fn text_of(state: &ProductState) -> String {
+    format!(
+        "{}\u{1f}{}",
+        search::normalise(&state.name),
+        search::normalise(&state.description)
+    )
+}
