@@ -81,10 +81,29 @@ impl Application {
             db.clone(),
             Arc::clone(&clock),
         ));
+        let products = Arc::new(crate::catalog::Products::new(
+            commands.clone(),
+            Arc::clone(&events),
+            Arc::clone(&catalog),
+            Arc::clone(&categories),
+            db.clone(),
+            Arc::clone(&clock),
+        ));
+        let wishlists = Arc::new(crate::catalog::wishlist::Wishlists::new(
+            db.clone(),
+            Arc::clone(&catalog),
+            Arc::clone(&clock),
+        ));
         let state = AppState {
             commands,
             categories,
             catalog,
+            products,
+            cursor_key: crate::catalog::cursor::CursorKey::derive(
+                secrecy::ExposeSecret::expose_secret(&config.secrets.jwt_secret),
+            ),
+            views: product_view_cache(),
+            wishlists,
             clock,
             metrics: telemetry::metrics(),
             members,
@@ -149,6 +168,18 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Bytes of rendered product views kept in memory.
+const VIEW_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn product_view_cache() -> moka::sync::Cache<String, Arc<[u8]>> {
+    moka::sync::Cache::builder()
+        .weigher(|key: &String, value: &Arc<[u8]>| {
+            u32::try_from(key.len() + value.len()).unwrap_or(u32::MAX)
+        })
+        .max_capacity(VIEW_CACHE_BYTES)
+        .build()
 }
 
 /// The members and auth services on a connected database, with the configured token store

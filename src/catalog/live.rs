@@ -334,6 +334,16 @@ impl LiveCatalog {
         inner.by_id.get(&id).map(|slot| Arc::clone(&inner.products[*slot]))
     }
 
+    /// Every product of `seller`, deleted ones included.
+    pub fn products_of(&self, seller: MemberId) -> Vec<Arc<LiveProduct>> {
+        self.read()
+            .products
+            .iter()
+            .filter(|p| p.state.seller_id == seller)
+            .cloned()
+            .collect()
+    }
+
     /// Whether any product of `category` is not deleted.
     pub fn has_products_in(&self, category: CategoryId) -> bool {
         self.read()

@@ -89,15 +89,21 @@ pub async fn create_category(
 }
 
 /// Archives a category (admins only): it takes no new products; who and when are recorded.
+/// A category that still holds products (not deleted) cannot be archived.
 #[utoipa::path(delete, path = "/v1/categories/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)), responses((status = 204), (status = 400, body = Problem),
     (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-    (status = 409, body = Problem, description = "Archived already")))]
+    (status = 409, body = Problem, description = "Archived already, or holds products")))]
 pub async fn archive_category(
     State(state): State<AppState>,
     Auth(admin, _): Auth<Admin>,
     AppPath(id): AppPath<uuid::Uuid>,
 ) -> Result<StatusCode, Problem> {
+    let category = openrun_domain::CategoryId::from_uuid(id);
+    if state.catalog.has_products_in(category) {
+        return Err(Problem::of(catalogue::CATEGORY_IN_USE)
+            .with_detail("the category holds products; move or delete them first"));
+    }
     state
         .categories
         .archive(&admin.member_id, &id.to_string())

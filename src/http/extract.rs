@@ -126,6 +126,64 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AppPath
     }
 }
 
+/// Longest `Idempotency-Key` taken.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// An optional `Idempotency-Key` header: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII
+/// characters. A retry with the same key lands on the same stream entry, so it is applied
+/// once. Anything else is a 400 problem that never repeats the header.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let Some(value) = values.next() else {
+            return Ok(Self(None));
+        };
+        let bytes = value.as_bytes();
+        if values.next().is_some()
+            || bytes.is_empty()
+            || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+        {
+            return Err(Problem::of(catalogue::INVALID_HEADER).with_detail(format!(
+                "Idempotency-Key must be one value of 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(Self(Some(String::from_utf8_lossy(bytes).into_owned())))
+    }
+}
+
+/// An optional `If-Match` header naming a stream version, as an ETag such as `"3"` (weak
+/// `W/"3"` accepted). Anything else is a 400 problem.
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let mut values = parts.headers.get_all(axum::http::header::IF_MATCH).iter();
+        let Some(value) = values.next() else {
+            return Ok(Self(None));
+        };
+        let version = value
+            .to_str()
+            .ok()
+            .filter(|_| values.next().is_none())
+            .map(|v| v.trim().trim_start_matches("W/"))
+            .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok());
+        match version {
+            Some(version) => Ok(Self(Some(version))),
+            None => Err(Problem::of(catalogue::INVALID_HEADER)
+                .with_detail("If-Match must be one version as a quoted number, such as \"3\"")),
+        }
+    }
+}
+
 /// The client's address, the key of per-address rate limits: the TCP peer or, when the peer
 /// is one of `TRUSTED_PROXIES`, the nearest address in its `X-Forwarded-For` that is not a
 /// trusted proxy (a client cannot pick its budget by sending the header itself). An IPv6

@@ -23,6 +23,8 @@ pub trait MinRole: Send + Sync + 'static {
 pub struct AnyRole;
 /// A verified member (`basic`, `seller` or `admin`).
 pub struct Basic;
+/// A seller or an administrator.
+pub struct Seller;
 /// An administrator.
 pub struct Admin;
 
@@ -31,6 +33,9 @@ impl MinRole for AnyRole {
 }
 impl MinRole for Basic {
     const ROLE: Role = Role::Basic;
+}
+impl MinRole for Seller {
+    const ROLE: Role = Role::Seller;
 }
 impl MinRole for Admin {
     const ROLE: Role = Role::Admin;
@@ -62,5 +67,21 @@ impl<R: MinRole> FromRequestParts<AppState> for Auth<R> {
             )));
         }
         Ok(Self(identity, PhantomData))
+    }
+}
+
+/// The caller when a token is sent, `None` when none is: for endpoints anyone may call whose
+/// answer depends on who asks. A token that is sent but invalid is still 401.
+pub struct MaybeAuth(pub Option<Identity>);
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(Self(None));
+        }
+        let Auth(identity, _) = Auth::<AnyRole>::from_request_parts(parts, state).await?;
+        Ok(Self(Some(identity)))
     }
 }

@@ -11,9 +11,11 @@ pub mod members;
 pub mod observability;
 pub mod openapi;
 pub mod problem;
+pub mod products;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod wishlist;
 
 use axum::Router;
 use axum::extract::Request;
@@ -69,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .merge(members::routes())
         .merge(auth::routes())
         .merge(catalog::routes())
+        .merge(products::routes())
+        .merge(wishlist::routes())
         .split_for_parts();
     let routes = api_routes
         .merge(

@@ -38,6 +38,8 @@ pub mod catalogue {
         INVALID_BODY = BAD_REQUEST, "invalid-body", "Invalid body";
         INVALID_QUERY = BAD_REQUEST, "invalid-query", "Invalid query";
         INVALID_PATH = BAD_REQUEST, "invalid-path", "Invalid path";
+        INVALID_HEADER = BAD_REQUEST, "invalid-header", "Invalid header";
+        INVALID_CURSOR = BAD_REQUEST, "invalid-cursor", "Invalid cursor";
         UNAUTHORIZED = UNAUTHORIZED, "unauthorized", "Unauthorized";
         INVALID_CREDENTIALS = UNAUTHORIZED, "invalid-credentials", "Invalid credentials";
         INVALID_TOKEN = UNAUTHORIZED, "invalid-token", "Invalid token";
@@ -51,13 +53,27 @@ pub mod catalogue {
         ROLE_NOT_RAISED = CONFLICT, "role-not-raised", "Role not raised";
         ALREADY_VERIFIED = CONFLICT, "already-verified", "Already verified";
         CATEGORY_ARCHIVED = CONFLICT, "category-archived", "Category archived";
+        CATEGORY_IN_USE = CONFLICT, "category-in-use", "Category in use";
+        PRODUCT_DELETED = CONFLICT, "product-deleted", "Product deleted";
+        TRANSITION_NOT_ALLOWED = CONFLICT, "transition-not-allowed", "Transition not allowed";
+        SCHEDULE_REFUSED = CONFLICT, "schedule-refused", "Schedule refused";
+        SCHEDULE_CLOSED = CONFLICT, "schedule-closed", "Schedule no longer pending";
+        FROZEN = CONFLICT, "frozen", "Frozen before a drop";
+        VARIANT_CONFLICT = CONFLICT, "variant-conflict", "Variant cannot change";
+        SUPPLY_CONFLICT = CONFLICT, "supply-conflict", "Supply cannot change";
+        CONFLICT = CONFLICT, "conflict", "Changed concurrently";
+        SELLER_SUSPENDED = FORBIDDEN, "seller-suspended", "Seller suspended";
+        WISHLIST_FULL = CONFLICT, "wishlist-full", "Wishlist full";
+        PRECONDITION_FAILED = PRECONDITION_FAILED, "precondition-failed", "Version mismatch";
         VERIFICATION_LINK_USED = GONE, "verification-link-used", "Link already used";
         VERIFICATION_LINK_EXPIRED = GONE, "verification-link-expired", "Link expired";
         BODY_TOO_LARGE = PAYLOAD_TOO_LARGE, "body-too-large", "Body too large";
         UNSUPPORTED_MEDIA_TYPE = UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Not JSON";
         VALIDATION = UNPROCESSABLE_ENTITY, "validation", "Invalid input";
+        IDEMPOTENCY_KEY_REUSED = UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused";
         RATE_LIMITED = TOO_MANY_REQUESTS, "rate-limited", "Too many requests";
         INTERNAL = INTERNAL_SERVER_ERROR, "internal", "Internal error";
+        OUTCOME_UNKNOWN = INTERNAL_SERVER_ERROR, "outcome-unknown", "Outcome unknown";
         UNAVAILABLE = SERVICE_UNAVAILABLE, "unavailable", "Service unavailable";
         NOT_READY = SERVICE_UNAVAILABLE, "not-ready", "Not ready";
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::AuthService;
-use crate::catalog::{Categories, LiveCatalog};
+use crate::catalog::cursor::CursorKey;
+use crate::catalog::{Categories, LiveCatalog, Products};
 use crate::clock::SharedClock;
 use crate::commands::Commands;
 use crate::members::Members;
@@ -27,6 +28,14 @@ pub struct AppState {
     pub categories: Arc<Categories>,
     /// Every product as the log says, in memory: views, listings, search, the order path.
     pub catalog: Arc<LiveCatalog>,
+    /// Product commands and reads.
+    pub products: Arc<Products>,
+    /// Members' wishlists.
+    pub wishlists: Arc<crate::catalog::wishlist::Wishlists>,
+    /// Signs listing cursors.
+    pub cursor_key: CursorKey,
+    /// Rendered product views by product and ETag, bounded by their size in bytes.
+    pub views: moka::sync::Cache<String, Arc<[u8]>>,
     /// Logins, tokens, sessions, rate limits.
     pub auth: Arc<AuthService>,
     /// Whether the process can serve (`/readyz`).

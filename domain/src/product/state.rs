@@ -87,6 +87,7 @@ pub struct Schedule {
 
 /// What became of a scheduled change. Every state but `pending` is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleState {
     /// Waiting for its instant.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a product is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProductStatus {
     /// A draft: hidden, not buyable. Every product starts here.

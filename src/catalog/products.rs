@@ -1,0 +1,597 @@
+//! Products: what sellers and admins do to them, through the Product and Stock aggregates
+//! and [`Commands`]; what anyone reads, from the [`LiveCatalog`].
+//!
+//! Every write waits (briefly) until this process's live catalog has applied it, so the
+//! answer and the next read of the same process show the change; the answer carries the
+//! stream's version either way, so a client of another process can wait for it.
+//!
+//! Ids a retry must find again are derived, never drawn: a product created with an
+//! `Idempotency-Key` is UUIDv5(seller, key), its variants UUIDv5(product, their index); a
+//! schedule made with a key is UUIDv5(product, key); a stock change made with a key carries
+//! request id UUIDv5(variant, key), which the Stock aggregate applies once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use openrun_domain::product::{
+    NewVariant, Product, ProductCommand, ProductError, ProductStatus,
+};
+use openrun_domain::stock::{Stock, StockCommand, StockError};
+use openrun_domain::{Actor, CategoryId, MemberId, Money, ProductId, ScheduleId, VariantId};
+use uuid::Uuid;
+
+use super::live::{Level, LiveCatalog, LiveProduct};
+use super::{Categories, CategoryError};
+use crate::clock::SharedClock;
+use crate::commands::{CommandError, Commands, Committed};
+use crate::db::{Database, with_pool};
+use crate::eventstore::{EventStore, Metadata, RecordedEvent, StreamRef};
+
+/// How long a write waits for the live catalog of its own process to apply it.
+const READ_YOUR_WRITE: Duration = Duration::from_secs(2);
+
+/// Why a product operation did not happen. Only [`ProductFailure::OutcomeUnknown`] may have
+/// written anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ProductFailure {
+    /// The Product aggregate refused; nothing was written.
+    #[error(transparent)]
+    Refused(ProductError),
+    /// The Stock aggregate refused; nothing was written.
+    #[error(transparent)]
+    StockRefused(StockError),
+    /// No such product (or variant, or schedule) that the caller may see.
+    #[error("not found")]
+    NotFound,
+    /// The category named does not exist.
+    #[error("no such category")]
+    UnknownCategory,
+    /// The category named is archived and takes no new products.
+    #[error("the category is archived")]
+    ArchivedCategory,
+    /// The seller is suspended by an admin.
+    #[error("the seller is suspended")]
+    SellerSuspended,
+    /// The `Idempotency-Key` was used before for a different request.
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
+    /// `If-Match` named another version than the stream's.
+    #[error("the stream is at version {actual}")]
+    PreconditionFailed {
+        /// The stream's version.
+        actual: u64,
+    },
+    /// The stream kept moving under the command; nothing was written.
+    #[error("changed concurrently")]
+    Conflict,
+    /// The commit was lost: the change may or may not be in the log.
+    #[error("the outcome is unknown")]
+    OutcomeUnknown,
+    /// The store could not be reached; nothing was written.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(anyhow::Error),
+}
+
+impl ProductFailure {
+    fn from_command<E: std::error::Error + Send + Sync + 'static>(
+        e: CommandError<E>,
+        refused: impl FnOnce(E) -> Self,
+        if_match: bool,
+    ) -> Self {
+        match e {
+            CommandError::Rejected(e) => refused(e),
+            CommandError::Conflict { actual, .. } if if_match => {
+                Self::PreconditionFailed { actual }
+            }
+            CommandError::Conflict { .. } => Self::Conflict,
+            CommandError::OutcomeUnknown(_) => Self::OutcomeUnknown,
+            CommandError::Store(e) => Self::Unavailable(e.into()),
+        }
+    }
+
+    fn product(e: CommandError<ProductError>) -> Self {
+        Self::from_command(e, Self::Refused, false)
+    }
+}
+
+/// A new product as a seller describes it.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    /// Its category (one that takes products).
+    pub category_id: CategoryId,
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Its unit price in KRW.
+    pub price: i64,
+    /// Its option labels ("250", "260"); none for a product without sizes.
+    pub variants: Vec<String>,
+    /// Units one member may buy across its variants.
+    pub purchase_limit: Option<u32>,
+}
+
+/// A change of a product's details; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DetailsChange {
+    /// Another category.
+    pub category_id: Option<CategoryId>,
+    /// Another name.
+    pub name: Option<String>,
+    /// Another description.
+    pub description: Option<String>,
+    /// Another price in KRW.
+    pub price: Option<i64>,
+    /// Another purchase limit (`Some(None)` removes it).
+    pub purchase_limit: Option<Option<u32>>,
+}
+
+/// A change of a variant's supply.
+#[derive(Debug, Clone)]
+pub enum SupplyChange {
+    /// Units received.
+    Add(i64),
+    /// A correction, up or down, with why.
+    Adjust {
+        /// Units, positive or negative.
+        delta: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a stock change is made safe to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard<'a> {
+    /// Neither: applied as sent.
+    None,
+    /// Only at this version of the variant's stock stream (`If-Match`).
+    Version(u64),
+    /// Once per key (`Idempotency-Key`).
+    Key(&'a str),
+}
+
+/// What a write left behind.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The product as this process's live catalog has it after the write.
+    pub product: Arc<LiveProduct>,
+    /// The written stream's version.
+    pub version: u64,
+}
+
+/// Products: the commands and the reads of the catalog.
+pub struct Products {
+    commands: Commands,
+    events: Arc<dyn EventStore>,
+    catalog: Arc<LiveCatalog>,
+    categories: Arc<Categories>,
+    db: Database,
+    clock: SharedClock,
+}
+
+fn member_id(actor: &Actor) -> String {
+    actor.member_id.to_string()
+}
+
+fn metadata(actor: &Actor, key: Option<&str>) -> Metadata {
+    Metadata {
+        actor: Some(member_id(actor)),
+        idempotency_key: key.map(str::to_owned),
+        ..Metadata::default()
+    }
+}
+
+impl Products {
+    /// The product service.
+    pub fn new(
+        commands: Commands,
+        events: Arc<dyn EventStore>,
+        catalog: Arc<LiveCatalog>,
+        categories: Arc<Categories>,
+        db: Database,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            commands,
+            events,
+            catalog,
+            categories,
+            db,
+            clock,
+        }
+    }
+
+    /// Registers a product for `actor` (a seller; the owner is always the caller). With a
+    /// key, a retry of the same request answers with the product it made; the same key for
+    /// another request is [`ProductFailure::KeyReused`].
+    pub async fn create(
+        &self,
+        actor: Actor,
+        key: Option<&str>,
+        new: NewProduct,
+    ) -> Result<Written, ProductFailure> {
+        self.check_seller(&actor).await?;
+        self.check_category(new.category_id).await?;
+        let product_id = ProductId::from_uuid(match key {
+            Some(key) => Uuid::new_v5(&actor.member_id.as_uuid(), key.as_bytes()),
+            None => Uuid::now_v7(),
+        });
+        let variants = if new.variants.is_empty() {
+            vec![NewVariant {
+                variant_id: openrun_domain::product::implicit_variant_id(product_id),
+                label: openrun_domain::product::DEFAULT_VARIANT_LABEL.to_owned(),
+            }]
+        } else {
+            new.variants
+                .iter()
+                .enumerate()
+                .map(|(i, label)| NewVariant {
+                    variant_id: VariantId::from_uuid(Uuid::new_v5(
+                        &product_id.as_uuid(),
+                        format!("variant:{i}").as_bytes(),
+                    )),
+                    label: label.clone(),
+                })
+                .collect()
+        };
+        let command = ProductCommand::Register {
+            actor,
+            product_id,
+            category_id: new.category_id,
+            name: new.name.clone(),
+            description: new.description.clone(),
+            price: Money::from_minor(new.price),
+            variants: variants.clone(),
+            purchase_limit: new.purchase_limit,
+        };
+        let id = product_id.to_string();
+        match self
+            .commands
+            .create::<Product>(&id, command, metadata(&actor, key))
+            .await
+        {
+            Ok(committed) => self.written(product_id, &committed).await,
+            Err(CommandError::Conflict { .. }) => {
+                // The key made this product before: the same request gets the same answer.
+                let loaded = self
+                    .commands
+                    .load::<Product>(&id)
+                    .await
+                    .map_err(ProductFailure::product)?;
+                let same = loaded.state.state.as_ref().is_some_and(|s| {
+                    s.seller_id == actor.member_id
+                        && s.category_id == new.category_id
+                        && s.name == new.name.trim()
+                        && s.description == new.description
+                        && s.price == Money::from_minor(new.price)
+                        && s.purchase_limit == new.purchase_limit
+                        && s.variants.len() >= variants.len()
+                        && s.variants
+                            .iter()
+                            .zip(&variants)
+                            .all(|(a, b)| a.variant_id == b.variant_id && a.label == b.label.trim())
+                });
+                if !same {
+                    return Err(ProductFailure::KeyReused);
+                }
+                let position = self.events.head_position().await.unwrap_or(0);
+                self.catalog.wait_for(position, READ_YOUR_WRITE).await;
+                let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+                Ok(Written {
+                    product,
+                    version: loaded.version,
+                })
+            }
+            Err(e) => Err(ProductFailure::product(e)),
+        }
+    }
+
+    /// Changes details, price or purchase limit (the owner or an admin).
+    pub async fn change_details(
+        &self,
+        actor: Actor,
+        product_id: ProductId,
+        change: DetailsChange,
+    ) -> Result<Written, ProductFailure> {
+        if let Some(category) = change.category_id {
+            self.check_category(category).await?;
+        }
+        let command = ProductCommand::ChangeDetails {
+            actor,
+            category_id: change.category_id,
+            name: change.name,
+            description: change.description,
+            price: change.price.map(Money::from_minor),
+            purchase_limit: change.purchase_limit,
+        };
+        self.run(actor, product_id, command, None).await
+    }
+
+    /// Runs any other product command for `actor` (status, variants, schedules, delete).
+    pub async fn run(
+        &self,
+        actor: Actor,
+        product_id: ProductId,
+        command: ProductCommand,
+        key: Option<&str>,
+    ) -> Result<Written, ProductFailure> {
+        self.check_seller(&actor).await?;
+        let committed = self
+            .commands
+            .product(&product_id.to_string(), command, metadata(&actor, key))
+            .await
+            .map_err(ProductFailure::product)?;
+        self.written(product_id, &committed).await
+    }
+
+    /// Adds a variant with a new id.
+    pub async fn add_variant(
+        &self,
+        actor: Actor,
+        product_id: ProductId,
+        label: String,
+    ) -> Result<(Written, VariantId), ProductFailure> {
+        let variant_id = VariantId::from_uuid(Uuid::now_v7());
+        let command = ProductCommand::AddVariant {
+            actor,
+            variant: NewVariant { variant_id, label },
+        };
+        Ok((self.run(actor, product_id, command, None).await?, variant_id))
+    }
+
+    /// Schedules a status change; with a key, a retry finds the schedule it made.
+    pub async fn schedule(
+        &self,
+        actor: Actor,
+        product_id: ProductId,
+        to: ProductStatus,
+        due_at: DateTime<Utc>,
+        key: Option<&str>,
+    ) -> Result<(Written, ScheduleId), ProductFailure> {
+        let schedule_id = ScheduleId::from_uuid(match key {
+            Some(key) => Uuid::new_v5(&product_id.as_uuid(), format!("schedule:{key}").as_bytes()),
+            None => Uuid::now_v7(),
+        });
+        let command = ProductCommand::ScheduleStatusChange {
+            actor,
+            schedule_id,
+            to,
+            due_at,
+        };
+        match self.run(actor, product_id, command, key).await {
+            Err(ProductFailure::Refused(ProductError::DuplicateSchedule { .. })) => {
+                let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+                let same = product
+                    .state
+                    .schedules
+                    .get(&schedule_id)
+                    .is_some_and(|s| s.to == to && s.due_at == due_at);
+                if !same {
+                    return Err(ProductFailure::KeyReused);
+                }
+                let version = product.version;
+                Ok((Written { product, version }, schedule_id))
+            }
+            other => Ok((other?, schedule_id)),
+        }
+    }
+
+    /// Changes the supply of one variant of the product (its owner or an admin).
+    pub async fn change_supply(
+        &self,
+        actor: Actor,
+        product_id: ProductId,
+        variant_id: VariantId,
+        change: SupplyChange,
+        guard: Guard<'_>,
+    ) -> Result<(Arc<LiveProduct>, Level), ProductFailure> {
+        self.check_seller(&actor).await?;
+        let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+        if product.state.variant(variant_id).is_none() {
+            return Err(ProductFailure::NotFound);
+        }
+        if product.state.deleted {
+            return Err(ProductFailure::Refused(ProductError::Deleted));
+        }
+        let owner = product.state.seller_id;
+        let request_id = match guard {
+            Guard::Key(key) => Some(Uuid::new_v5(&variant_id.as_uuid(), key.as_bytes())),
+            _ => None,
+        };
+        let command = match change {
+            SupplyChange::Add(quantity) => StockCommand::Add {
+                actor,
+                owner,
+                quantity,
+                request_id,
+            },
+            SupplyChange::Adjust { delta, reason } => StockCommand::Adjust {
+                actor,
+                owner,
+                delta,
+                reason,
+                request_id,
+            },
+        };
+        let key = match guard {
+            Guard::Key(key) => Some(key),
+            _ => None,
+        };
+        let stream = variant_id.to_string();
+        let result = match guard {
+            Guard::Version(expected) => {
+                self.commands
+                    .execute_at::<Stock>(&stream, expected, command, metadata(&actor, key))
+                    .await
+            }
+            _ => {
+                self.commands
+                    .stock(&stream, command, metadata(&actor, key))
+                    .await
+            }
+        };
+        let committed = result.map_err(|e| {
+            ProductFailure::from_command(
+                e,
+                ProductFailure::StockRefused,
+                matches!(guard, Guard::Version(_)),
+            )
+        })?;
+        if let Some(positions) = &committed.positions {
+            self.catalog.wait_for(*positions.end(), READ_YOUR_WRITE).await;
+        }
+        let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+        let mut level = product.level(variant_id);
+        // The catalog may not have applied it yet (the wait is bounded): the command knows.
+        if level.version < committed.version {
+            level.version = committed.version;
+        }
+        Ok((product, level))
+    }
+
+    /// The product's events and its variants' stock events, in log order, after position
+    /// `after`, at most `size`.
+    pub async fn history(
+        &self,
+        product: &LiveProduct,
+        after: u64,
+        size: usize,
+    ) -> Result<Vec<RecordedEvent>, ProductFailure> {
+        let mut streams = vec![StreamRef::new("product", product.state.product_id.to_string())];
+        streams.extend(
+            product
+                .state
+                .variants
+                .iter()
+                .map(|v| StreamRef::new("stock", v.variant_id.to_string())),
+        );
+        let mut all = Vec::new();
+        for stream in &streams {
+            let mut from = 1;
+            loop {
+                let page = self
+                    .events
+                    .read_stream(stream, from, 1000)
+                    .await
+                    .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+                let done = page.len() < 1000;
+                from += page.len() as u64;
+                all.extend(page.into_iter().filter(|e| e.global_position > after));
+                if done {
+                    break;
+                }
+            }
+        }
+        all.sort_by_key(|e| e.global_position);
+        all.truncate(size);
+        Ok(all)
+    }
+
+    /// Suspends a seller (an admin): their commands are refused from now on, and each of
+    /// their products that is not deleted or suspended already is suspended with `reason`.
+    pub async fn suspend_seller(
+        &self,
+        admin: Actor,
+        seller: MemberId,
+        reason: &str,
+    ) -> Result<usize, ProductFailure> {
+        let now = self.clock.now();
+        let (seller_id, admin_id) = (seller.to_string(), member_id(&admin));
+        with_pool!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO seller_suspensions (member_id, suspended_by, suspended_at, reason) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&seller_id)
+            .bind(&admin_id)
+            .bind(now)
+            .bind(reason)
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+        .or_else(|e| match &e {
+            // Suspended already: the products are suspended again below all the same.
+            sqlx::Error::Database(db) if db.is_unique_violation() => Ok(()),
+            _ => Err(ProductFailure::Unavailable(e.into())),
+        })?;
+        let mut suspended = 0;
+        for product in self.catalog.products_of(seller) {
+            if product.state.deleted || product.state.status == ProductStatus::Suspended {
+                continue;
+            }
+            let command = ProductCommand::ChangeStatus {
+                actor: admin,
+                to: ProductStatus::Suspended,
+                reason: Some(reason.to_owned()),
+            };
+            match self.run(admin, product.state.product_id, command, None).await {
+                Ok(_)
+                | Err(ProductFailure::Refused(
+                    ProductError::AlreadyInStatus { .. } | ProductError::Deleted,
+                )) => suspended += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(suspended)
+    }
+
+    /// Lifts a seller's suspension: they may act again; their products stay suspended until
+    /// an admin resumes each.
+    pub async fn lift_seller_suspension(&self, seller: MemberId) -> Result<(), ProductFailure> {
+        let seller_id = seller.to_string();
+        with_pool!(&self.db, pool => {
+            sqlx::query("DELETE FROM seller_suspensions WHERE member_id = ?")
+                .bind(&seller_id)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+        Ok(())
+    }
+
+    async fn check_seller(&self, actor: &Actor) -> Result<(), ProductFailure> {
+        if actor.is_admin() {
+            return Ok(());
+        }
+        let id = member_id(actor);
+        let suspended: Option<(String,)> = with_pool!(&self.db, pool => {
+            sqlx::query_as("SELECT member_id FROM seller_suspensions WHERE member_id = ?")
+                .bind(&id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+        if suspended.is_some() {
+            return Err(ProductFailure::SellerSuspended);
+        }
+        Ok(())
+    }
+
+    async fn check_category(&self, id: CategoryId) -> Result<(), ProductFailure> {
+        match self.categories.get(&id.to_string()).await {
+            Ok(c) if c.archived_at.is_some() => Err(ProductFailure::ArchivedCategory),
+            Ok(_) => Ok(()),
+            Err(CategoryError::NotFound) => Err(ProductFailure::UnknownCategory),
+            Err(e) => Err(ProductFailure::Unavailable(e.into())),
+        }
+    }
+
+    async fn written<E>(
+        &self,
+        product_id: ProductId,
+        committed: &Committed<E>,
+    ) -> Result<Written, ProductFailure> {
+        if let Some(positions) = &committed.positions {
+            self.catalog.wait_for(*positions.end(), READ_YOUR_WRITE).await;
+        }
+        let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+        Ok(Written {
+            product,
+            version: committed.version,
+        })
+    }
+}
