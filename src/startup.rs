@@ -31,7 +31,10 @@ pub struct Application {
     events: Arc<dyn eventstore::EventStore>,
     projectors: Projectors,
     scheduler: Scheduler,
-    catalog_follower: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
+    catalog_follower: (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ),
 }
 
 impl Application {

@@ -4,7 +4,7 @@ CREATE TABLE seller_suspensions (
     suspended_by CHAR(36) NOT NULL,
     suspended_at DATETIME(6) NOT NULL,
     reason VARCHAR(2000) NOT NULL
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 
 -- Each member's wishlist: one row per product, no duplicates.
 CREATE TABLE wishlist (
@@ -12,4 +12,4 @@ CREATE TABLE wishlist (
     product_id CHAR(36) NOT NULL,
     added_at DATETIME(6) NOT NULL,
     PRIMARY KEY (member_id, product_id)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

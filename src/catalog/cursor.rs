@@ -76,11 +76,20 @@ mod tests {
         let cursor = key.seal(42, "status=on_sale");
         assert_eq!(key.open(&cursor, "status=on_sale"), Some(42));
         assert_eq!(key.open(&cursor, "status=ended"), None);
-        assert_eq!(CursorKey::derive(b"other").open(&cursor, "status=on_sale"), None);
+        assert_eq!(
+            CursorKey::derive(b"other").open(&cursor, "status=on_sale"),
+            None
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&cursor).unwrap();
         bytes[7] ^= 1;
-        assert_eq!(key.open(&URL_SAFE_NO_PAD.encode(&bytes), "status=on_sale"), None);
+        assert_eq!(
+            key.open(&URL_SAFE_NO_PAD.encode(&bytes), "status=on_sale"),
+            None
+        );
         assert_eq!(key.open("not a cursor", "status=on_sale"), None);
-        assert_eq!(key.open(&cursor[..cursor.len() - 2], "status=on_sale"), None);
+        assert_eq!(
+            key.open(&cursor[..cursor.len() - 2], "status=on_sale"),
+            None
+        );
     }
 }

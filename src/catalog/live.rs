@@ -259,7 +259,10 @@ impl LiveCatalog {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    tracing::error!(error = format!("{e:#}"), "the live catalog cannot follow the log");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "the live catalog cannot follow the log"
+                    );
                     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)))
                         .min(Duration::from_secs(5))
                 }
@@ -282,7 +285,10 @@ impl LiveCatalog {
             if after >= head {
                 break;
             }
-            let page = self.events.read_all_bounded(after, PAGE, PAGE_BYTES).await?;
+            let page = self
+                .events
+                .read_all_bounded(after, PAGE, PAGE_BYTES)
+                .await?;
             if page.is_empty() {
                 break;
             }
@@ -292,7 +298,10 @@ impl LiveCatalog {
             let millis = u64::try_from(started.as_millis()).unwrap_or(u64::MAX);
             self.caught_up_at.fetch_max(millis, Ordering::Relaxed);
             if !self.ready.swap(true, Ordering::Relaxed) {
-                tracing::info!(position = head, "the live catalog has caught up with the log");
+                tracing::info!(
+                    position = head,
+                    "the live catalog has caught up with the log"
+                );
             }
         }
         Ok(())
@@ -331,7 +340,10 @@ impl LiveCatalog {
     /// The product `id`, whoever may see it.
     pub fn product(&self, id: ProductId) -> Option<Arc<LiveProduct>> {
         let inner = self.read();
-        inner.by_id.get(&id).map(|slot| Arc::clone(&inner.products[*slot]))
+        inner
+            .by_id
+            .get(&id)
+            .map(|slot| Arc::clone(&inner.products[*slot]))
     }
 
     /// Every product of `seller`, deleted ones included.
@@ -424,7 +436,9 @@ impl LiveCatalog {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
-        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn apply_page(&self, page: Vec<RecordedEvent>) -> anyhow::Result<()> {
@@ -469,7 +483,11 @@ impl LiveCatalog {
             recorded.version,
             recorded.recorded_at,
         );
-        let stream_product = recorded.stream_id.parse::<uuid::Uuid>().ok().map(ProductId::from_uuid);
+        let stream_product = recorded
+            .stream_id
+            .parse::<uuid::Uuid>()
+            .ok()
+            .map(ProductId::from_uuid);
         let event = self.commands.decode::<Product>(recorded)?;
         if let ProductEvent::ProductRegistered { product_id, .. } = &event {
             let mut aggregate = Product::default();
@@ -531,7 +549,11 @@ impl LiveCatalog {
 
     fn apply_stock(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
         let version = recorded.version;
-        let Ok(variant) = recorded.stream_id.parse::<uuid::Uuid>().map(VariantId::from_uuid) else {
+        let Ok(variant) = recorded
+            .stream_id
+            .parse::<uuid::Uuid>()
+            .map(VariantId::from_uuid)
+        else {
             return Ok(());
         };
         let Some(slot) = inner.by_variant.get(&variant).copied() else {
@@ -562,12 +584,18 @@ impl LiveCatalog {
                     1,
                 ),
                 OrderEvent::OrderCancelled { released, .. } => (
-                    released.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                    released
+                        .iter()
+                        .map(|l| (l.product_id, l.quantity))
+                        .collect(),
                     None,
                     -1,
                 ),
                 OrderEvent::ReturnCompleted { restocked, .. } => (
-                    restocked.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                    restocked
+                        .iter()
+                        .map(|l| (l.product_id, l.quantity))
+                        .collect(),
                     None,
                     -1,
                 ),

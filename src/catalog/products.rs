@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use openrun_domain::product::{
-    NewVariant, Product, ProductCommand, ProductError, ProductStatus,
-};
+use openrun_domain::product::{NewVariant, Product, ProductCommand, ProductError, ProductStatus};
 use openrun_domain::stock::{Stock, StockCommand, StockError};
 use openrun_domain::{Actor, CategoryId, MemberId, Money, ProductId, ScheduleId, VariantId};
 use uuid::Uuid;
@@ -278,7 +276,10 @@ impl Products {
                 }
                 let position = self.events.head_position().await.unwrap_or(0);
                 self.catalog.wait_for(position, READ_YOUR_WRITE).await;
-                let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+                let product = self
+                    .catalog
+                    .product(product_id)
+                    .ok_or(ProductFailure::NotFound)?;
                 Ok(Written {
                     product,
                     version: loaded.version,
@@ -338,7 +339,10 @@ impl Products {
             actor,
             variant: NewVariant { variant_id, label },
         };
-        Ok((self.run(actor, product_id, command, None).await?, variant_id))
+        Ok((
+            self.run(actor, product_id, command, None).await?,
+            variant_id,
+        ))
     }
 
     /// Schedules a status change; with a key, a retry finds the schedule it made.
@@ -362,7 +366,10 @@ impl Products {
         };
         match self.run(actor, product_id, command, key).await {
             Err(ProductFailure::Refused(ProductError::DuplicateSchedule { .. })) => {
-                let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+                let product = self
+                    .catalog
+                    .product(product_id)
+                    .ok_or(ProductFailure::NotFound)?;
                 let same = product
                     .state
                     .schedules
@@ -388,7 +395,10 @@ impl Products {
         guard: Guard<'_>,
     ) -> Result<(Arc<LiveProduct>, Level), ProductFailure> {
         self.check_seller(&actor).await?;
-        let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+        let product = self
+            .catalog
+            .product(product_id)
+            .ok_or(ProductFailure::NotFound)?;
         if product.state.variant(variant_id).is_none() {
             return Err(ProductFailure::NotFound);
         }
@@ -440,9 +450,14 @@ impl Products {
             )
         })?;
         if let Some(positions) = &committed.positions {
-            self.catalog.wait_for(*positions.end(), READ_YOUR_WRITE).await;
+            self.catalog
+                .wait_for(*positions.end(), READ_YOUR_WRITE)
+                .await;
         }
-        let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+        let product = self
+            .catalog
+            .product(product_id)
+            .ok_or(ProductFailure::NotFound)?;
         let mut level = product.level(variant_id);
         // The catalog may not have applied it yet (the wait is bounded): the command knows.
         if level.version < committed.version {
@@ -459,7 +474,10 @@ impl Products {
         after: u64,
         size: usize,
     ) -> Result<Vec<RecordedEvent>, ProductFailure> {
-        let mut streams = vec![StreamRef::new("product", product.state.product_id.to_string())];
+        let mut streams = vec![StreamRef::new(
+            "product",
+            product.state.product_id.to_string(),
+        )];
         streams.extend(
             product
                 .state
@@ -527,7 +545,10 @@ impl Products {
                 to: ProductStatus::Suspended,
                 reason: Some(reason.to_owned()),
             };
-            match self.run(admin, product.state.product_id, command, None).await {
+            match self
+                .run(admin, product.state.product_id, command, None)
+                .await
+            {
                 Ok(_)
                 | Err(ProductFailure::Refused(
                     ProductError::AlreadyInStatus { .. } | ProductError::Deleted,
@@ -586,9 +607,14 @@ impl Products {
         committed: &Committed<E>,
     ) -> Result<Written, ProductFailure> {
         if let Some(positions) = &committed.positions {
-            self.catalog.wait_for(*positions.end(), READ_YOUR_WRITE).await;
+            self.catalog
+                .wait_for(*positions.end(), READ_YOUR_WRITE)
+                .await;
         }
-        let product = self.catalog.product(product_id).ok_or(ProductFailure::NotFound)?;
+        let product = self
+            .catalog
+            .product(product_id)
+            .ok_or(ProductFailure::NotFound)?;
         Ok(Written {
             product,
             version: committed.version,

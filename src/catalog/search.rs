@@ -23,7 +23,12 @@ pub const MAX_QUERY_CHARS: usize = 50;
 /// Text as it is indexed and searched: compatibility forms folded (NFKC), lower case, and
 /// runs of white space as one space, so `ＡＩＲ  Max` finds `air max`.
 pub fn normalise(text: &str) -> String {
-    let folded: String = text.nfkc().collect::<String>().to_lowercase().nfkc().collect();
+    let folded: String = text
+        .nfkc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfkc()
+        .collect();
     folded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

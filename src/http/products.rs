@@ -63,9 +63,7 @@ impl From<ProductError> for Problem {
             E::ScheduleNotInFuture | E::ScheduleNotWholeSeconds | E::ScheduleTooSoon { .. } => {
                 field("at", message)
             }
-            E::NoThumbnail | E::TooManyImages { .. } | E::BlankImageKey => {
-                field("images", message)
-            }
+            E::NoThumbnail | E::TooManyImages { .. } | E::BlankImageKey => field("images", message),
             E::AlreadyInStatus { .. } | E::TransitionNotAllowed { .. } | E::SuspendedByAdmin => {
                 Problem::of(catalogue::TRANSITION_NOT_ALLOWED).with_detail(message)
             }
@@ -113,9 +111,10 @@ impl From<ProductFailure> for Problem {
             ProductFailure::StockRefused(e) => e.into(),
             ProductFailure::NotFound => Problem::not_found(),
             ProductFailure::UnknownCategory => field("category_id", "no such category"),
-            ProductFailure::ArchivedCategory => {
-                field("category_id", "the category is archived and takes no new products")
-            }
+            ProductFailure::ArchivedCategory => field(
+                "category_id",
+                "the category is archived and takes no new products",
+            ),
             ProductFailure::SellerSuspended => Problem::of(catalogue::SELLER_SUSPENDED)
                 .with_detail("an admin suspended this seller"),
             ProductFailure::KeyReused => Problem::of(catalogue::IDEMPOTENCY_KEY_REUSED)
@@ -316,8 +315,16 @@ pub async fn create_product(
         variants: body.variants,
         purchase_limit: body.purchase_limit,
     };
-    let w = state.products.create(actor(&identity)?, key.as_deref(), new).await?;
-    Ok(written(StatusCode::CREATED, &w, &viewer(Some(&identity)), state.clock.now()))
+    let w = state
+        .products
+        .create(actor(&identity)?, key.as_deref(), new)
+        .await?;
+    Ok(written(
+        StatusCode::CREATED,
+        &w,
+        &viewer(Some(&identity)),
+        state.clock.now(),
+    ))
 }
 
 /// A listing's query.
@@ -405,9 +412,10 @@ fn filter(query: &ListQuery) -> Result<(Filter, usize, String), Problem> {
             .with_detail(format!("size must be 1 to {MAX_PAGE}")));
     }
     let q = match &query.q {
-        Some(q) => Some(Query::parse(q).map_err(|e| {
-            Problem::of(catalogue::INVALID_QUERY).with_detail(e.to_string())
-        })?),
+        Some(q) => Some(
+            Query::parse(q)
+                .map_err(|e| Problem::of(catalogue::INVALID_QUERY).with_detail(e.to_string()))?,
+        ),
         None => None,
     };
     let bound = format!(
@@ -471,7 +479,9 @@ fn visible(state: &AppState, id: Uuid, viewer: &Viewer) -> Result<Arc<LiveProduc
 fn owned(state: &AppState, id: Uuid, viewer: &Viewer) -> Result<Arc<LiveProduct>, Problem> {
     let product = visible(state, id, viewer)?;
     if viewer.class(&product) == "public" {
-        return Err(Problem::forbidden("only the product's seller or an admin may"));
+        return Err(Problem::forbidden(
+            "only the product's seller or an admin may",
+        ));
     }
     Ok(product)
 }
@@ -513,7 +523,10 @@ fn cached_response(tag: &str, body: Option<Arc<[u8]>>) -> Response {
     let mut response = match body {
         None => StatusCode::NOT_MODIFIED.into_response(),
         Some(body) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             body.to_vec(),
         )
             .into_response(),
@@ -523,7 +536,10 @@ fn cached_response(tag: &str, body: Option<Arc<[u8]>>) -> Response {
         headers.insert(header::ETAG, tag);
     }
     headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     response
 }
 
@@ -570,8 +586,16 @@ pub async fn change_product(
         purchase_limit: body.purchase_limit,
     };
     let product = ProductId::from_uuid(id);
-    let w = state.products.change_details(actor(&identity)?, product, change).await?;
-    Ok(written(StatusCode::OK, &w, &viewer(Some(&identity)), state.clock.now()))
+    let w = state
+        .products
+        .change_details(actor(&identity)?, product, change)
+        .await?;
+    Ok(written(
+        StatusCode::OK,
+        &w,
+        &viewer(Some(&identity)),
+        state.clock.now(),
+    ))
 }
 
 /// Deletes a product (soft): hidden and not buyable for good, still shown to its buyers; its
@@ -627,7 +651,12 @@ pub async fn change_status(
         .products
         .run(actor, ProductId::from_uuid(id), command, None)
         .await?;
-    Ok(written(StatusCode::OK, &w, &viewer(Some(&identity)), state.clock.now()))
+    Ok(written(
+        StatusCode::OK,
+        &w,
+        &viewer(Some(&identity)),
+        state.clock.now(),
+    ))
 }
 
 /// A new variant.
@@ -655,7 +684,12 @@ pub async fn add_variant(
         .products
         .add_variant(actor(&identity)?, product, body.label)
         .await?;
-    Ok(written(StatusCode::CREATED, &w, &viewer(Some(&identity)), state.clock.now()))
+    Ok(written(
+        StatusCode::CREATED,
+        &w,
+        &viewer(Some(&identity)),
+        state.clock.now(),
+    ))
 }
 
 /// Retires a variant: it is no longer sold; the last one still sold cannot be retired.
@@ -762,7 +796,13 @@ pub async fn change_supply(
     let (product, variant) = (ProductId::from_uuid(id), VariantId::from_uuid(variant_id));
     let (product, level) = state
         .products
-        .change_supply(actor(&identity)?, product, variant, supply_change(body)?, guard)
+        .change_supply(
+            actor(&identity)?,
+            product,
+            variant,
+            supply_change(body)?,
+            guard,
+        )
         .await?;
     let mut response = Json(variant_stock(&product, variant, level)).into_response();
     if let Ok(tag) = HeaderValue::from_str(&format!("\"{}\"", level.version)) {
@@ -857,7 +897,13 @@ pub async fn create_schedule(
     let at = instant::parse(&body.at).map_err(|e| field("at", e.to_string()))?;
     let (w, schedule) = state
         .products
-        .schedule(actor(&identity)?, ProductId::from_uuid(id), body.status, at, key.as_deref())
+        .schedule(
+            actor(&identity)?,
+            ProductId::from_uuid(id),
+            body.status,
+            at,
+            key.as_deref(),
+        )
         .await?;
     let view = schedule_view(&w.product, schedule).ok_or_else(Problem::not_found)?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -975,7 +1021,9 @@ fn event_page(mut events: Vec<crate::eventstore::RecordedEvent>, size: usize) ->
     let more = events.len() > size;
     events.truncate(size);
     EventPage {
-        next_after: more.then(|| events.last().map(|e| e.global_position)).flatten(),
+        next_after: more
+            .then(|| events.last().map(|e| e.global_position))
+            .flatten(),
         items: events
             .into_iter()
             .map(|e| EventView {
