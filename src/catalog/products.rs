@@ -139,15 +139,13 @@ pub enum SupplyChange {
     },
 }
 
-/// How a stock change is made safe to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard<'a> {
-    /// Neither: applied as sent.
-    None,
+/// How a stock change is made safe to retry: either or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Guard<'a> {
     /// Only at this version of the variant's stock stream (`If-Match`).
-    Version(u64),
+    pub version: Option<u64>,
     /// Once per key (`Idempotency-Key`).
-    Key(&'a str),
+    pub key: Option<&'a str>,
 }
 
 /// What a write left behind.
@@ -406,10 +404,9 @@ impl Products {
             return Err(ProductFailure::Refused(ProductError::Deleted));
         }
         let owner = product.state.seller_id;
-        let request_id = match guard {
-            Guard::Key(key) => Some(Uuid::new_v5(&variant_id.as_uuid(), key.as_bytes())),
-            _ => None,
-        };
+        let request_id = guard
+            .key
+            .map(|key| Uuid::new_v5(&variant_id.as_uuid(), key.as_bytes()));
         let command = match change {
             SupplyChange::Add(quantity) => StockCommand::Add {
                 actor,
@@ -425,29 +422,18 @@ impl Products {
                 request_id,
             },
         };
-        let key = match guard {
-            Guard::Key(key) => Some(key),
-            _ => None,
-        };
         let stream = variant_id.to_string();
-        let result = match guard {
-            Guard::Version(expected) => {
+        let meta = metadata(&actor, guard.key);
+        let result = match guard.version {
+            Some(expected) => {
                 self.commands
-                    .execute_at::<Stock>(&stream, expected, command, metadata(&actor, key))
+                    .execute_at::<Stock>(&stream, expected, command, meta)
                     .await
             }
-            _ => {
-                self.commands
-                    .stock(&stream, command, metadata(&actor, key))
-                    .await
-            }
+            None => self.commands.stock(&stream, command, meta).await,
         };
         let committed = result.map_err(|e| {
-            ProductFailure::from_command(
-                e,
-                ProductFailure::StockRefused,
-                matches!(guard, Guard::Version(_)),
-            )
+            ProductFailure::from_command(e, ProductFailure::StockRefused, guard.version.is_some())
         })?;
         if let Some(positions) = &committed.positions {
             self.catalog

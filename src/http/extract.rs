@@ -55,12 +55,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
         }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(invalid(
-                safe_detail(&rejection.body_text())
-                    .unwrap_or_else(|| "the body is not JSON of the expected shape".into()),
-            )),
+            Err(rejection) => integral(&bytes).map(Self).ok_or_else(|| {
+                invalid(
+                    safe_detail(&rejection.body_text())
+                        .unwrap_or_else(|| "the body is not JSON of the expected shape".into()),
+                )
+            }),
         }
     }
+}
+
+/// The body read again with every number that has no fractional part taken as an integer:
+/// JSON Schema counts `2.0` as an integer, so a client may send it where one is expected.
+fn integral<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    fn walk(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Within ±2^63 every integral f64 converts exactly.
+                if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_775e18 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *value = serde_json::Value::from(i);
+                    return true;
+                }
+                false
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) || c),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| walk(v) || c),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if !walk(&mut value) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
 }
 
 /// The largest JSON body accepted (axum's default body limit).
@@ -139,7 +169,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
         let mut values = parts.headers.get_all("idempotency-key").iter();
-        let Some(value) = values.next() else {
+        // An empty header is no header.
+        let Some(value) = values.next().filter(|v| !v.is_empty()) else {
             return Ok(Self(None));
         };
         let bytes = value.as_bytes();
@@ -156,8 +187,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
-/// An optional `If-Match` header naming a stream version, as an ETag such as `"3"` (weak
-/// `W/"3"` accepted). Anything else is a 400 problem.
+/// An optional `If-Match` header naming a stream version, as a strong ETag such as `"3"`
+/// (If-Match compares strongly, so a weak `W/"3"` is refused). Anything else is a 400
+/// problem.
 pub struct IfMatch(pub Option<u64>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
@@ -165,16 +197,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
         let mut values = parts.headers.get_all(axum::http::header::IF_MATCH).iter();
-        let Some(value) = values.next() else {
+        // An empty header is no header.
+        let Some(value) = values.next().filter(|v| !v.is_empty()) else {
             return Ok(Self(None));
         };
         let version = value
             .to_str()
             .ok()
             .filter(|_| values.next().is_none())
-            .map(|v| v.trim().trim_start_matches("W/"))
-            .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"'))
+            .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|v| v.parse::<u64>().ok());
         match version {
             Some(version) => Ok(Self(Some(version))),

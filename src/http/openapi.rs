@@ -2,6 +2,7 @@
 //! itself can answer on any operation, so that every status a client can meet is documented
 //! with its body.
 //!
+//! - Optional headers are text or absent, never `null`.
 //! - Every problem body is `application/problem+json` (the handlers name the `Problem`
 //!   schema; this fixes the media type in one place).
 //! - Operations with parameters or a body can answer 400 (malformed query, path or body);
@@ -54,7 +55,34 @@ fn retry_after(mut response: Value) -> Value {
     response
 }
 
+/// A header is text or absent, never JSON `null`: an optional header's schema says only its
+/// type (utoipa writes `["string", "null"]` for an `Option`).
+fn headers_never_null(operation: &mut Map<String, Value>) {
+    let Some(parameters) = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for parameter in parameters {
+        if parameter.get("in").and_then(Value::as_str) != Some("header") {
+            continue;
+        }
+        if let Some(types) = parameter
+            .pointer_mut("/schema/type")
+            .and_then(Value::as_array_mut)
+        {
+            types.retain(|t| t != "null");
+            if let [only] = types.as_slice() {
+                let only = only.clone();
+                parameter["schema"]["type"] = only;
+            }
+        }
+    }
+}
+
 fn complete(path: &str, operation: &mut Map<String, Value>) {
+    headers_never_null(operation);
     let has_params = operation
         .get("parameters")
         .and_then(Value::as_array)

@@ -65,6 +65,7 @@ pub mod catalogue {
         SELLER_SUSPENDED = FORBIDDEN, "seller-suspended", "Seller suspended";
         WISHLIST_FULL = CONFLICT, "wishlist-full", "Wishlist full";
         PRECONDITION_FAILED = PRECONDITION_FAILED, "precondition-failed", "Version mismatch";
+        PRECONDITION_REQUIRED = PRECONDITION_REQUIRED, "precondition-required", "If-Match or Idempotency-Key required";
         VERIFICATION_LINK_USED = GONE, "verification-link-used", "Link already used";
         VERIFICATION_LINK_EXPIRED = GONE, "verification-link-expired", "Link expired";
         BODY_TOO_LARGE = PAYLOAD_TOO_LARGE, "body-too-large", "Body too large";

@@ -284,6 +284,7 @@ pub struct NewProductBody {
     #[serde(default)]
     pub description: String,
     /// Unit price in whole KRW, 1 to 1,000,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub price: i64,
     /// Option labels (sizes), 1 to 50, unique ignoring case; leave out for one default
     /// variant.
@@ -291,13 +292,14 @@ pub struct NewProductBody {
     pub variants: Vec<String>,
     /// Units one member may buy across the variants, 1 to 100; leave out for no limit.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub purchase_limit: Option<u32>,
 }
 
 /// Registers a product for the calling seller (never one named in the body). With an
 /// `Idempotency-Key`, a retry answers with the product the first request made.
 #[utoipa::path(post, path = "/v1/products", tag = "catalog", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Makes a retry safe: 1 to 128 visible ASCII characters")),
     request_body = NewProductBody, responses((status = 201, body = ProductView),
     (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     (status = 422, body = Problem)))]
@@ -338,8 +340,10 @@ pub struct ListQuery {
     /// Only products of this seller.
     pub seller_id: Option<Uuid>,
     /// Only products whose name or description contains this (2 to 50 characters).
+    #[param(min_length = 2, max_length = 50)]
     pub q: Option<String>,
     /// Products per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<usize>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -446,7 +450,7 @@ pub async fn list_products(
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<ProductPage>, Problem> {
     let (filter, size, bound) = filter(&query)?;
-    let after = match &query.cursor {
+    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(state.cursor_key.open(c, &bound).ok_or_else(|| {
             Problem::of(catalogue::INVALID_CURSOR)
                 .with_detail("the cursor is not one this listing gave out")
@@ -559,10 +563,11 @@ pub struct ProductChangeBody {
     /// Another description.
     pub description: Option<String>,
     /// Another unit price in whole KRW (refused in the freeze window before a drop).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub price: Option<i64>,
     /// Another purchase limit, or `null` for none (refused in the freeze window).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub purchase_limit: Option<Option<u32>>,
 }
 
@@ -770,16 +775,16 @@ fn supply_change(body: SupplyBody) -> Result<SupplyChange, Problem> {
     }
 }
 
-/// Adds to or adjusts one variant's supply (its seller or an admin). Safe to retry with
-/// `If-Match` (the stock stream's version; 412 when it moved) or an `Idempotency-Key`
-/// (applied once).
+/// Adds to or adjusts one variant's supply (its seller or an admin). It needs `If-Match`
+/// (the stock stream's version; 412 when it moved) or an `Idempotency-Key` (applied once),
+/// so that a retry never changes the supply twice; with neither, 428.
 #[utoipa::path(post, path = "/v1/products/{id}/variants/{variant_id}/stock", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path), ("variant_id" = Uuid, Path),
-    ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    ("If-Match" = Option<String>, Header, pattern = "^\"[0-9]{1,19}\"$", description = "The stock stream version the change is for, as an ETag such as \"3\""), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Makes a retry safe: 1 to 128 visible ASCII characters")),
     request_body = SupplyBody, responses((status = 200, body = VariantStock),
     (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem),
-    (status = 422, body = Problem)))]
+    (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub async fn change_supply(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Seller>,
@@ -788,11 +793,16 @@ pub async fn change_supply(
     IdempotencyKey(key): IdempotencyKey,
     AppJson(body): AppJson<SupplyBody>,
 ) -> Result<Response, Problem> {
-    let guard = match (if_match, key.as_deref()) {
-        (Some(v), _) => Guard::Version(v),
-        (None, Some(k)) => Guard::Key(k),
-        (None, None) => Guard::None,
+    let guard = Guard {
+        version: if_match,
+        key: key.as_deref(),
     };
+    if guard == Guard::default() {
+        return Err(Problem::of(catalogue::PRECONDITION_REQUIRED).with_detail(
+            "send If-Match (the stock stream's version) or an Idempotency-Key, \
+                 so that a retry cannot change the supply twice",
+        ));
+    }
     let (product, variant) = (ProductId::from_uuid(id), VariantId::from_uuid(variant_id));
     let (product, level) = state
         .products
@@ -883,7 +893,7 @@ fn schedule_view(product: &LiveProduct, id: ScheduleId) -> Option<ScheduleView> 
 /// path, and in the freeze window before a drop. With an `Idempotency-Key`, a retry answers
 /// with the schedule the first request made.
 #[utoipa::path(post, path = "/v1/products/{id}/schedules", tag = "catalog",
-    security(("bearer" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    security(("bearer" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Makes a retry safe: 1 to 128 visible ASCII characters")),
     request_body = NewScheduleBody, responses((status = 201, body = ScheduleView),
     (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
@@ -959,6 +969,7 @@ pub struct HistoryQuery {
     /// Only events after this log position (the `next_after` of the previous page).
     pub after: Option<u64>,
     /// Events per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<usize>,
 }
 

@@ -409,6 +409,15 @@ impl TestApp {
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
         }));
+        // Ready once its live catalog has caught up with the log.
+        let started = std::time::Instant::now();
+        while !state.catalog.is_ready() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the live catalog never caught up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Self {
             addr,
             client: reqwest::Client::new(),
