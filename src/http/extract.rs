@@ -81,8 +81,11 @@ fn integral<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
                 }
                 false
             }
-            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) || c),
-            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| walk(v) || c),
+            // Every element is walked (no short circuit): all of them are converted.
+            serde_json::Value::Array(items) => {
+                items.iter_mut().map(walk).filter(|c| *c).count() > 0
+            }
+            serde_json::Value::Object(map) => map.values_mut().map(walk).filter(|c| *c).count() > 0,
             _ => false,
         }
     }
