@@ -152,6 +152,16 @@ impl Categories {
     }
 }
 
+impl Categories {
+    /// Takes back an archive that turned out not to be allowed (the category holds
+    /// products).
+    pub async fn unarchive(&self, id: &str) -> Result<(), CategoryError> {
+        let sql = "UPDATE categories SET archived_by = NULL, archived_at = NULL WHERE id = ?";
+        with_pool!(&self.db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(drop))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -13,6 +13,9 @@ pub enum InstantError {
     /// A fraction of a second.
     #[error("must be in whole seconds")]
     Fraction,
+    /// Past the year 9999 in UTC, where RFC 3339 ends.
+    #[error("must be before the year 10000 in UTC")]
+    TooLate,
 }
 
 /// Parses an instant as the API accepts it, in UTC.
@@ -24,7 +27,11 @@ pub fn parse(text: &str) -> Result<DateTime<Utc>, InstantError> {
     if at.timestamp_subsec_nanos() != 0 {
         return Err(InstantError::Fraction);
     }
-    Ok(at.with_timezone(&Utc))
+    let at = at.with_timezone(&Utc);
+    if chrono::Datelike::year(&at) > 9999 {
+        return Err(InstantError::TooLate);
+    }
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -42,6 +49,11 @@ mod tests {
         assert_eq!(parse("2026-12-24T10:00:00"), Err(InstantError::NoOffset));
         assert_eq!(parse("2026-12-24 10:00"), Err(InstantError::NoOffset));
         assert_eq!(parse("tomorrow"), Err(InstantError::NoOffset));
+        // Before 10000 where it was written, not in UTC: it could not be shown again.
+        assert_eq!(
+            parse("9999-12-31T23:59:59-23:59"),
+            Err(InstantError::TooLate)
+        );
         assert_eq!(
             parse("2026-12-24T10:00:00.5+09:00"),
             Err(InstantError::Fraction)

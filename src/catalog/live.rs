@@ -103,8 +103,9 @@ impl Level {
 /// A product in the live catalog.
 #[derive(Debug, Clone)]
 pub struct LiveProduct {
-    /// Its state, folded with the domain's `apply`.
-    pub state: ProductState,
+    /// Its state, folded with the domain's `apply` (shared: a stock or order event copies
+    /// the product without copying its description).
+    pub state: Arc<ProductState>,
     /// Its stream's version.
     pub version: u64,
     /// The log position of its registration: its place in listings.
@@ -115,12 +116,8 @@ pub struct LiveProduct {
     pub updated_at: DateTime<Utc>,
     /// Stock per variant (variants without stock events have none).
     pub stock: BTreeMap<VariantId, Level>,
-    /// Moves with every stock or order event of the product: part of a view's ETag.
-    pub stock_generation: u64,
-    /// Members who ordered it: they still see it once it is deleted.
-    pub buyers: HashSet<MemberId>,
     document: u32,
-    text: Box<str>,
+    text: Arc<str>,
 }
 
 /// Who is looking: what they may see depends on it.
@@ -135,6 +132,15 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// What `actor` is to the catalog.
+    pub fn of(actor: &openrun_domain::Actor) -> Self {
+        match actor.role {
+            openrun_domain::Role::Admin => Self::Admin,
+            openrun_domain::Role::Seller => Self::Seller(actor.member_id),
+            _ => Self::Public(Some(actor.member_id)),
+        }
+    }
+
     /// The class a view's ETag names: what the viewer is to `product`.
     pub fn class(&self, product: &LiveProduct) -> &'static str {
         match self {
@@ -146,6 +152,22 @@ impl Viewer {
 }
 
 impl LiveProduct {
+    /// A product as its stream says, for an answer the catalog has not caught up with yet:
+    /// no stock known, registered "now" for the answer's sake.
+    pub fn from_stream(state: ProductState, version: u64, now: DateTime<Utc>) -> Self {
+        let text: Arc<str> = text_of(&state).into();
+        Self {
+            state: Arc::new(state),
+            version,
+            position: 0,
+            created_at: now,
+            updated_at: now,
+            stock: BTreeMap::new(),
+            document: u32::MAX,
+            text,
+        }
+    }
+
     /// The status in effect at `now`: the recorded one, or that of a pending schedule whose
     /// instant has passed and which the scheduler is about to fire, so that every process
     /// opens a drop at its instant.
@@ -157,17 +179,37 @@ impl LiveProduct {
     }
 
     /// Whether `viewer` may see the product at `now`: admins always, its seller always,
-    /// others while it is waiting, on sale or ended; once deleted, only its buyers.
+    /// others while it is waiting, on sale or ended and not deleted (a deleted product is
+    /// still shown to its buyers: [`LiveCatalog::visible`]).
     pub fn visible_to(&self, viewer: &Viewer, now: DateTime<Utc>) -> bool {
+        self.visible_in(viewer, || self.status_at(now))
+    }
+
+    fn visible_in(&self, viewer: &Viewer, status: impl FnOnce() -> ProductStatus) -> bool {
         match viewer {
             Viewer::Admin => true,
             Viewer::Seller(id) if *id == self.state.seller_id => true,
-            Viewer::Public(Some(id)) | Viewer::Seller(id) if self.state.deleted => {
-                self.buyers.contains(id)
-            }
             _ if self.state.deleted => false,
-            _ => self.status_at(now).is_visible(),
+            _ => status().is_visible(),
         }
+    }
+
+    /// Whether every variant still sold is sold out, one flag per variant: what a view shows
+    /// of the stock, and so what its ETag follows.
+    pub fn sold_out_flags(&self) -> String {
+        self.state
+            .variants
+            .iter()
+            .map(|v| {
+                if v.retired {
+                    'r'
+                } else if self.level(v.variant_id).available() <= 0 {
+                    '1'
+                } else {
+                    '0'
+                }
+            })
+            .collect()
     }
 
     /// The stock of `variant` (zero when it has none yet).
@@ -211,6 +253,30 @@ struct Snapshot {
     search: search::Index,
     /// Document number -> product slot.
     documents: Vec<usize>,
+    /// Who ordered what: they still see a deleted product.
+    buyers: HashSet<(ProductId, MemberId)>,
+}
+
+/// An event decoded, before it is applied: decoding runs outside the catalog's lock.
+enum Change {
+    Product {
+        stream: Option<ProductId>,
+        version: u64,
+        position: u64,
+        at: DateTime<Utc>,
+        event: ProductEvent,
+    },
+    Stock {
+        variant: VariantId,
+        version: u64,
+        supply: i64,
+    },
+    Order {
+        lines: Vec<(ProductId, u32)>,
+        buyer: Option<MemberId>,
+        sign: i64,
+    },
+    Nothing,
 }
 
 /// The live catalog of this process.
@@ -346,6 +412,21 @@ impl LiveCatalog {
             .map(|slot| Arc::clone(&inner.products[*slot]))
     }
 
+    /// Whether `viewer` may see `product` at `now`: as [`LiveProduct::visible_to`], and a
+    /// deleted product also to the members who ordered it.
+    pub fn visible(&self, product: &LiveProduct, viewer: &Viewer, now: DateTime<Utc>) -> bool {
+        if product.visible_to(viewer, now) {
+            return true;
+        }
+        match viewer {
+            Viewer::Public(Some(id)) | Viewer::Seller(id) if product.state.deleted => self
+                .read()
+                .buyers
+                .contains(&(product.state.product_id, *id)),
+            _ => false,
+        }
+    }
+
     /// Every product of `seller`, deleted ones included.
     pub fn products_of(&self, seller: MemberId) -> Vec<Arc<LiveProduct>> {
         self.read()
@@ -374,13 +455,30 @@ impl LiveCatalog {
         size: usize,
         now: DateTime<Utc>,
     ) -> Page {
+        self.list_counting_up_to(viewer, filter, after, size, now, TOTAL_CAP)
+    }
+
+    /// [`LiveCatalog::list`] with the total counted up to `cap` (tests use a small one).
+    pub fn list_counting_up_to(
+        &self,
+        viewer: &Viewer,
+        filter: &Filter,
+        after: Option<u64>,
+        size: usize,
+        now: DateTime<Utc>,
+        cap: usize,
+    ) -> Page {
         let inner = self.read();
         let keep = |p: &LiveProduct| {
-            (!p.state.deleted || *viewer == Viewer::Admin)
-                && filter.category_id.is_none_or(|c| p.state.category_id == c)
-                && filter.seller_id.is_none_or(|s| p.state.seller_id == s)
-                && p.visible_to(viewer, now)
-                && filter.status.is_none_or(|s| p.status_at(now) == s)
+            if (p.state.deleted && *viewer != Viewer::Admin)
+                || filter.category_id.is_some_and(|c| p.state.category_id != c)
+                || filter.seller_id.is_some_and(|s| p.state.seller_id != s)
+            {
+                return false;
+            }
+            let status = p.status_at(now);
+            p.visible_in(viewer, || status)
+                && filter.status.is_none_or(|s| status == s)
                 && filter.q.as_ref().is_none_or(|q| q.matches(&p.text))
         };
         let slots: Box<dyn Iterator<Item = usize>> = match &filter.q {
@@ -405,28 +503,25 @@ impl LiveCatalog {
             total: 0,
             total_exact: true,
         };
+        // One more item than the page (to know there is a next page), and one more match
+        // than the cap (to know the total is not exact).
         for slot in slots {
-            let product = &inner.products[slot];
-            let in_page = after.is_none_or(|a| product.position < a);
             let page_full = page.items.len() > size;
-            if page.total >= TOTAL_CAP && (page_full || !in_page) {
-                page.total_exact = false;
-                if page_full {
-                    break;
-                }
-                continue;
+            if page_full && page.total > cap {
+                break;
             }
+            let product = &inner.products[slot];
             if !keep(product) {
                 continue;
             }
-            if page.total < TOTAL_CAP {
-                page.total += 1;
-            } else {
-                page.total_exact = false;
-            }
-            if in_page && !page_full {
+            page.total += 1;
+            if !page_full && after.is_none_or(|a| product.position < a) {
                 page.items.push(Arc::clone(product));
             }
+        }
+        if page.total > cap {
+            page.total = cap;
+            page.total_exact = false;
         }
         if page.items.len() > size {
             page.items.truncate(size);
@@ -441,186 +536,213 @@ impl LiveCatalog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Decodes the page outside the lock, then applies what decoded under it and publishes
+    /// the position of the last event applied. An event that does not decode stops the page
+    /// there: the events before it are applied once and the follower tries again from it,
+    /// so nothing is skipped and nothing applied twice (the lag grows meanwhile, and the
+    /// order path stops selling from this process).
     fn apply_page(&self, page: Vec<RecordedEvent>) -> anyhow::Result<()> {
-        let mut last = None;
-        {
+        let mut changes = Vec::with_capacity(page.len());
+        let mut failure = None;
+        for recorded in page {
+            let position = recorded.global_position;
+            match self.decode(recorded) {
+                Ok(change) => changes.push((position, change)),
+                Err(e) => {
+                    failure = Some(e.context(format!("decoding event {position}")));
+                    break;
+                }
+            }
+        }
+        if let Some(&(last, _)) = changes.last() {
             let mut inner = self
                 .inner
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for recorded in page {
-                let position = recorded.global_position;
-                self.apply(&mut inner, recorded)
-                    .map_err(|e| e.context(format!("applying event {position}")))?;
-                last = Some(position);
+            for (_, change) in changes {
+                apply(&mut inner, change);
             }
+            drop(inner);
+            self.applied.send_replace(last);
         }
-        if let Some(position) = last {
-            self.applied.send_replace(position);
-        }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
-    fn apply(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
-        match recorded.stream_type.as_str() {
-            "product" => self.apply_product(inner, recorded),
-            "stock" => self.apply_stock(inner, recorded),
+    fn decode(&self, recorded: RecordedEvent) -> anyhow::Result<Change> {
+        Ok(match recorded.stream_type.as_str() {
+            "product" => Change::Product {
+                stream: recorded
+                    .stream_id
+                    .parse::<uuid::Uuid>()
+                    .ok()
+                    .map(ProductId::from_uuid),
+                version: recorded.version,
+                position: recorded.global_position,
+                at: recorded.recorded_at,
+                event: self.commands.decode::<Product>(recorded)?,
+            },
+            "stock" => {
+                let (version, stream) = (recorded.version, recorded.stream_id.clone());
+                let supply = match self.commands.decode::<Stock>(recorded)? {
+                    StockEvent::StockAdded { supply, .. }
+                    | StockEvent::StockAdjusted { supply, .. } => supply,
+                };
+                match stream.parse::<uuid::Uuid>() {
+                    Ok(id) => Change::Stock {
+                        variant: VariantId::from_uuid(id),
+                        version,
+                        supply,
+                    },
+                    Err(_) => Change::Nothing,
+                }
+            }
             "order"
                 if matches!(
                     recorded.event_type.as_str(),
                     "OrderPlaced" | "OrderCancelled" | "ReturnCompleted"
                 ) =>
             {
-                self.apply_order(inner, recorded)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn apply_product(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
-        let (position, version, at) = (
-            recorded.global_position,
-            recorded.version,
-            recorded.recorded_at,
-        );
-        let stream_product = recorded
-            .stream_id
-            .parse::<uuid::Uuid>()
-            .ok()
-            .map(ProductId::from_uuid);
-        let event = self.commands.decode::<Product>(recorded)?;
-        if let ProductEvent::ProductRegistered { product_id, .. } = &event {
-            let mut aggregate = Product::default();
-            openrun_domain::product::apply(&mut aggregate, &event);
-            let Some(state) = aggregate.state else {
-                return Ok(());
-            };
-            let slot = inner.products.len();
-            let text = text_of(&state);
-            let document = inner.search.add(&text);
-            inner.documents.push(slot);
-            for variant in &state.variants {
-                inner.by_variant.insert(variant.variant_id, slot);
-            }
-            inner.by_id.insert(*product_id, slot);
-            inner.products.push(Arc::new(LiveProduct {
-                state,
-                version,
-                position,
-                created_at: at,
-                updated_at: at,
-                stock: BTreeMap::new(),
-                stock_generation: 0,
-                buyers: HashSet::new(),
-                document,
-                text: text.into(),
-            }));
-            return Ok(());
-        }
-        let Some(slot) = stream_product.and_then(|id| inner.by_id.get(&id).copied()) else {
-            return Ok(());
-        };
-        let live = Arc::make_mut(&mut inner.products[slot]);
-        let mut aggregate = Product {
-            state: Some(live.state.clone()),
-        };
-        openrun_domain::product::apply(&mut aggregate, &event);
-        if let Some(state) = aggregate.state {
-            live.state = state;
-        }
-        live.version = version;
-        live.updated_at = at;
-        match &event {
-            ProductEvent::VariantAdded { variant, .. } => {
-                inner.by_variant.insert(variant.variant_id, slot);
-            }
-            ProductEvent::ProductDetailsChanged { .. } => {
-                let text = text_of(&live.state);
-                if *text != *live.text {
-                    live.document = inner.search.add(&text);
-                    live.text = text.into();
-                    inner.documents.push(slot);
+                let units = |lines: &[openrun_domain::order::StockLine]| {
+                    lines.iter().map(|l| (l.product_id, l.quantity)).collect()
+                };
+                match self.commands.decode::<Order>(recorded)? {
+                    OrderEvent::OrderPlaced {
+                        lines, buyer_id, ..
+                    } => Change::Order {
+                        lines: lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                        buyer: Some(buyer_id),
+                        sign: 1,
+                    },
+                    OrderEvent::OrderCancelled { released, .. } => Change::Order {
+                        lines: units(&released),
+                        buyer: None,
+                        sign: -1,
+                    },
+                    OrderEvent::ReturnCompleted { restocked, .. } => Change::Order {
+                        lines: units(&restocked),
+                        buyer: None,
+                        sign: -1,
+                    },
+                    _ => Change::Nothing,
                 }
             }
-            _ => {}
-        }
-        Ok(())
+            _ => Change::Nothing,
+        })
     }
+}
 
-    fn apply_stock(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
-        let version = recorded.version;
-        let Ok(variant) = recorded
-            .stream_id
-            .parse::<uuid::Uuid>()
-            .map(VariantId::from_uuid)
-        else {
-            return Ok(());
-        };
-        let Some(slot) = inner.by_variant.get(&variant).copied() else {
-            tracing::warn!(variant = %variant, "stock of a variant no product names");
-            return Ok(());
-        };
-        let supply = match self.commands.decode::<Stock>(recorded)? {
-            StockEvent::StockAdded { supply, .. } | StockEvent::StockAdjusted { supply, .. } => {
-                supply
-            }
-        };
-        let live = Arc::make_mut(&mut inner.products[slot]);
-        let level = live.stock.entry(variant).or_default();
-        level.supply = supply;
-        level.version = version;
-        live.stock_generation += 1;
-        Ok(())
-    }
-
-    fn apply_order(&self, inner: &mut Snapshot, recorded: RecordedEvent) -> anyhow::Result<()> {
-        let (lines, buyer, sign): (Vec<(ProductId, u32)>, Option<MemberId>, i64) =
-            match self.commands.decode::<Order>(recorded)? {
-                OrderEvent::OrderPlaced {
-                    lines, buyer_id, ..
-                } => (
-                    lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
-                    Some(buyer_id),
-                    1,
-                ),
-                OrderEvent::OrderCancelled { released, .. } => (
-                    released
-                        .iter()
-                        .map(|l| (l.product_id, l.quantity))
-                        .collect(),
-                    None,
-                    -1,
-                ),
-                OrderEvent::ReturnCompleted { restocked, .. } => (
-                    restocked
-                        .iter()
-                        .map(|l| (l.product_id, l.quantity))
-                        .collect(),
-                    None,
-                    -1,
-                ),
-                _ => return Ok(()),
-            };
-        for (product_id, quantity) in lines {
-            let Some(slot) = inner.by_id.get(&product_id).copied() else {
-                continue;
+fn apply(inner: &mut Snapshot, change: Change) {
+    match change {
+        Change::Product {
+            stream,
+            version,
+            position,
+            at,
+            event,
+        } => apply_product(inner, stream, version, position, at, &event),
+        Change::Stock {
+            variant,
+            version,
+            supply,
+        } => {
+            let Some(slot) = inner.by_variant.get(&variant).copied() else {
+                tracing::warn!(variant = %variant, "stock of a variant no product names");
+                return;
             };
             let live = Arc::make_mut(&mut inner.products[slot]);
-            // Order lines name no variant yet: a line counts to the product's only variant
-            // (or its implicit default one).
-            let variant = match live.state.variants.as_slice() {
-                [only] => only.variant_id,
-                _ => openrun_domain::product::implicit_variant_id(product_id),
-            };
-            if live.state.variant(variant).is_some() {
-                live.stock.entry(variant).or_default().sold += sign * i64::from(quantity);
-            }
-            if let Some(buyer) = buyer {
-                live.buyers.insert(buyer);
-            }
-            live.stock_generation += 1;
+            let level = live.stock.entry(variant).or_default();
+            level.supply = supply;
+            level.version = version;
         }
-        Ok(())
+        Change::Order { lines, buyer, sign } => {
+            for (product_id, quantity) in lines {
+                let Some(slot) = inner.by_id.get(&product_id).copied() else {
+                    continue;
+                };
+                if let Some(buyer) = buyer {
+                    inner.buyers.insert((product_id, buyer));
+                }
+                let live = Arc::make_mut(&mut inner.products[slot]);
+                // Order lines name no variant yet: a line counts to the product's only
+                // variant (or its implicit default one).
+                let variant = match live.state.variants.as_slice() {
+                    [only] => only.variant_id,
+                    _ => openrun_domain::product::implicit_variant_id(product_id),
+                };
+                if live.state.variant(variant).is_some() {
+                    live.stock.entry(variant).or_default().sold += sign * i64::from(quantity);
+                } else {
+                    tracing::warn!(product = %product_id, "an order line names no variant of its product");
+                }
+            }
+        }
+        Change::Nothing => {}
+    }
+}
+
+fn apply_product(
+    inner: &mut Snapshot,
+    stream: Option<ProductId>,
+    version: u64,
+    position: u64,
+    at: DateTime<Utc>,
+    event: &ProductEvent,
+) {
+    if let ProductEvent::ProductRegistered { product_id, .. } = event {
+        if inner.by_id.contains_key(product_id) {
+            return;
+        }
+        let mut aggregate = Product::default();
+        openrun_domain::product::apply(&mut aggregate, event);
+        let Some(state) = aggregate.state else {
+            return;
+        };
+        let slot = inner.products.len();
+        let text = text_of(&state);
+        let document = inner.search.add(&text);
+        inner.documents.push(slot);
+        for variant in &state.variants {
+            inner.by_variant.insert(variant.variant_id, slot);
+        }
+        inner.by_id.insert(*product_id, slot);
+        inner.products.push(Arc::new(LiveProduct {
+            state: Arc::new(state),
+            version,
+            position,
+            created_at: at,
+            updated_at: at,
+            stock: BTreeMap::new(),
+            document,
+            text: text.into(),
+        }));
+        return;
+    }
+    let Some(slot) = stream.and_then(|id| inner.by_id.get(&id).copied()) else {
+        return;
+    };
+    let live = Arc::make_mut(&mut inner.products[slot]);
+    let mut aggregate = Product {
+        state: Some((*live.state).clone()),
+    };
+    openrun_domain::product::apply(&mut aggregate, event);
+    if let Some(state) = aggregate.state {
+        live.state = Arc::new(state);
+    }
+    live.version = version;
+    live.updated_at = at;
+    match event {
+        ProductEvent::VariantAdded { variant, .. } => {
+            inner.by_variant.insert(variant.variant_id, slot);
+        }
+        ProductEvent::ProductDetailsChanged { .. } => {
+            let text = text_of(&live.state);
+            if *text != *live.text {
+                live.document = inner.search.add(&text);
+                live.text = text.into();
+                inner.documents.push(slot);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use openrun_domain::product::{NewVariant, Product, ProductCommand, ProductError, ProductStatus};
+use openrun_domain::product::{
+    NewVariant, Product, ProductCommand, ProductError, ProductEvent, ProductStatus,
+};
 use openrun_domain::stock::{Stock, StockCommand, StockError};
 use openrun_domain::{Actor, CategoryId, MemberId, Money, ProductId, ScheduleId, VariantId};
 use uuid::Uuid;
 
-use super::live::{Level, LiveCatalog, LiveProduct};
+use super::live::{Level, LiveCatalog, LiveProduct, Viewer};
 use super::{Categories, CategoryError};
 use crate::clock::SharedClock;
 use crate::commands::{CommandError, Commands, Committed};
@@ -42,6 +44,14 @@ pub enum ProductFailure {
     /// No such product (or variant, or schedule) that the caller may see.
     #[error("not found")]
     NotFound,
+    /// A text field holds characters no product text may hold.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The category named does not exist.
     #[error("no such category")]
     UnknownCategory,
@@ -151,10 +161,22 @@ pub struct Guard<'a> {
 /// What a write left behind.
 #[derive(Debug, Clone)]
 pub struct Written {
-    /// The product as this process's live catalog has it after the write.
+    /// The product as this process's live catalog has it after the write (or as its stream
+    /// says, when the catalog has not applied the write in time).
     pub product: Arc<LiveProduct>,
     /// The written stream's version.
     pub version: u64,
+    /// The answer to a request made before with the same key: nothing was written now.
+    pub replayed: bool,
+}
+
+impl Written {
+    fn replayed(self) -> Self {
+        Self {
+            replayed: true,
+            ..self
+        }
+    }
 }
 
 /// Products: the commands and the reads of the catalog.
@@ -177,6 +199,49 @@ fn metadata(actor: &Actor, key: Option<&str>) -> Metadata {
         idempotency_key: key.map(str::to_owned),
         ..Metadata::default()
     }
+}
+
+fn text(
+    field: &'static str,
+    value: &str,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<(), ProductFailure> {
+    check(value).map_err(|message| ProductFailure::Invalid { field, message })
+}
+
+fn one_line(value: &str) -> Result<(), String> {
+    crate::members::validation::one_line(value, false)
+}
+
+fn label(value: &str) -> Result<(), String> {
+    crate::members::validation::one_line(value, true)
+}
+
+/// The characters product texts may hold, beyond the domain's rules of length and blankness.
+fn check_texts(
+    name: Option<&str>,
+    description: Option<&str>,
+    labels: &[String],
+) -> Result<(), ProductFailure> {
+    if let Some(name) = name {
+        text("name", name, one_line)?;
+    }
+    if let Some(description) = description {
+        text(
+            "description",
+            description,
+            crate::members::validation::multi_line,
+        )?;
+    }
+    for l in labels {
+        text("variants", l, label)?;
+    }
+    Ok(())
+}
+
+/// A reason (of a status change or a suspension): one line.
+pub fn check_reason(reason: Option<&str>) -> Result<(), ProductFailure> {
+    reason.map_or(Ok(()), |r| text("reason", r, one_line))
 }
 
 impl Products {
@@ -208,6 +273,7 @@ impl Products {
         key: Option<&str>,
         new: NewProduct,
     ) -> Result<Written, ProductFailure> {
+        check_texts(Some(&new.name), Some(&new.description), &new.variants)?;
         self.check_seller(&actor).await?;
         self.check_category(new.category_id).await?;
         let product_id = ProductId::from_uuid(match key {
@@ -250,38 +316,33 @@ impl Products {
         {
             Ok(committed) => self.written(product_id, &committed).await,
             Err(CommandError::Conflict { .. }) => {
-                // The key made this product before: the same request gets the same answer.
-                let loaded = self
-                    .commands
-                    .load::<Product>(&id)
-                    .await
-                    .map_err(ProductFailure::product)?;
-                let same = loaded.state.state.as_ref().is_some_and(|s| {
-                    s.seller_id == actor.member_id
-                        && s.category_id == new.category_id
-                        && s.name == new.name.trim()
-                        && s.description == new.description
-                        && s.price == Money::from_minor(new.price)
-                        && s.purchase_limit == new.purchase_limit
-                        && s.variants.len() >= variants.len()
-                        && s.variants
-                            .iter()
-                            .zip(&variants)
-                            .all(|(a, b)| a.variant_id == b.variant_id && a.label == b.label.trim())
-                });
+                // The key made this product before: the same request gets the same answer,
+                // whatever changed since.
+                let first = self.registration(&id).await?;
+                let same = matches!(&first, Some(ProductEvent::ProductRegistered {
+                    seller_id, category_id, name, description, price, variants: made,
+                    purchase_limit, ..
+                }) if *seller_id == actor.member_id
+                    && *category_id == new.category_id
+                    && name.as_str() == new.name.trim()
+                    && *description == new.description
+                    && *price == Money::from_minor(new.price)
+                    && *purchase_limit == new.purchase_limit
+                    && made.len() == variants.len()
+                    && made.iter().zip(&variants).all(|(a, b)| {
+                        a.variant_id == b.variant_id && a.label == b.label.trim()
+                    }));
                 if !same {
                     return Err(ProductFailure::KeyReused);
                 }
-                let position = self.events.head_position().await.unwrap_or(0);
-                self.catalog.wait_for(position, READ_YOUR_WRITE).await;
-                let product = self
-                    .catalog
-                    .product(product_id)
-                    .ok_or(ProductFailure::NotFound)?;
-                Ok(Written {
-                    product,
-                    version: loaded.version,
-                })
+                let head = self
+                    .events
+                    .head_position()
+                    .await
+                    .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+                self.answer(product_id, head, None)
+                    .await
+                    .map(Written::replayed)
             }
             Err(e) => Err(ProductFailure::product(e)),
         }
@@ -294,6 +355,7 @@ impl Products {
         product_id: ProductId,
         change: DetailsChange,
     ) -> Result<Written, ProductFailure> {
+        check_texts(change.name.as_deref(), change.description.as_deref(), &[])?;
         if let Some(category) = change.category_id {
             self.check_category(category).await?;
         }
@@ -317,6 +379,7 @@ impl Products {
         key: Option<&str>,
     ) -> Result<Written, ProductFailure> {
         self.check_seller(&actor).await?;
+        self.not_hidden_from(&actor, product_id)?;
         let committed = self
             .commands
             .product(&product_id.to_string(), command, metadata(&actor, key))
@@ -332,6 +395,7 @@ impl Products {
         product_id: ProductId,
         label: String,
     ) -> Result<(Written, VariantId), ProductFailure> {
+        text("label", &label, self::label)?;
         let variant_id = VariantId::from_uuid(Uuid::now_v7());
         let command = ProductCommand::AddVariant {
             actor,
@@ -364,20 +428,29 @@ impl Products {
         };
         match self.run(actor, product_id, command, key).await {
             Err(ProductFailure::Refused(ProductError::DuplicateSchedule { .. })) => {
-                let product = self
-                    .catalog
-                    .product(product_id)
-                    .ok_or(ProductFailure::NotFound)?;
-                let same = product
+                // Read from the stream, not this process's catalog: the first request may
+                // have been answered by another process.
+                let loaded = self
+                    .commands
+                    .load::<Product>(&product_id.to_string())
+                    .await
+                    .map_err(ProductFailure::product)?;
+                let same = loaded
                     .state
-                    .schedules
-                    .get(&schedule_id)
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.schedules.get(&schedule_id))
                     .is_some_and(|s| s.to == to && s.due_at == due_at);
                 if !same {
                     return Err(ProductFailure::KeyReused);
                 }
-                let version = product.version;
-                Ok((Written { product, version }, schedule_id))
+                let head = self
+                    .events
+                    .head_position()
+                    .await
+                    .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+                let written = self.answer(product_id, head, None).await?.replayed();
+                Ok((written, schedule_id))
             }
             other => Ok((other?, schedule_id)),
         }
@@ -393,6 +466,7 @@ impl Products {
         guard: Guard<'_>,
     ) -> Result<(Arc<LiveProduct>, Level), ProductFailure> {
         self.check_seller(&actor).await?;
+        self.not_hidden_from(&actor, product_id)?;
         let product = self
             .catalog
             .product(product_id)
@@ -404,9 +478,14 @@ impl Products {
             return Err(ProductFailure::Refused(ProductError::Deleted));
         }
         let owner = product.state.seller_id;
-        let request_id = guard
-            .key
-            .map(|key| Uuid::new_v5(&variant_id.as_uuid(), key.as_bytes()));
+        // One caller's key is not another's: an admin reusing a seller's key makes a change
+        // of its own.
+        let request_id = guard.key.map(|key| {
+            Uuid::new_v5(
+                &variant_id.as_uuid(),
+                format!("{}:{key}", actor.member_id).as_bytes(),
+            )
+        });
         let command = match change {
             SupplyChange::Add(quantity) => StockCommand::Add {
                 actor,
@@ -446,8 +525,14 @@ impl Products {
             .ok_or(ProductFailure::NotFound)?;
         let mut level = product.level(variant_id);
         // The catalog may not have applied it yet (the wait is bounded): the command knows.
+        // A replay appends nothing and may come before the first request's write reached
+        // this catalog; a wait may time out: then the stream tells the supply.
         if level.version < committed.version {
-            level.version = committed.version;
+            let loaded = self.commands.load::<Stock>(&stream).await.map_err(|e| {
+                ProductFailure::from_command(e, ProductFailure::StockRefused, false)
+            })?;
+            level.supply = loaded.state.supply;
+            level.version = loaded.version;
         }
         Ok((product, level))
     }
@@ -521,6 +606,13 @@ impl Products {
             sqlx::Error::Database(db) if db.is_unique_violation() => Ok(()),
             _ => Err(ProductFailure::Unavailable(e.into())),
         })?;
+        // Every product registered so far, whichever process registered it.
+        let head = self
+            .events
+            .head_position()
+            .await
+            .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+        self.catalog.wait_for(head, READ_YOUR_WRITE).await;
         let mut suspended = 0;
         for product in self.catalog.products_of(seller) {
             if product.state.deleted || product.state.status == ProductStatus::Suspended {
@@ -539,6 +631,8 @@ impl Products {
                 | Err(ProductFailure::Refused(
                     ProductError::AlreadyInStatus { .. } | ProductError::Deleted,
                 )) => suspended += 1,
+                // Some products are suspended already: never "nothing was written".
+                Err(ProductFailure::Unavailable(_)) => return Err(ProductFailure::OutcomeUnknown),
                 Err(e) => return Err(e),
             }
         }
@@ -592,18 +686,79 @@ impl Products {
         product_id: ProductId,
         committed: &Committed<E>,
     ) -> Result<Written, ProductFailure> {
-        if let Some(positions) = &committed.positions {
-            self.catalog
-                .wait_for(*positions.end(), READ_YOUR_WRITE)
-                .await;
+        let position = committed.positions.as_ref().map(|p| *p.end());
+        let mut written = self
+            .answer(product_id, position.unwrap_or(0), Some(committed.version))
+            .await?;
+        written.version = committed.version;
+        Ok(written)
+    }
+
+    /// The product once this process's catalog has applied `position`, or, when it has not
+    /// in time, as its stream says: a committed write is never answered "not found".
+    async fn answer(
+        &self,
+        product_id: ProductId,
+        position: u64,
+        version: Option<u64>,
+    ) -> Result<Written, ProductFailure> {
+        let caught_up = self.catalog.wait_for(position, READ_YOUR_WRITE).await;
+        if let Some(product) = self.catalog.product(product_id)
+            && (caught_up || version.is_some_and(|v| product.version >= v))
+        {
+            let version = product.version;
+            return Ok(Written {
+                product,
+                version,
+                replayed: false,
+            });
         }
-        let product = self
-            .catalog
-            .product(product_id)
-            .ok_or(ProductFailure::NotFound)?;
+        let loaded = self
+            .commands
+            .load::<Product>(&product_id.to_string())
+            .await
+            .map_err(ProductFailure::product)?;
+        let state = loaded.state.state.ok_or(ProductFailure::NotFound)?;
         Ok(Written {
-            product,
-            version: committed.version,
+            product: Arc::new(LiveProduct::from_stream(
+                state,
+                loaded.version,
+                self.clock.now(),
+            )),
+            version: loaded.version,
+            replayed: false,
         })
+    }
+
+    /// The `ProductRegistered` of the stream `id`, through the upcasters.
+    async fn registration(&self, id: &str) -> Result<Option<ProductEvent>, ProductFailure> {
+        let first = self
+            .events
+            .read_stream(&StreamRef::new("product", id), 1, 1)
+            .await
+            .map_err(|e| ProductFailure::Unavailable(e.into()))?;
+        match first.into_iter().next() {
+            Some(recorded) => self
+                .commands
+                .decode::<Product>(recorded)
+                .map(Some)
+                .map_err(|e| ProductFailure::Unavailable(e.into())),
+            None => Ok(None),
+        }
+    }
+
+    /// A product the actor may not see is not found, whatever they may do to it: a seller
+    /// learns nothing of another seller's unpublished products.
+    fn not_hidden_from(&self, actor: &Actor, product_id: ProductId) -> Result<(), ProductFailure> {
+        match self.catalog.product(product_id) {
+            Some(p)
+                if !self
+                    .catalog
+                    .visible(&p, &Viewer::of(actor), self.clock.now()) =>
+            {
+                Err(ProductFailure::NotFound)
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -47,6 +47,19 @@ impl Wishlists {
         Self { db, catalog, clock }
     }
 
+    async fn count_visible(&self, member: &str, viewer: &Viewer) -> Result<usize, WishlistError> {
+        let sql = "SELECT product_id FROM wishlist WHERE member_id = ?";
+        let rows: Vec<(String,)> =
+            with_pool!(&self.db, pool => sqlx::query_as(sql).bind(member).fetch_all(pool).await)?;
+        let now = self.clock.now();
+        Ok(rows
+            .iter()
+            .filter_map(|(p,)| p.parse::<uuid::Uuid>().ok())
+            .filter_map(|id| self.catalog.product(ProductId::from_uuid(id)))
+            .filter(|p| self.catalog.visible(p, viewer, now))
+            .count())
+    }
+
     /// The entries `viewer` (the member `member`) can see, most recently added first.
     pub async fn list(
         &self,
@@ -64,7 +77,9 @@ impl Wishlists {
             .filter_map(|(product, at)| {
                 let id = product.parse::<uuid::Uuid>().ok()?;
                 let product = self.catalog.product(ProductId::from_uuid(id))?;
-                product.visible_to(viewer, now).then_some((product, at))
+                self.catalog
+                    .visible(&product, viewer, now)
+                    .then_some((product, at))
             })
             .take(MAX_VISIBLE)
             .collect())
@@ -80,7 +95,7 @@ impl Wishlists {
         let now = self.clock.now();
         self.catalog
             .product(product)
-            .filter(|p| p.visible_to(viewer, now))
+            .filter(|p| self.catalog.visible(p, viewer, now))
             .ok_or(WishlistError::NotFound)?;
         let visible = self.list(member, viewer).await?;
         if visible.iter().any(|(p, _)| p.state.product_id == product) {
@@ -100,9 +115,23 @@ impl Wishlists {
             .map(drop));
         match inserted {
             // There already (hidden when listed, or added by a concurrent request).
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(()),
-            other => Ok(other?),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(()),
+            other => other?,
         }
+        // Concurrent adds each saw room: counted again after the insert, the one past the
+        // limit takes its entry back (two may both do so; the list never exceeds it).
+        if self.count_visible(&member, viewer).await? > MAX_VISIBLE {
+            let parsed = product
+                .parse::<uuid::Uuid>()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let member = member
+                .parse::<uuid::Uuid>()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            self.remove(MemberId::from_uuid(member), ProductId::from_uuid(parsed))
+                .await?;
+            return Err(WishlistError::Full);
+        }
+        Ok(())
     }
 
     /// Removes `product`, whether or not it was there.

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::{AppJson, AppPath, AppQuery};
-use super::identity::{Admin, Auth};
+use super::identity::{Admin, Auth, MaybeAuth};
 use super::problem::{Problem, catalogue};
 use crate::catalog::{Category, CategoryError};
 use crate::members::FieldError;
@@ -61,13 +61,19 @@ pub struct CategoryList {
 
 /// Lists the categories that take products (anyone).
 #[utoipa::path(get, path = "/v1/categories", tag = "catalog", params(ListQuery), responses(
-    (status = 200, body = CategoryList), (status = 400, body = Problem)))]
+    (status = 200, body = CategoryList), (status = 400, body = Problem),
+    (status = 401, body = Problem, description = "A token was sent and is not valid")))]
 pub async fn list_categories(
     State(state): State<AppState>,
+    MaybeAuth(identity): MaybeAuth,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Json<CategoryList>, Problem> {
-    // Archived categories hold nothing a visitor can buy; their names stay in product views.
-    let items = state.categories.list(query.include_archived).await?;
+    // Archived categories hold nothing a visitor can buy; admins may list them too.
+    let admin = identity.is_some_and(|i| i.role == crate::members::Role::Admin);
+    let items = state
+        .categories
+        .list(query.include_archived && admin)
+        .await?;
     Ok(Json(CategoryList { items }))
 }
 
@@ -100,14 +106,26 @@ pub async fn archive_category(
     AppPath(id): AppPath<uuid::Uuid>,
 ) -> Result<StatusCode, Problem> {
     let category = openrun_domain::CategoryId::from_uuid(id);
-    if state.catalog.has_products_in(category) {
-        return Err(Problem::of(catalogue::CATEGORY_IN_USE)
-            .with_detail("the category holds products; move or delete them first"));
-    }
     state
         .categories
         .archive(&admin.member_id, &id.to_string())
         .await?;
+    // Archived first, so no create that checks from now on puts a product in it; then every
+    // product registered so far, by any process, is looked at.
+    let head = state
+        .commands
+        .head_position()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    state
+        .catalog
+        .wait_for(head, std::time::Duration::from_secs(2))
+        .await;
+    if state.catalog.has_products_in(category) {
+        state.categories.unarchive(&id.to_string()).await?;
+        return Err(Problem::of(catalogue::CATEGORY_IN_USE)
+            .with_detail("the category holds products; move or delete them first"));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

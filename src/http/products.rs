@@ -64,6 +64,7 @@ impl From<ProductError> for Problem {
                 field("at", message)
             }
             E::NoThumbnail | E::TooManyImages { .. } | E::BlankImageKey => field("images", message),
+            E::ScheduledByAdmin => Problem::forbidden(&message),
             E::AlreadyInStatus { .. } | E::TransitionNotAllowed { .. } | E::SuspendedByAdmin => {
                 Problem::of(catalogue::TRANSITION_NOT_ALLOWED).with_detail(message)
             }
@@ -110,6 +111,10 @@ impl From<ProductFailure> for Problem {
             ProductFailure::Refused(e) => e.into(),
             ProductFailure::StockRefused(e) => e.into(),
             ProductFailure::NotFound => Problem::not_found(),
+            ProductFailure::Invalid {
+                field: name,
+                message,
+            } => field(name, message),
             ProductFailure::UnknownCategory => field("category_id", "no such category"),
             ProductFailure::ArchivedCategory => field(
                 "category_id",
@@ -251,15 +256,16 @@ fn product_view(product: &LiveProduct, viewer: &Viewer, now: DateTime<Utc>) -> P
     }
 }
 
-/// The ETag of a view: it changes with the product's events, its stock, the status in
-/// effect (so at a drop's instant) and the viewer's class.
+/// The ETag of a view: it changes with what the view shows (the product's events, which
+/// variants are sold out, the status in effect, so at a drop's instant) and the viewer's
+/// class, and with nothing else: it does not tell how many orders were placed.
 fn etag(product: &LiveProduct, viewer: &Viewer, now: DateTime<Utc>) -> String {
     format!(
         "\"{}-{}-{}-{}\"",
         product.version,
-        product.stock_generation,
         product.status_at(now).as_str(),
-        viewer.class(product)
+        viewer.class(product),
+        product.sold_out_flags()
     )
 }
 
@@ -268,6 +274,11 @@ fn written(status: StatusCode, w: &Written, viewer: &Viewer, now: DateTime<Utc>)
     let mut response = (status, Json(product_view(&w.product, viewer, now))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", w.version)) {
         response.headers_mut().insert("x-stream-version", v);
+    }
+    if w.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
@@ -474,7 +485,7 @@ fn visible(state: &AppState, id: Uuid, viewer: &Viewer) -> Result<Arc<LiveProduc
     state
         .catalog
         .product(ProductId::from_uuid(id))
-        .filter(|p| p.visible_to(viewer, state.clock.now()))
+        .filter(|p| state.catalog.visible(p, viewer, state.clock.now()))
         .ok_or_else(Problem::not_found)
 }
 
@@ -512,7 +523,7 @@ pub async fn get_product(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().trim_start_matches("W/") == tag);
+        .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == tag);
     let body = if unchanged {
         None
     } else {
@@ -634,7 +645,8 @@ pub struct StatusBody {
 }
 
 /// Moves a product to another status now, along the status graph. An admin suspends a
-/// product this way, with the reason shown in its history; only an admin lifts that.
+/// product this way, with a reason (required) shown in its history; only an admin lifts
+/// that.
 #[utoipa::path(put, path = "/v1/products/{id}/status", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = StatusBody,
     responses((status = 200, body = ProductView), (status = 400, body = Problem),
@@ -647,6 +659,11 @@ pub async fn change_status(
     AppJson(body): AppJson<StatusBody>,
 ) -> Result<Response, Problem> {
     let actor = actor(&identity)?;
+    crate::catalog::products::check_reason(body.reason.as_deref())?;
+    let blank = body.reason.as_deref().is_none_or(|r| r.trim().is_empty());
+    if actor.is_admin() && body.status == ProductStatus::Suspended && blank {
+        return Err(field("reason", "an admin's suspension says why"));
+    }
     let command = ProductCommand::ChangeStatus {
         actor,
         to: body.status,
@@ -988,7 +1005,7 @@ pub struct EventView {
     pub event_type: String,
     /// The event as recorded.
     pub data: serde_json::Value,
-    /// The member who caused it; `null` for the scheduler.
+    /// Who caused it: a member id, or `system:scheduler` for a scheduled change.
     pub actor: Option<String>,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
@@ -1071,7 +1088,8 @@ pub struct SuspensionView {
 #[utoipa::path(put, path = "/v1/admin/sellers/{member_id}/suspension", tag = "admin",
     security(("bearer" = [])), params(("member_id" = Uuid, Path)), request_body = SuspensionBody,
     responses((status = 200, body = SuspensionView), (status = 400, body = Problem),
-    (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 422, body = Problem)))]
 pub async fn suspend_seller(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Admin>,
@@ -1081,6 +1099,13 @@ pub async fn suspend_seller(
     let reason = body.reason.trim();
     if reason.is_empty() || reason.chars().count() > openrun_domain::product::MAX_REASON_CHARS {
         return Err(field("reason", "1 to 500 characters"));
+    }
+    crate::catalog::products::check_reason(Some(reason))?;
+    match state.members.me(&member_id.to_string()).await {
+        Ok(p) if p.role == crate::members::Role::Seller => {}
+        Ok(_) => return Err(field("member_id", "only a seller can be suspended")),
+        Err(crate::members::MemberError::NotFound) => return Err(Problem::not_found()),
+        Err(e) => return Err(e.into()),
     }
     let seller = MemberId::from_uuid(member_id);
     let products_suspended = state

@@ -127,6 +127,37 @@ fn plain(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A one-line text of the catalog (a product name, an option label, a reason): no control
+/// or bidirectional formatting characters, and not only invisible ones. With `strict`, no
+/// invisible character at all but the space (labels, so that `S` and `S` with a zero-width
+/// space are not two options that look alike).
+pub fn one_line(value: &str, strict: bool) -> Result<(), String> {
+    plain(value)?;
+    let trimmed = value.trim();
+    if !trimmed.is_empty() && trimmed.chars().all(is_invisible) {
+        return Err("must not be blank".into());
+    }
+    if strict && trimmed.chars().any(|c| c != ' ' && is_invisible(c)) {
+        return Err("must not contain invisible characters".into());
+    }
+    Ok(())
+}
+
+/// A text of several lines (a description): line breaks and tabs, but no other control
+/// characters and no bidirectional formatting.
+pub fn multi_line(value: &str) -> Result<(), String> {
+    if value
+        .chars()
+        .any(|c| is_control(c) && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err("must not contain control characters".into());
+    }
+    if value.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional formatting characters".into());
+    }
+    Ok(())
+}
+
 /// A name: 1 to 50 characters after trimming, with something visible, no control or
 /// bidirectional formatting characters.
 pub fn name(value: &str) -> Result<String, String> {

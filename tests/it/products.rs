@@ -25,6 +25,11 @@ on_both_backends!(
     a_suspended_seller_cannot_act_and_their_products_are_suspended,
     the_wishlist_keeps_one_entry_per_product_and_only_visible_ones,
     a_category_with_products_cannot_be_archived_and_an_archived_one_takes_none,
+    a_page_cursor_neither_repeats_nor_skips_when_products_hide_or_appear_between_pages,
+    the_total_is_counted_up_to_its_cap_and_says_when_it_is_not_exact,
+    a_renamed_product_is_found_by_its_new_name_only,
+    product_texts_refuse_control_bidi_and_invisible_characters,
+    another_seller_s_hidden_product_is_not_found_by_writes_either,
 );
 
 /// A shop with an admin, two sellers, a buyer and a category.
@@ -430,6 +435,8 @@ async fn roles_and_ownership_are_enforced_on_every_product_endpoint(backend: Bac
         format!("/v1/products/{product}/events"),
     ];
     let head = shop.head().await;
+    // A supply change needs a key; the other writes ignore it.
+    let keyed: &[(&str, &str)] = &[("idempotency-key", "roles")];
     for (method, path, body) in &writes {
         // Nobody: 401. A buyer: 403 (cannot sell). Another seller: 403 (not theirs).
         let anonymous = shop
@@ -442,7 +449,7 @@ async fn roles_and_ownership_are_enforced_on_every_product_endpoint(backend: Bac
                 path,
                 Some(&shop.buyer.access),
                 body.clone(),
-                &[],
+                keyed,
             )
             .await;
         problem(buyer, StatusCode::FORBIDDEN, "forbidden").await;
@@ -452,7 +459,7 @@ async fn roles_and_ownership_are_enforced_on_every_product_endpoint(backend: Bac
                 path,
                 Some(&shop.other_seller.access),
                 body.clone(),
-                &[],
+                keyed,
             )
             .await;
         problem(other, StatusCode::FORBIDDEN, "forbidden").await;
@@ -481,7 +488,7 @@ async fn roles_and_ownership_are_enforced_on_every_product_endpoint(backend: Bac
     // An admin may do what the seller may.
     for (method, path, body) in &writes {
         let done = shop
-            .send(method.clone(), path, Some(&shop.admin), body.clone(), &[])
+            .send(method.clone(), path, Some(&shop.admin), body.clone(), keyed)
             .await;
         assert!(
             done.status().is_success(),
@@ -773,7 +780,7 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
             "supply-conflict",
         ),
     ] {
-        let refused = add(body, vec![]).await;
+        let refused = add(body, vec![("idempotency-key", format!("refused-{kind}"))]).await;
         let status = if kind == "validation" {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
@@ -783,9 +790,19 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
     }
     let bad_header = add(json!({"add": 1}), vec![("if-match", "1".into())]).await;
     problem(bad_header, StatusCode::BAD_REQUEST, "invalid-header").await;
+    // Neither If-Match nor a key: refused, as a retry could change the supply twice.
+    let unguarded = add(json!({"add": 1}), vec![]).await;
+    problem(
+        unguarded,
+        StatusCode::PRECONDITION_REQUIRED,
+        "precondition-required",
+    )
+    .await;
+    let weak = add(json!({"add": 1}), vec![("if-match", "W/\"3\"".into())]).await;
+    problem(weak, StatusCode::BAD_REQUEST, "invalid-header").await;
     let adjusted = add(
         json!({"adjust": -5, "reason": "damaged in the warehouse"}),
-        vec![],
+        vec![("if-match", "\"2\"".into())],
     )
     .await;
     assert_eq!(adjusted.status(), StatusCode::OK);
@@ -825,7 +842,7 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
             &format!("/v1/products/{product}/variants/{foreign}/stock"),
             Some(&shop.seller.access),
             Some(json!({"add": 1})),
-            &[],
+            &[("idempotency-key", "foreign")],
         )
         .await;
     problem(refused, StatusCode::NOT_FOUND, "not-found").await;
@@ -1336,7 +1353,7 @@ async fn the_history_shows_lifecycle_and_stock_with_an_admin_s_reason(backend: B
             &format!("/v1/products/{product}/variants/{variant}/stock"),
             Some(&shop.seller.access),
             Some(json!({"add": 10})),
-            &[],
+            &[("idempotency-key", "first-delivery")],
         )
         .await;
     assert_eq!(added.status(), StatusCode::OK);
@@ -1592,4 +1609,305 @@ async fn a_category_with_products_cannot_be_archived_and_an_archived_one_takes_n
         .await;
     let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation").await;
     assert_eq!(body["errors"][0]["field"], "category_id");
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_page_cursor_neither_repeats_nor_skips_when_products_hide_or_appear_between_pages(
+    backend: Backend,
+) {
+    let shop = Shop::open(backend).await;
+    let mut made = Vec::new();
+    for n in 0..6 {
+        made.push(shop.product(&format!("P{n}"), true).await);
+    }
+    let first: Value = shop
+        .app
+        .get("/v1/products?size=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(&first), ["P5", "P4"]);
+    // Between pages: a product of page 1 hides, one of a later page hides, a new one appears.
+    shop.status(
+        &made[4],
+        "not_published",
+        &shop.seller.access,
+        StatusCode::OK,
+    )
+    .await;
+    shop.status(
+        &made[2],
+        "not_published",
+        &shop.seller.access,
+        StatusCode::OK,
+    )
+    .await;
+    shop.product("P6", true).await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second: Value = shop
+        .app
+        .get(&format!("/v1/products?size=2&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // An offset would now skip P3 (two of the first four are gone); the cursor does not.
+    assert_eq!(names(&second), ["P3", "P1"]);
+    let third: Value = shop
+        .app
+        .get(&format!(
+            "/v1/products?size=2&cursor={}",
+            second["next_cursor"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(&third), ["P0"]);
+    assert!(third["next_cursor"].is_null());
+    // A cursor changed by one character is refused.
+    let mut forged = cursor.to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let refused = shop
+        .app
+        .get(&format!("/v1/products?size=2&cursor={forged}"))
+        .await;
+    problem(refused, StatusCode::BAD_REQUEST, "invalid-cursor").await;
+}
+
+async fn the_total_is_counted_up_to_its_cap_and_says_when_it_is_not_exact(backend: Backend) {
+    use openrun::catalog::Viewer;
+    use openrun::catalog::live::Filter;
+    let shop = Shop::open(backend).await;
+    for n in 0..4 {
+        shop.product(&format!("C{n}"), true).await;
+    }
+    shop.product("hidden", false).await;
+    let list = |cap: usize, size: usize| {
+        shop.app.state.catalog.list_counting_up_to(
+            &Viewer::Public(None),
+            &Filter::default(),
+            None,
+            size,
+            Utc::now(),
+            cap,
+        )
+    };
+    // Exactly at the cap, with a hidden product after the matches: still exact.
+    let at = list(4, 2);
+    assert_eq!((at.total, at.total_exact, at.items.len()), (4, true, 2));
+    assert!(at.next.is_some());
+    let over = list(3, 2);
+    assert_eq!((over.total, over.total_exact), (3, false));
+    let under = list(10, 10);
+    assert_eq!(
+        (under.total, under.total_exact, under.items.len()),
+        (4, true, 4)
+    );
+    assert!(under.next.is_none());
+}
+
+async fn a_renamed_product_is_found_by_its_new_name_only(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let made = shop.product("조던 레트로", true).await;
+    let renamed = shop
+        .send(
+            Method::PATCH,
+            &format!("/v1/products/{}", id(&made)),
+            Some(&shop.seller.access),
+            Some(json!({"name": "덩크 로우", "description": "빈티지"})),
+            &[],
+        )
+        .await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    for (q, hits) in [("레트로", 0), ("스니커즈", 0), ("덩크", 1), ("빈티지", 1)] {
+        let page: Value = shop
+            .app
+            .get(&format!("/v1/products?q={}", urlencode(q)))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["total"], hits, "{q}");
+    }
+}
+
+async fn product_texts_refuse_control_bidi_and_invisible_characters(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let head = shop.head().await;
+    let base = json!({"category_id": shop.category, "name": "Shoe", "price": 1000});
+    for (field, value) in [
+        ("name", json!("nul\u{0}name")),
+        ("name", json!("esc\u{1b}[2J")),
+        ("name", json!("\u{202e}reversed")),
+        ("name", json!("\u{200b}")),
+        ("description", json!("a\u{0}b")),
+        ("description", json!("\u{2066}isolate\u{2069}")),
+        ("variants", json!(["S", "S\u{200b}"])),
+        ("variants", json!(["x\u{0}"])),
+    ] {
+        let mut body = base.clone();
+        body[field] = value;
+        let refused = shop
+            .send(
+                Method::POST,
+                "/v1/products",
+                Some(&shop.seller.access),
+                Some(body),
+                &[],
+            )
+            .await;
+        let problem = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation").await;
+        assert_eq!(problem["errors"][0]["field"], field);
+    }
+    // Line breaks are fine in a description.
+    let mut body = base.clone();
+    body["description"] = json!("first line\nsecond\tline");
+    let made = shop
+        .send(
+            Method::POST,
+            "/v1/products",
+            Some(&shop.seller.access),
+            Some(body),
+            &[],
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let product = id(&made.json().await.unwrap());
+    let head = head + 1;
+    let path = format!("/v1/products/{product}");
+    for (method, path, body, field) in [
+        (
+            Method::POST,
+            format!("{path}/variants"),
+            json!({"label": "\u{feff}M"}),
+            "label",
+        ),
+        (
+            Method::PUT,
+            format!("{path}/status"),
+            json!({"status": "waiting", "reason": "\u{1b}[31m"}),
+            "reason",
+        ),
+        (
+            Method::POST,
+            format!("{path}/schedules"),
+            json!({"status": "waiting", "at": "9999-12-31T23:59:59-23:59"}),
+            "at",
+        ),
+    ] {
+        let refused = shop
+            .send(method, &path, Some(&shop.seller.access), Some(body), &[])
+            .await;
+        let problem = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation").await;
+        assert_eq!(problem["errors"][0]["field"], field);
+    }
+    // An admin's suspension says why.
+    let silent = shop
+        .send(
+            Method::PUT,
+            &format!("{path}/status"),
+            Some(&shop.admin),
+            Some(json!({"status": "suspended"})),
+            &[],
+        )
+        .await;
+    problem(silent, StatusCode::UNPROCESSABLE_ENTITY, "validation").await;
+    assert_eq!(shop.head().await, head, "nothing refused reached the log");
+}
+
+async fn another_seller_s_hidden_product_is_not_found_by_writes_either(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let made = shop.product("Unannounced", false).await;
+    let product = id(&made);
+    let variant = made["variants"][0]["variant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unknown = uuid::Uuid::now_v7();
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/v1/products/{{}}"),
+            Some(json!({"price": 5})),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/products/{{}}/status"),
+            Some(json!({"status": "waiting"})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/products/{{}}/variants/{variant}/stock"),
+            Some(json!({"add": 5})),
+        ),
+        (Method::DELETE, format!("/v1/products/{{}}"), None),
+    ] {
+        // The same answer for another seller's hidden product as for no product at all.
+        for id in [product.clone(), unknown.to_string()] {
+            let refused = shop
+                .send(
+                    method.clone(),
+                    &path.replace("{}", &id),
+                    Some(&shop.other_seller.access),
+                    body.clone(),
+                    &[("idempotency-key", "probe")],
+                )
+                .await;
+            problem(refused, StatusCode::NOT_FOUND, "not-found").await;
+        }
+    }
+    // Archived categories are listed to admins only.
+    let archived = crate::members::post(
+        &shop.app,
+        "/v1/categories",
+        &json!({"name": "Gone"}),
+        Some(&shop.admin),
+    )
+    .await;
+    let archived = archived.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gone = shop
+        .send(
+            Method::DELETE,
+            &format!("/v1/categories/{archived}"),
+            Some(&shop.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let count = |token: Option<String>| {
+        let shop = &shop;
+        async move {
+            let listed: Value = shop
+                .send(
+                    Method::GET,
+                    "/v1/categories?include_archived=true",
+                    token.as_deref(),
+                    None,
+                    &[],
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            listed["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count(None).await, 1);
+    assert_eq!(count(Some(shop.seller.access.clone())).await, 1);
+    assert_eq!(count(Some(shop.admin.clone())).await, 2);
 }

@@ -210,6 +210,10 @@ fn decide_registered(
                     state: schedule.state,
                 });
             }
+            // A moderation step an admin planned is not the seller's to undo.
+            if schedule.by.is_admin() && !actor.is_admin() {
+                return Err(ProductError::ScheduledByAdmin);
+            }
             not_frozen(state, now)?;
             Ok(vec![ProductEvent::ScheduledStatusChangeCancelled {
                 schedule_id,

@@ -206,6 +206,9 @@ pub enum ProductError {
     /// An image key is empty.
     #[error("image keys must not be blank")]
     BlankImageKey,
+    /// An admin scheduled this change; only an admin may cancel it.
+    #[error("an admin scheduled this change; only an admin may cancel it")]
+    ScheduledByAdmin,
 }
 
 impl From<Denied> for ProductError {

@@ -603,6 +603,20 @@ fn owner_cancels_a_pending_schedule() {
 }
 
 #[test]
+fn only_an_admin_cancels_what_an_admin_scheduled() {
+    let product = given(&[registered(), scheduled(S1, Suspended, 10, admin())]);
+    let cancel = |actor| ProductCommand::CancelScheduledStatusChange {
+        actor,
+        schedule_id: S1,
+    };
+    assert_eq!(
+        decide(&product, cancel(seller()), t(2)),
+        Err(ProductError::ScheduledByAdmin)
+    );
+    assert!(decide(&product, cancel(admin()), t(2)).is_ok());
+}
+
+#[test]
 fn cancelling_an_unknown_or_closed_schedule_is_refused() {
     let cancel = |schedule_id| ProductCommand::CancelScheduledStatusChange {
         actor: seller(),
