@@ -216,7 +216,10 @@ async fn bench(backend: &str, run: Run, products: usize) {
             format!("q={}", enc("젤카야노")),
         ),
         ("q = retro (Latin word)", "q=retro".to_owned()),
-        ("q = 삼바 low 43 (rare)", format!("q={}", enc("삼바 low 43"))),
+        (
+            "q = 삼바 low 43 (rare)",
+            format!("q={}", enc("삼바 low 43")),
+        ),
     ] {
         let url = format!("{base}?size=20&{query}");
         let (p50, p99, total) = measure(&client, &[url], &token, 300).await;
