@@ -20,14 +20,15 @@ pub const MIN_QUERY_CHARS: usize = 2;
 /// Longest query, in characters.
 pub const MAX_QUERY_CHARS: usize = 50;
 
-/// Text as it is indexed and searched: compatibility forms folded (NFKC), lower case, and
-/// runs of white space as one space, so `ＡＩＲ  Max` finds `air max`.
+/// Text as it is indexed and searched: compatibility forms folded (NFKC), lower case, control
+/// characters as spaces, and runs of white space as one space, so `ＡＩＲ  Max` finds `air max`.
 pub fn normalise(text: &str) -> String {
     let folded: String = text
         .nfkc()
         .collect::<String>()
         .to_lowercase()
         .nfkc()
+        .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     folded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -185,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn a_query_has_two_to_fifty_characters_once_normalised() {
+    fn a_query_has_two_to_fifty_characters_as_sent() {
         assert_eq!(Query::parse("a"), Err(QueryError::Length));
         // Long enough as sent, one character once normalised: it matches nothing.
         let short = Query::parse("  a  ").unwrap();
