@@ -30,6 +30,7 @@ on_both_backends!(
     a_renamed_product_is_found_by_its_new_name_only,
     product_texts_refuse_control_bidi_and_invisible_characters,
     another_seller_s_hidden_product_is_not_found_by_writes_either,
+    a_cancel_racing_the_fire_has_one_winner,
 );
 
 /// A shop with an admin, two sellers, a buyer and a category.
@@ -1910,4 +1911,102 @@ async fn another_seller_s_hidden_product_is_not_found_by_writes_either(backend: 
     assert_eq!(count(None).await, 1);
     assert_eq!(count(Some(shop.seller.access.clone())).await, 1);
     assert_eq!(count(Some(shop.admin.clone())).await, 2);
+}
+
+/// The schedule row's status (`pending`, `claimed`, `done`, `cancelled`), or none yet.
+async fn schedule_row(app: &TestApp, id: &str) -> Option<String> {
+    let sql = "SELECT status FROM schedule WHERE id = ?";
+    match &app.db {
+        openrun::db::Database::MySql(pool) => sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .unwrap(),
+        openrun::db::Database::Sqlite(pool) => sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .unwrap(),
+    }
+}
+
+async fn a_cancel_racing_the_fire_has_one_winner(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let made = shop.product("Race", true).await;
+    shop.status(&made, "on_sale", &shop.seller.access, StatusCode::OK)
+        .await;
+    let product = id(&made);
+    let t = Utc::now().trunc_subsecs(0) + chrono::Duration::seconds(12);
+    let schedules = format!("/v1/products/{product}/schedules");
+    let made = shop
+        .send(
+            Method::POST,
+            &schedules,
+            Some(&shop.seller.access),
+            Some(json!({"status": "ended", "at": t.to_rfc3339()})),
+            &[],
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let sid = made.json::<Value>().await.unwrap()["schedule_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Cancels from just before the instant until one is answered for good.
+    while Utc::now() < t - chrono::Duration::milliseconds(150) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel_won = loop {
+        let answer = shop
+            .send(
+                Method::DELETE,
+                &format!("{schedules}/{sid}"),
+                Some(&shop.seller.access),
+                None,
+                &[],
+            )
+            .await;
+        match answer.status() {
+            StatusCode::NO_CONTENT => break true,
+            StatusCode::CONFLICT => {
+                let body: Value = answer.json().await.unwrap();
+                assert_eq!(body["type"], "/problems/schedule-closed", "{body}");
+                break false;
+            }
+            other => panic!("a cancel got {other}"),
+        }
+    };
+    // Wait until the schedule is closed for good, then read what happened.
+    let row = format!("product/{product}/{sid}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = schedule_row(&shop.app, &row).await;
+        if matches!(status.as_deref(), Some("done" | "cancelled")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule stayed {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stream = openrun::eventstore::StreamRef::new("product", product.clone());
+    let events = shop.app.events.read_stream(&stream, 1, 1000).await.unwrap();
+    let ended = events
+        .iter()
+        .filter(|e| e.event_type == "ProductStatusChanged" && e.payload["data"]["to"] == "ended")
+        .count();
+    let cancelled = events
+        .iter()
+        .filter(|e| e.event_type == "ScheduledStatusChangeCancelled")
+        .count();
+    eprintln!(
+        "the race was won by the {}",
+        if cancel_won { "cancel" } else { "fire" }
+    );
+    if cancel_won {
+        assert_eq!((ended, cancelled), (0, 1), "a cancelled schedule fired");
+    } else {
+        assert_eq!((ended, cancelled), (1, 0), "a fired schedule was cancelled");
+    }
 }
