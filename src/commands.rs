@@ -264,11 +264,6 @@ impl Commands {
             .await
     }
 
-    /// The highest position in the log.
-    pub async fn head_position(&self) -> anyhow::Result<u64> {
-        Ok(self.events.head_position().await?)
-    }
-
     /// The aggregate's state and version, folded from its stream through the upcasters.
     pub async fn load<A: Decider>(&self, id: &str) -> Result<Loaded<A>, CommandError<A::Error>> {
         let stream = StreamRef::new(A::TYPE, id);

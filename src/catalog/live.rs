@@ -15,7 +15,7 @@
 //! metric `openrun_live_catalog_lag_seconds`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -287,7 +287,7 @@ pub struct LiveCatalog {
     settings: CatalogSettings,
     inner: RwLock<Snapshot>,
     applied: watch::Sender<u64>,
-    ready: AtomicBool,
+    ready: watch::Sender<bool>,
     /// `clock.elapsed()` in milliseconds when the catalog last knew itself at the head.
     caught_up_at: AtomicU64,
 }
@@ -307,7 +307,7 @@ impl LiveCatalog {
             settings,
             inner: RwLock::new(Snapshot::default()),
             applied: watch::channel(0).0,
-            ready: AtomicBool::new(false),
+            ready: watch::channel(false).0,
             caught_up_at: AtomicU64::new(0),
         })
     }
@@ -363,7 +363,7 @@ impl LiveCatalog {
         if *self.applied.borrow() >= head {
             let millis = u64::try_from(started.as_millis()).unwrap_or(u64::MAX);
             self.caught_up_at.fetch_max(millis, Ordering::Relaxed);
-            if !self.ready.swap(true, Ordering::Relaxed) {
+            if !self.ready.send_replace(true) {
                 tracing::info!(
                     position = head,
                     "the live catalog has caught up with the log"
@@ -375,7 +375,15 @@ impl LiveCatalog {
 
     /// Whether the catalog has applied the log up to the head it read at start-up.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        *self.ready.borrow()
+    }
+
+    /// Waits until the catalog is ready, at most `timeout`; true when it is.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.subscribe();
+        tokio::time::timeout(timeout, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Time since the catalog last knew itself at the head of the log.
@@ -401,6 +409,13 @@ impl LiveCatalog {
         tokio::time::timeout(timeout, applied.wait_for(|at| *at >= position))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until the catalog has applied everything committed so far, by any process, at
+    /// most `timeout`; true when it has.
+    pub async fn catch_up_to_head(&self, timeout: Duration) -> anyhow::Result<bool> {
+        let head = self.events.head_position().await?;
+        Ok(self.wait_for(head, timeout).await)
     }
 
     /// The product `id`, whoever may see it.

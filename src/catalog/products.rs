@@ -335,14 +335,7 @@ impl Products {
                 if !same {
                     return Err(ProductFailure::KeyReused);
                 }
-                let head = self
-                    .events
-                    .head_position()
-                    .await
-                    .map_err(|e| ProductFailure::Unavailable(e.into()))?;
-                self.answer(product_id, head, None)
-                    .await
-                    .map(Written::replayed)
+                self.replay(product_id).await
             }
             Err(e) => Err(ProductFailure::product(e)),
         }
@@ -444,13 +437,7 @@ impl Products {
                 if !same {
                     return Err(ProductFailure::KeyReused);
                 }
-                let head = self
-                    .events
-                    .head_position()
-                    .await
-                    .map_err(|e| ProductFailure::Unavailable(e.into()))?;
-                let written = self.answer(product_id, head, None).await?.replayed();
-                Ok((written, schedule_id))
+                Ok((self.replay(product_id).await?, schedule_id))
             }
             other => Ok((other?, schedule_id)),
         }
@@ -607,12 +594,10 @@ impl Products {
             _ => Err(ProductFailure::Unavailable(e.into())),
         })?;
         // Every product registered so far, whichever process registered it.
-        let head = self
-            .events
-            .head_position()
+        self.catalog
+            .catch_up_to_head(READ_YOUR_WRITE)
             .await
-            .map_err(|e| ProductFailure::Unavailable(e.into()))?;
-        self.catalog.wait_for(head, READ_YOUR_WRITE).await;
+            .map_err(ProductFailure::Unavailable)?;
         let mut suspended = 0;
         for product in self.catalog.products_of(seller) {
             if product.state.deleted || product.state.status == ProductStatus::Suspended {
@@ -686,23 +671,34 @@ impl Products {
         product_id: ProductId,
         committed: &Committed<E>,
     ) -> Result<Written, ProductFailure> {
-        let position = committed.positions.as_ref().map(|p| *p.end());
+        let position = committed.positions.as_ref().map_or(0, |p| *p.end());
+        let caught_up = self.catalog.wait_for(position, READ_YOUR_WRITE).await;
         let mut written = self
-            .answer(product_id, position.unwrap_or(0), Some(committed.version))
+            .answer(product_id, caught_up, Some(committed.version))
             .await?;
         written.version = committed.version;
         Ok(written)
     }
 
-    /// The product once this process's catalog has applied `position`, or, when it has not
-    /// in time, as its stream says: a committed write is never answered "not found".
+    /// The answer to a request made before with the same key: the product as it is now.
+    async fn replay(&self, product_id: ProductId) -> Result<Written, ProductFailure> {
+        let caught_up = self
+            .catalog
+            .catch_up_to_head(READ_YOUR_WRITE)
+            .await
+            .map_err(ProductFailure::Unavailable)?;
+        Ok(self.answer(product_id, caught_up, None).await?.replayed())
+    }
+
+    /// The product as this process's catalog has it when it `caught_up` with the write (or
+    /// has the written `version`), else as its stream says: a committed write is never
+    /// answered "not found".
     async fn answer(
         &self,
         product_id: ProductId,
-        position: u64,
+        caught_up: bool,
         version: Option<u64>,
     ) -> Result<Written, ProductFailure> {
-        let caught_up = self.catalog.wait_for(position, READ_YOUR_WRITE).await;
         if let Some(product) = self.catalog.product(product_id)
             && (caught_up || version.is_some_and(|v| product.version >= v))
         {

@@ -112,15 +112,11 @@ pub async fn archive_category(
         .await?;
     // Archived first, so no create that checks from now on puts a product in it; then every
     // product registered so far, by any process, is looked at.
-    let head = state
-        .commands
-        .head_position()
-        .await
-        .map_err(|e| Problem::internal(&e))?;
     state
         .catalog
-        .wait_for(head, std::time::Duration::from_secs(2))
-        .await;
+        .catch_up_to_head(std::time::Duration::from_secs(2))
+        .await
+        .map_err(|e| Problem::internal(&e))?;
     if state.catalog.has_products_in(category) {
         state.categories.unarchive(&id.to_string()).await?;
         return Err(Problem::of(catalogue::CATEGORY_IN_USE)

@@ -36,6 +36,16 @@ const DEFAULT_PAGE: usize = 20;
 /// Largest page size.
 const MAX_PAGE: usize = 100;
 
+/// A page size asked for: 1 to [`MAX_PAGE`], `default` when not given.
+fn page_size(asked: Option<usize>, default: usize) -> Result<usize, Problem> {
+    let size = asked.unwrap_or(default);
+    if !(1..=MAX_PAGE).contains(&size) {
+        return Err(Problem::of(catalogue::INVALID_QUERY)
+            .with_detail(format!("size must be 1 to {MAX_PAGE}")));
+    }
+    Ok(size)
+}
+
 fn field(name: &str, message: impl Into<String>) -> Problem {
     Problem::invalid(vec![FieldError::new(name, message)])
 }
@@ -145,7 +155,7 @@ impl From<ProductFailure> for Problem {
 }
 
 /// The caller as the domain sees them.
-fn actor(identity: &Identity) -> Result<Actor, Problem> {
+pub(super) fn actor(identity: &Identity) -> Result<Actor, Problem> {
     let id = Uuid::parse_str(&identity.member_id).map_err(|_| Problem::unauthorized())?;
     Ok(Actor::new(MemberId::from_uuid(id), identity.role))
 }
@@ -421,11 +431,7 @@ fn summary(product: &LiveProduct, now: DateTime<Utc>) -> ProductSummary {
 }
 
 fn filter(query: &ListQuery) -> Result<(Filter, usize, String), Problem> {
-    let size = query.size.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&size) {
-        return Err(Problem::of(catalogue::INVALID_QUERY)
-            .with_detail(format!("size must be 1 to {MAX_PAGE}")));
-    }
+    let size = page_size(query.size, DEFAULT_PAGE)?;
     let q = match &query.q {
         Some(q) => Some(
             Query::parse(q)
@@ -1032,11 +1038,7 @@ pub async fn product_events(
     AppPath(id): AppPath<Uuid>,
     AppQuery(query): AppQuery<HistoryQuery>,
 ) -> Result<Json<EventPage>, Problem> {
-    let size = query.size.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&size) {
-        return Err(Problem::of(catalogue::INVALID_QUERY)
-            .with_detail(format!("size must be 1 to {MAX_PAGE}")));
-    }
+    let size = page_size(query.size, 50)?;
     let product = owned(&state, id, &viewer(Some(&identity)))?;
     let events = state
         .products

@@ -16,7 +16,7 @@ use super::AppState;
 use super::extract::AppPath;
 use super::identity::{Auth, Basic};
 use super::problem::{Problem, catalogue};
-use super::products::{CURRENCY, caller};
+use super::products::{CURRENCY, actor, caller};
 use crate::catalog::wishlist::WishlistError;
 
 impl From<WishlistError> for Problem {
@@ -58,9 +58,7 @@ pub struct WishlistView {
 }
 
 fn member(identity: &crate::auth::Identity) -> Result<MemberId, Problem> {
-    Uuid::parse_str(&identity.member_id)
-        .map(MemberId::from_uuid)
-        .map_err(|_| Problem::unauthorized())
+    Ok(actor(identity)?.member_id)
 }
 
 /// The caller's wishlist, each product with its current status, price and `opens_at`.

@@ -410,14 +410,13 @@ impl TestApp {
             let _ = rx.await;
         }));
         // Ready once its live catalog has caught up with the log.
-        let started = std::time::Instant::now();
-        while !state.catalog.is_ready() {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "the live catalog never caught up"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        assert!(
+            state
+                .catalog
+                .wait_ready(std::time::Duration::from_secs(30))
+                .await,
+            "the live catalog never caught up"
+        );
         Self {
             addr,
             client: reqwest::Client::new(),
