@@ -100,9 +100,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init_tracing(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let shutdown = startup::shutdown_signal()?;
             Application::build(&config)
                 .await?
-                .run_until(startup::shutdown_signal())
+                .run_until(shutdown)
                 .await
         }
         Command::Migrate => {
