@@ -101,10 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = startup::shutdown_signal()?;
-            Application::build(&config)
-                .await?
-                .run_until(shutdown)
-                .await
+            Application::build(&config).await?.run_until(shutdown).await
         }
         Command::Migrate => {
             let db = startup::connect(&config).await?;

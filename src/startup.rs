@@ -249,7 +249,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Database> {
 /// (a lazily registered handler lets the default action kill the process instead).
 #[cfg(unix)]
 pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for ctrl-c")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     Ok(async move {

@@ -7,8 +7,9 @@
 //! commit (the fsync) is shared by all of them.
 //!
 //! Deciding which appends of a batch go through is pure and lives in [`plan`]: appends are
-//! taken in arrival order, each is checked against the stream's version as left by the
-//! appends before it, and a conflicting append is refused alone.
+//! taken in arrival order, each is checked against the stream's version and the guarded
+//! counters as left by the appends before it, and a conflicting append, or one that would
+//! take a counter below its floor, is refused alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::model::{
-    Appended, EventData, EventStoreError, ExpectedVersion, MAX_APPEND_EVENTS, MAX_METADATA_BYTES,
-    Metadata, StreamRef,
+    Appended, CounterMove, EventData, EventStoreError, ExpectedVersion, MAX_APPEND_COUNTER_MOVES,
+    MAX_APPEND_EVENTS, MAX_METADATA_BYTES, Metadata, StreamRef,
 };
 
 /// Tuning of the group-commit writer.
@@ -56,6 +57,8 @@ pub(crate) struct PendingAppend {
     pub events: Vec<EventData>,
     /// The metadata, already serialised to JSON.
     pub metadata: String,
+    /// The guarded counters the append moves.
+    pub counters: Vec<CounterMove>,
     reply: oneshot::Sender<Result<Appended, EventStoreError>>,
 }
 
@@ -66,6 +69,7 @@ impl PendingAppend {
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: &Metadata,
+        counters: Vec<CounterMove>,
     ) -> Result<(Self, oneshot::Receiver<Result<Appended, EventStoreError>>), EventStoreError> {
         stream.validate()?;
         if events.is_empty() || events.len() > MAX_APPEND_EVENTS {
@@ -75,6 +79,14 @@ impl PendingAppend {
         }
         for event in &events {
             event.validate()?;
+        }
+        if counters.len() > MAX_APPEND_COUNTER_MOVES {
+            return Err(EventStoreError::InvalidInput(format!(
+                "an append moves at most {MAX_APPEND_COUNTER_MOVES} counters"
+            )));
+        }
+        for counter in &counters {
+            counter.validate()?;
         }
         let metadata = serde_json::to_string(metadata)
             .map_err(|e| EventStoreError::InvalidInput(format!("metadata: {e}")))?;
@@ -89,6 +101,7 @@ impl PendingAppend {
             expected,
             events,
             metadata,
+            counters,
             reply,
         };
         Ok((pending, answer))
@@ -104,21 +117,26 @@ pub(crate) struct PlannedRow<'a> {
     pub metadata: &'a str,
 }
 
-/// What a batch will do: the rows to insert, each caller's outcome, and the new head position.
+/// What a batch will do: the rows to insert, each caller's outcome, the new head position, and
+/// the new value of every counter the accepted appends moved (sorted by name).
 pub(crate) struct Plan<'a> {
     pub rows: Vec<PlannedRow<'a>>,
     pub outcomes: Vec<Result<Appended, EventStoreError>>,
     pub head: u64,
+    pub counters: Vec<(&'a str, i64)>,
 }
 
-/// Plans a batch against the streams' current versions and the current head position.
-/// `current` holds the version of every stream of the batch that exists; absent means 0.
+/// Plans a batch against the streams' current versions, the counters' current values and the
+/// current head position. `current` holds the version of every stream of the batch that
+/// exists, `counters` the value of every counter of the batch that exists; absent means 0.
 pub(crate) fn plan<'a>(
     batch: &'a [PendingAppend],
     current: &HashMap<StreamRef, u64>,
+    counters: &HashMap<String, i64>,
     head: u64,
 ) -> Plan<'a> {
     let mut versions: HashMap<&StreamRef, u64> = HashMap::with_capacity(batch.len());
+    let mut values: HashMap<&str, i64> = HashMap::new();
     let mut rows = Vec::with_capacity(batch.iter().map(|p| p.events.len()).sum());
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut position = head;
@@ -134,6 +152,14 @@ pub(crate) fn plan<'a>(
             }));
             continue;
         }
+        let moved = match move_counters(&pending.counters, &values, counters) {
+            Ok(moved) => moved,
+            Err(refused) => {
+                outcomes.push(Err(refused));
+                continue;
+            }
+        };
+        values.extend(moved);
         let first_position = position + 1;
         for event in &pending.events {
             position += 1;
@@ -151,11 +177,55 @@ pub(crate) fn plan<'a>(
             positions: first_position..=position,
         }));
     }
+    let mut counters: Vec<(&str, i64)> = values.into_iter().collect();
+    counters.sort_unstable();
     Plan {
         rows,
         outcomes,
         head: position,
+        counters,
     }
+}
+
+/// The values `moves` leave, applied in order to the counters as the earlier appends of the
+/// batch left them (`values`) or as stored (`stored`); or why the append must be refused.
+fn move_counters<'a>(
+    moves: &'a [CounterMove],
+    values: &HashMap<&'a str, i64>,
+    stored: &HashMap<String, i64>,
+) -> Result<HashMap<&'a str, i64>, EventStoreError> {
+    let mut moved: HashMap<&str, i64> = HashMap::with_capacity(moves.len());
+    for m in moves {
+        let name = m.counter.as_str();
+        let value = moved
+            .get(name)
+            .or_else(|| values.get(name))
+            .or_else(|| stored.get(name))
+            .copied()
+            .unwrap_or(0);
+        let refused = || EventStoreError::GuardRefused {
+            counter: m.counter.clone(),
+            value,
+            delta: m.delta,
+        };
+        let next = value.checked_add(m.delta).ok_or_else(refused)?;
+        if m.floor.is_some_and(|floor| next < floor) {
+            return Err(refused());
+        }
+        moved.insert(name, next);
+    }
+    Ok(moved)
+}
+
+/// The counters a backend must read before planning a batch, sorted and without repeats.
+pub(crate) fn counters_to_read(batch: &[PendingAppend]) -> Vec<&str> {
+    let mut names: Vec<&str> = batch
+        .iter()
+        .flat_map(|p| p.counters.iter().map(|m| m.counter.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// The streams whose current version a backend must read before planning a batch.
@@ -296,8 +366,9 @@ impl GroupCommitter {
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: &Metadata,
+        counters: Vec<CounterMove>,
     ) -> Result<Appended, EventStoreError> {
-        let (pending, answer) = PendingAppend::new(stream, expected, events, metadata)?;
+        let (pending, answer) = PendingAppend::new(stream, expected, events, metadata, counters)?;
         self.queue
             .send(Msg::Append(pending))
             .await
@@ -560,9 +631,15 @@ mod tests {
             })
             .collect();
         let stream = StreamRef::new("t", stream);
-        PendingAppend::new(stream, expected, events, &Metadata::default())
+        PendingAppend::new(stream, expected, events, &Metadata::default(), Vec::new())
             .unwrap()
             .0
+    }
+
+    fn moving(stream: &str, counters: Vec<CounterMove>) -> PendingAppend {
+        let mut append = pending(stream, ExpectedVersion::Any, 1);
+        append.counters = counters;
+        append
     }
 
     /// Batches are bounded by bytes as well as by events: an append that would pass either
@@ -692,6 +769,7 @@ mod tests {
                 ExpectedVersion::NO_STREAM,
                 events,
                 &Metadata::default(),
+                Vec::new(),
             )
             .await
     }
@@ -783,6 +861,7 @@ mod tests {
                 ExpectedVersion::Any,
                 events.into_iter().collect::<Result<_, _>>()?,
                 metadata,
+                Vec::new(),
             )
             .map(drop)
         };
@@ -856,7 +935,7 @@ mod tests {
             pending("c", ExpectedVersion::Any, 1),
         ];
         let current = HashMap::from([(StreamRef::new("t", "b"), 3), (StreamRef::new("t", "c"), 7)]);
-        let plan = plan(&batch, &current, 10);
+        let plan = plan(&batch, &current, &HashMap::new(), 10);
         assert_eq!(plan.head, 15);
         assert_eq!(plan.outcomes[0].clone().unwrap().positions, 11..=12);
         assert_eq!(plan.outcomes[1].clone().unwrap().version, 4);
@@ -875,5 +954,61 @@ mod tests {
             .map(|r| r.version)
             .collect();
         assert_eq!(a_versions, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn an_append_that_would_cross_a_floor_fails_alone_and_moves_nothing() {
+        let take = |n: i64| CounterMove::new("units", -n).at_least(0);
+        let batch = vec![
+            moving("a", vec![take(3)]),
+            // Two moves of one append: the second would cross, so neither happens.
+            moving("b", vec![CounterMove::new("other", 5), take(2)]),
+            moving("c", vec![take(1)]),
+            // Unchecked moves go through whatever the value.
+            moving("d", vec![CounterMove::new("units", -10)]),
+            moving("e", vec![take(1)]),
+            moving("f", vec![CounterMove::new("units", i64::MIN)]),
+        ];
+        let stored = HashMap::from([("units".to_string(), 4)]);
+        let plan = plan(&batch, &HashMap::new(), &stored, 0);
+        let refused: Vec<bool> = plan.outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(refused, [false, true, false, false, true, true]);
+        assert!(matches!(
+            &plan.outcomes[1],
+            Err(EventStoreError::GuardRefused { counter, value: 1, delta: -2 }) if counter == "units"
+        ));
+        assert!(matches!(
+            &plan.outcomes[4],
+            Err(EventStoreError::GuardRefused { value: -10, .. })
+        ));
+        assert_eq!(plan.counters, vec![("units", -10)], "`other` never moved");
+        assert_eq!(plan.rows.len(), 3);
+        assert_eq!(plan.head, 3);
+        assert_eq!(counters_to_read(&batch), vec!["other", "units"]);
+    }
+
+    #[test]
+    fn counter_moves_are_bounded_and_named_like_streams() {
+        let with = |counters: Vec<CounterMove>| {
+            PendingAppend::new(
+                StreamRef::new("t", "s"),
+                ExpectedVersion::Any,
+                vec![EventData::json("Happened", "1.0", &1).unwrap()],
+                &Metadata::default(),
+                counters,
+            )
+            .map(drop)
+        };
+        assert!(with(vec![CounterMove::new("stock/v1", 1)]).is_ok());
+        for bad in [String::new(), "a b".into(), "x".repeat(129), "é".into()] {
+            assert!(matches!(
+                with(vec![CounterMove::new(bad, 1)]),
+                Err(EventStoreError::InvalidInput(_))
+            ));
+        }
+        let many = (0..=MAX_APPEND_COUNTER_MOVES)
+            .map(|i| CounterMove::new(format!("c{i}"), 1))
+            .collect();
+        assert!(matches!(with(many), Err(EventStoreError::InvalidInput(_))));
     }
 }

@@ -7,6 +7,10 @@
 //! - Every event gets a `global_position`. Positions are contiguous and become visible in
 //!   position order, so a reader that follows them ([`EventStore::read_all`]) never skips a
 //!   committed event and never sees one twice.
+//! - An append may carry guarded counter moves ([`CounterMove`]): they change named counters
+//!   in the same transaction, and one that would take its counter below its floor refuses
+//!   that append alone ([`EventStoreError::GuardRefused`]). The store knows nothing of what a
+//!   counter means; the order path uses them to keep the units sold within the supply.
 //! - Concurrent appends are gathered into one transaction and one commit ("group commit",
 //!   [`group_commit`]); each caller still gets its own result, and a conflicting append fails
 //!   alone while the rest of its batch commits.
@@ -23,13 +27,15 @@ pub mod model;
 pub mod mysql;
 pub mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use model::{
-    Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StreamRef,
+    Appended, CounterMove, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent,
+    StreamRef,
 };
 
 use crate::db::Database;
@@ -37,6 +43,18 @@ use crate::db::Database;
 /// The contract of the event log, implemented for MySQL / MariaDB and for SQLite.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if the stream is at `expected` and every counter move
+    /// stays within its floor, moving the counters in the same transaction; returns the
+    /// stream's new version and the global positions the events were given.
+    async fn append_moving(
+        &self,
+        stream: StreamRef,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        metadata: Metadata,
+        counters: Vec<CounterMove>,
+    ) -> Result<Appended, EventStoreError>;
+
     /// Appends `events` to `stream` if the stream is at `expected`; returns the stream's new
     /// version and the global positions the events were given.
     async fn append(
@@ -45,7 +63,13 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: Metadata,
-    ) -> Result<Appended, EventStoreError>;
+    ) -> Result<Appended, EventStoreError> {
+        self.append_moving(stream, expected, events, metadata, Vec::new())
+            .await
+    }
+
+    /// The committed values of the named guarded counters; a counter never moved is absent.
+    async fn counters(&self, names: &[&str]) -> Result<HashMap<String, i64>, EventStoreError>;
 
     /// Events of one stream with `version >= from_version`, in version order, at most `limit`.
     async fn read_stream(

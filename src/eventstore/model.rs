@@ -24,6 +24,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 pub const MAX_METADATA_BYTES: usize = 16 << 10;
 /// Most events in one append (one append is one transaction holding the commit-order lock).
 pub const MAX_APPEND_EVENTS: usize = 1000;
+/// Longest accepted guarded counter name, in bytes (the column is `VARCHAR(128)`).
+pub const MAX_COUNTER_NAME_LEN: usize = 128;
+/// Most counter moves one append may carry (an order of at most this many lines).
+pub const MAX_APPEND_COUNTER_MOVES: usize = 64;
 
 /// One stream: an aggregate type (`order`, `product`, ...) and the aggregate's id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,6 +168,47 @@ impl EventData {
     }
 }
 
+/// A move of a guarded counter that an append carries: the counter's value changes by `delta`
+/// in the same transaction as the append's events, and when a `floor` is set the append is
+/// refused (alone, with [`EventStoreError::GuardRefused`]) if the value would fall below it.
+///
+/// The store knows nothing of what a counter means; the callers give the names. A counter that
+/// was never moved is 0. Every mover runs under the commit-order lock, so the check and the
+/// move are one step however many processes append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterMove {
+    /// The counter's name: 1 to [`MAX_COUNTER_NAME_LEN`] printable ASCII characters.
+    pub counter: String,
+    /// How much the value changes.
+    pub delta: i64,
+    /// The lowest value the move may leave; `None` moves it unchecked.
+    pub floor: Option<i64>,
+}
+
+impl CounterMove {
+    /// An unchecked move of `counter` by `delta`.
+    pub fn new(counter: impl Into<String>, delta: i64) -> Self {
+        Self {
+            counter: counter.into(),
+            delta,
+            floor: None,
+        }
+    }
+
+    /// The same move, refused when it would leave the counter below `floor`.
+    #[must_use]
+    pub fn at_least(self, floor: i64) -> Self {
+        Self {
+            floor: Some(floor),
+            ..self
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EventStoreError> {
+        check_token("counter name", &self.counter, MAX_COUNTER_NAME_LEN)
+    }
+}
+
 /// What a successful append returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -189,6 +234,17 @@ pub enum EventStoreError {
     /// The call itself was malformed (empty append, bad names); nothing was written.
     #[error("invalid event store input: {0}")]
     InvalidInput(String),
+    /// A counter move the append carried would have left its counter below its floor (or
+    /// outside a 64-bit integer); nothing was written.
+    #[error("counter {counter} is at {value}; moving it by {delta} would cross its floor")]
+    GuardRefused {
+        /// The counter.
+        counter: String,
+        /// Its value before this append.
+        value: i64,
+        /// The refused move.
+        delta: i64,
+    },
     /// The store is shutting down and takes no more appends.
     #[error("the event store is shutting down")]
     ShuttingDown,

@@ -18,8 +18,8 @@ use super::group_commit::{
     self, BatchFailure, BatchWriter, GroupCommitConfig, GroupCommitter, PendingAppend, PlannedRow,
 };
 use super::model::{
-    Appended, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StoredRow,
-    StreamRef,
+    Appended, CounterMove, EventData, EventStoreError, ExpectedVersion, Metadata, RecordedEvent,
+    StoredRow, StreamRef,
 };
 use super::{EventStore, OpenAppend};
 
@@ -81,8 +81,9 @@ impl SqliteEventStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: &Metadata,
+        counters: Vec<CounterMove>,
     ) -> Result<OpenAppend<Sqlite>, EventStoreError> {
-        let (pending, _answer) = PendingAppend::new(stream, expected, events, metadata)?;
+        let (pending, _answer) = PendingAppend::new(stream, expected, events, metadata, counters)?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let outcome = write_in(&mut tx, std::slice::from_ref(&pending))
             .await?
@@ -119,11 +120,12 @@ async fn write_in(
         .fetch_one(&mut **tx)
         .await?;
     let recorded_at = Utc::now();
+    let counters = read_counters(tx, &group_commit::counters_to_read(batch)).await?;
     let mut optimistic = true;
     loop {
         let (streams, assumed) = group_commit::streams_to_read(batch, optimistic);
         let current = current_versions(tx, &streams).await?;
-        let plan = group_commit::plan(batch, &current, to_u64(head));
+        let plan = group_commit::plan(batch, &current, &counters, to_u64(head));
         if plan.rows.is_empty() {
             return Ok(plan.outcomes);
         }
@@ -139,7 +141,10 @@ async fn write_in(
                 .await?;
         }
         match insert(tx, &chunks, recorded_at).await {
-            Ok(()) => return Ok(plan.outcomes),
+            Ok(()) => {
+                write_counters(tx, &plan.counters).await?;
+                return Ok(plan.outcomes);
+            }
             // A stream assumed new exists: plan again, reading every stream's version.
             Err(sqlx::Error::Database(e)) if assumed && e.is_unique_violation() => {
                 if savepoint {
@@ -152,6 +157,43 @@ async fn write_in(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The stored values of `names` (a counter never moved has no row).
+async fn read_counters(
+    tx: &mut Transaction<'static, Sqlite>,
+    names: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut values = HashMap::with_capacity(names.len());
+    for chunk in group_commit::pow2_chunks(names, VERSION_QUERY_STREAMS, usize::MAX, |_| 1) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("SELECT name, value FROM event_counters WHERE name IN (");
+        let mut list = query.separated(", ");
+        for name in chunk {
+            list.push_bind(*name);
+        }
+        query.push(")");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            values.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+        }
+    }
+    Ok(values)
+}
+
+/// Stores the counters' new values (the caller holds the write lock).
+async fn write_counters(
+    tx: &mut Transaction<'static, Sqlite>,
+    counters: &[(&str, i64)],
+) -> Result<(), sqlx::Error> {
+    for chunk in group_commit::pow2_chunks(counters, INSERT_CHUNK_ROWS, usize::MAX, |_| 1) {
+        let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO event_counters (name, value) ");
+        query.push_values(chunk, |mut b, (name, value)| {
+            b.push_bind(*name).push_bind(*value);
+        });
+        query.push(" ON CONFLICT (name) DO UPDATE SET value = excluded.value");
+        query.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn current_versions(
@@ -247,16 +289,24 @@ fn stored(row: &SqliteRow) -> Result<StoredRow, EventStoreError> {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    async fn append(
+    async fn append_moving(
         &self,
         stream: StreamRef,
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: Metadata,
+        counters: Vec<CounterMove>,
     ) -> Result<Appended, EventStoreError> {
         self.committer
-            .append(stream, expected, events, &metadata)
+            .append(stream, expected, events, &metadata, counters)
             .await
+    }
+
+    async fn counters(&self, names: &[&str]) -> Result<HashMap<String, i64>, EventStoreError> {
+        let mut tx = self.pool.begin().await?;
+        let values = read_counters(&mut tx, names).await?;
+        tx.commit().await?;
+        Ok(values)
     }
 
     async fn read_stream(

@@ -9,8 +9,8 @@ use chrono::{TimeZone, Utc};
 use openrun::clock::{Clock, ManualClock};
 use openrun::commands::{CommandError, Commands};
 use openrun::eventstore::{
-    Appended, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, RecordedEvent,
-    StreamRef,
+    Appended, CounterMove, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata,
+    RecordedEvent, StreamRef,
 };
 use openrun_domain::order::{LineItem, Order, OrderCommand, OrderError, Payment, SealedAddress};
 use openrun_domain::product::{Product, ProductCommand};
@@ -53,15 +53,19 @@ impl Spy {
 
 #[async_trait]
 impl EventStore for Spy {
-    async fn append(
+    async fn append_moving(
         &self,
         stream: StreamRef,
         expected: ExpectedVersion,
         events: Vec<EventData>,
         metadata: Metadata,
+        counters: Vec<CounterMove>,
     ) -> Result<Appended, EventStoreError> {
         self.appends.fetch_add(1, Ordering::SeqCst);
-        let result = self.inner.append(stream, expected, events, metadata).await;
+        let result = self
+            .inner
+            .append_moving(stream, expected, events, metadata, counters)
+            .await;
         if self.lose_answers.load(Ordering::SeqCst) {
             return Err(EventStoreError::OutcomeUnknown(Arc::new(sqlx::Error::Io(
                 std::io::Error::new(std::io::ErrorKind::ConnectionReset, "lost"),
@@ -91,6 +95,13 @@ impl EventStore for Spy {
 
     async fn head_position(&self) -> Result<u64, EventStoreError> {
         self.inner.head_position().await
+    }
+
+    async fn counters(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, EventStoreError> {
+        self.inner.counters(names).await
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

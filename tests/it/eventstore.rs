@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use openrun::eventstore::group_commit::GroupCommitConfig;
 use openrun::eventstore::{
-    EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StreamRef,
+    CounterMove, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, RecordedEvent,
+    StreamRef,
 };
 use uuid::Uuid;
 
@@ -28,6 +29,9 @@ on_both_backends!(
     a_follower_never_skips_an_event_committed_after_a_held_earlier_position,
     a_follower_under_load_sees_every_event_exactly_once_in_order,
     shutdown_commits_accepted_appends_and_refuses_new_ones,
+    concurrent_guarded_appends_never_take_a_counter_below_its_floor,
+    a_refused_move_writes_nothing_and_counters_outlive_the_store,
+    a_guard_is_checked_under_the_commit_order_lock,
 );
 
 fn stream(id: &str) -> StreamRef {
@@ -835,4 +839,170 @@ async fn shutdown_commits_accepted_appends_and_refuses_new_ones(backend: Backend
         .unwrap_err();
     assert!(matches!(err, EventStoreError::ShuttingDown));
     assert_eq!(read_everything(f.events.as_ref()).await.len(), 101);
+}
+
+/// Appends one event to a new stream, moving `counters`.
+async fn append_moving(
+    s: &dyn EventStore,
+    id: &str,
+    counters: Vec<CounterMove>,
+) -> Result<openrun::eventstore::Appended, EventStoreError> {
+    s.append_moving(
+        stream(id),
+        ExpectedVersion::NO_STREAM,
+        vec![event("Moved", 0)],
+        Metadata::default(),
+        counters,
+    )
+    .await
+}
+
+async fn counter(s: &dyn EventStore, name: &str) -> Option<i64> {
+    s.counters(&[name]).await.unwrap().get(name).copied()
+}
+
+/// 100 units, 300 buyers of one (some of two) at once, batched together: exactly the units
+/// there are go, every other append is refused alone, and the counter ends at its floor.
+async fn concurrent_guarded_appends_never_take_a_counter_below_its_floor(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let s = f.events.as_ref();
+    assert_eq!(
+        counter(s, "units/x").await,
+        None,
+        "a counter never moved is absent"
+    );
+    append_moving(s, "supply", vec![CounterMove::new("units/x", 100)])
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..300i64)
+        .map(|i| {
+            let s = Arc::clone(&f.events);
+            let take = if i % 3 == 0 { 2 } else { 1 };
+            tokio::spawn(async move {
+                let moves = vec![CounterMove::new("units/x", -take).at_least(0)];
+                (
+                    take,
+                    append_moving(s.as_ref(), &format!("o{i}"), moves).await,
+                )
+            })
+        })
+        .collect();
+    let (mut taken, mut placed) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (take, Ok(_)) => {
+                taken += take;
+                placed += 1;
+            }
+            (_, Err(EventStoreError::GuardRefused { counter, .. })) => {
+                assert_eq!(counter, "units/x");
+            }
+            (_, Err(e)) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(
+        (99..=100).contains(&taken),
+        "took {taken} of 100 units: one left only when a two-unit buyer came last"
+    );
+    assert_eq!(counter(s, "units/x").await, Some(100 - taken));
+    assert_eq!(
+        read_everything(s).await.len(),
+        placed + 1,
+        "a refused append wrote no event"
+    );
+}
+
+/// A refused move and a version conflict leave the counters and the log as they were; what
+/// was committed is read back by a store opened afresh on the same database.
+async fn a_refused_move_writes_nothing_and_counters_outlive_the_store(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let s = f.events.as_ref();
+    append_moving(
+        s,
+        "a",
+        vec![CounterMove::new("one", 3), CounterMove::new("two", -4)],
+    )
+    .await
+    .unwrap();
+    // The first move would pass; the second crosses its floor, so neither happens.
+    let refused = append_moving(
+        s,
+        "b",
+        vec![
+            CounterMove::new("one", -1).at_least(0),
+            CounterMove::new("one", -3).at_least(0),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(EventStoreError::GuardRefused { counter, value: 2, delta: -3 }) if counter == "one"),
+        "{refused:?}"
+    );
+    // The stream exists: a conflict, and the move it carried does not happen either.
+    let conflict = append_moving(s, "a", vec![CounterMove::new("one", 10)]).await;
+    assert!(matches!(conflict, Err(EventStoreError::Conflict { .. })));
+    // Overflowing a 64-bit value is refused, never wrapped.
+    let overflow = append_moving(s, "c", vec![CounterMove::new("one", i64::MAX)]).await;
+    assert!(matches!(
+        overflow,
+        Err(EventStoreError::GuardRefused { .. })
+    ));
+    assert_eq!(read_everything(s).await.len(), 1);
+    let reopened = openrun::eventstore::open(&f.db, &GroupCommitConfig::default());
+    let values = reopened.counters(&["one", "two", "three"]).await.unwrap();
+    assert_eq!(values.get("one"), Some(&3));
+    assert_eq!(
+        values.get("two"),
+        Some(&-4),
+        "an unchecked move may go below zero"
+    );
+    assert_eq!(values.get("three"), None);
+    reopened.shutdown().await;
+}
+
+/// An append holding the commit-order lock has taken the last unit; an append that begins
+/// its batch meanwhile must see that take once it commits (refused), and the unit again if
+/// it rolls back (accepted). A guard read outside the lock would accept both.
+async fn a_guard_is_checked_under_the_commit_order_lock(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    append_moving(f.events.as_ref(), "supply", vec![CounterMove::new("u", 1)])
+        .await
+        .unwrap();
+    let take = || vec![CounterMove::new("u", -1).at_least(0)];
+    for commit in [true, false] {
+        let held = f
+            .store
+            .begin_moving(
+                stream(&format!("held-{commit}")),
+                vec![event("E", 0)],
+                take(),
+            )
+            .await
+            .unwrap();
+        let begun = f.store.batches_begun();
+        let waiting = tokio::spawn({
+            let s = Arc::clone(&f.events);
+            async move { append_moving(s.as_ref(), &format!("next-{commit}"), take()).await }
+        });
+        f.store
+            .until("the next append's batch", |s| s.batches_begun() > begun)
+            .await;
+        if commit {
+            held.commit().await.unwrap();
+            let refused = waiting.await.unwrap();
+            assert!(
+                matches!(refused, Err(EventStoreError::GuardRefused { value: 0, .. })),
+                "{refused:?}"
+            );
+            assert_eq!(counter(f.events.as_ref(), "u").await, Some(0));
+            // Give the unit back for the second round.
+            append_moving(f.events.as_ref(), "back", vec![CounterMove::new("u", 1)])
+                .await
+                .unwrap();
+        } else {
+            drop(held);
+            waiting.await.unwrap().unwrap();
+            assert_eq!(counter(f.events.as_ref(), "u").await, Some(0));
+        }
+    }
 }

@@ -10,8 +10,8 @@ use openrun::eventstore::group_commit::GroupCommitConfig;
 use openrun::eventstore::mysql::MysqlEventStore;
 use openrun::eventstore::sqlite::SqliteEventStore;
 use openrun::eventstore::{
-    Appended, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, OpenAppend,
-    StreamRef,
+    Appended, CounterMove, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata,
+    OpenAppend, StreamRef,
 };
 use openrun::http::AppState;
 use openrun::startup::Application;
@@ -202,20 +202,28 @@ impl Store {
     }
 
     pub async fn begin_append(&self, stream: StreamRef, events: Vec<EventData>) -> Held {
+        self.begin_moving(stream, events, Vec::new()).await.unwrap()
+    }
+
+    /// An open append that moves `counters` (refused when a move would cross its floor).
+    pub async fn begin_moving(
+        &self,
+        stream: StreamRef,
+        events: Vec<EventData>,
+        counters: Vec<CounterMove>,
+    ) -> Result<Held, EventStoreError> {
         let expected = ExpectedVersion::NO_STREAM;
         let metadata = Metadata::default();
-        match self {
+        Ok(match self {
             Self::MySql(s) => Held::MySql(
-                s.begin_append(stream, expected, events, &metadata)
-                    .await
-                    .unwrap(),
+                s.begin_append(stream, expected, events, &metadata, counters)
+                    .await?,
             ),
             Self::Sqlite(s) => Held::Sqlite(
-                s.begin_append(stream, expected, events, &metadata)
-                    .await
-                    .unwrap(),
+                s.begin_append(stream, expected, events, &metadata, counters)
+                    .await?,
             ),
-        }
+        })
     }
 }
 
