@@ -17,6 +17,7 @@ fn place(lines: u128) -> OrderCommand {
     let lines: Vec<LineItem> = (0..lines)
         .map(|i| LineItem {
             product_id: ProductId::from_uuid(Uuid::from_u128(0x100 + i)),
+            variant_id: openrun_domain::VariantId::from_uuid(Uuid::from_u128(0x200 + i)),
             quantity: 2,
             unit_price: Money::from_minor(129_000),
         })
@@ -33,6 +34,7 @@ fn place(lines: u128) -> OrderCommand {
             amount: total,
         },
         policy: OrderPolicy::default(),
+        fingerprint: "b3f1c2d4e5f60718293a4b5c6d7e8f90".to_owned(),
     }
 }
 

@@ -51,5 +51,7 @@ use cqrs_es::persist::EventUpcaster;
 /// Every event upcaster of the domain, oldest first, for cqrs-es's
 /// `PersistedEventStore::with_upcasters`.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    product::upcasters()
+    let mut upcasters = product::upcasters();
+    upcasters.extend(order::upcasters());
+    upcasters
 }

@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::persist::{SemanticVersion, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use openrun_domain::order::{
-    Order, OrderEvent, OrderLine, Payment, RefundCause, SealedAddress, StockLine,
+    Order, OrderEvent, OrderLine, Payment, RefundCause, SealedAddress, StockLine, VoidReason,
 };
 use openrun_domain::product::{Product, ProductEvent, ProductStatus, SkipReason};
 use openrun_domain::stock::{Stock, StockEvent};
@@ -177,8 +177,10 @@ fn stock_samples() -> Vec<StockEvent> {
 }
 
 fn order_samples() -> Vec<OrderEvent> {
+    let variant = openrun_domain_variant().variant_id;
     let released = vec![StockLine {
         product_id: PRODUCT,
+        variant_id: variant,
         quantity: 2,
     }];
     let samples = vec![
@@ -187,6 +189,7 @@ fn order_samples() -> Vec<OrderEvent> {
             buyer_id: BUYER,
             lines: vec![OrderLine {
                 product_id: PRODUCT,
+                variant_id: variant,
                 quantity: 2,
                 unit_price: Money::from_minor(129_000),
                 line_total: Money::from_minor(258_000),
@@ -200,6 +203,19 @@ fn order_samples() -> Vec<OrderEvent> {
                 amount: Money::from_minor(258_000),
             },
             policy: OrderPolicy::default(),
+            fingerprint: "b3f1c2d4e5f60718293a4b5c6d7e8f90".to_owned(),
+            at: at(),
+        },
+        OrderEvent::OrderDeclined {
+            order_id: ORDER,
+            buyer_id: BUYER,
+            fingerprint: "b3f1c2d4e5f60718293a4b5c6d7e8f90".to_owned(),
+            total: Money::from_minor(258_000),
+            reason: "card declined".to_owned(),
+            at: at(),
+        },
+        OrderEvent::OrderVoided {
+            reason: VoidReason::CommitLost,
             at: at(),
         },
         OrderEvent::OrderShipped { at: at() },
@@ -236,9 +252,11 @@ fn order_samples() -> Vec<OrderEvent> {
             OrderEvent::ReturnPickedUp { .. } => 5,
             OrderEvent::ReturnCompleted { .. } => 6,
             OrderEvent::OrderRefunded { .. } => 7,
+            OrderEvent::OrderDeclined { .. } => 8,
+            OrderEvent::OrderVoided { .. } => 9,
         })
         .collect();
-    assert_eq!(covered.len(), 8, "one sample per order event");
+    assert_eq!(covered.len(), 10, "one sample per order event");
     samples
 }
 
@@ -450,5 +468,34 @@ fn openrun_domain_variant() -> openrun_domain::product::NewVariant {
             0x0197_5a00_0000_7000_8000_0000_0000_0270,
         )),
         label: "270".to_owned(),
+    }
+}
+
+#[test]
+fn old_order_lines_upcast_to_the_product_s_implicit_variant() {
+    let implicit = openrun_domain::product::implicit_variant_id(PRODUCT);
+    for event_type in ["OrderPlaced", "OrderCancelled", "ReturnCompleted"] {
+        let text =
+            fs::read_to_string(golden_dir("order").join(format!("{event_type}-1.0.json"))).unwrap();
+        let payload: Value = serde_json::from_str(&text).unwrap();
+        let upcast = upcast("order", event_type, "1.0", payload);
+        assert_eq!(semver(&upcast.event_version), semver("2.0"), "{event_type}");
+        let lines: Vec<(ProductId, openrun_domain::VariantId)> =
+            match serde_json::from_value(upcast.payload).unwrap() {
+                OrderEvent::OrderPlaced {
+                    lines, fingerprint, ..
+                } => {
+                    assert_eq!(fingerprint, "", "no request can match a 1.0 order");
+                    lines.iter().map(|l| (l.product_id, l.variant_id)).collect()
+                }
+                OrderEvent::OrderCancelled {
+                    released: lines, ..
+                }
+                | OrderEvent::ReturnCompleted {
+                    restocked: lines, ..
+                } => lines.iter().map(|l| (l.product_id, l.variant_id)).collect(),
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(lines, vec![(PRODUCT, implicit)], "{event_type}");
     }
 }

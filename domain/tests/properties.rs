@@ -112,6 +112,9 @@ fn order_command(op: OrderOp) -> OrderCommand {
                 .into_iter()
                 .map(|(product, quantity, price)| LineItem {
                     product_id: ProductId::from_uuid(Uuid::from_u128(u128::from(product))),
+                    variant_id: openrun_domain::product::implicit_variant_id(ProductId::from_uuid(
+                        Uuid::from_u128(u128::from(product)),
+                    )),
                     quantity,
                     unit_price: Money::from_minor(price),
                 })
@@ -138,6 +141,7 @@ fn order_command(op: OrderOp) -> OrderCommand {
                     return_pickup_after: Duration::hours(h[4]),
                     return_complete_after: Duration::hours(h[5]),
                 },
+                fingerprint: String::new(),
             }
         }
         OrderOp::Ship(issuer) => OrderCommand::MarkInDelivery { issuer },

@@ -272,7 +272,7 @@ enum Change {
         supply: i64,
     },
     Order {
-        lines: Vec<(ProductId, u32)>,
+        lines: Vec<(ProductId, VariantId, u32)>,
         buyer: Option<MemberId>,
         sign: i64,
     },
@@ -618,13 +618,19 @@ impl LiveCatalog {
                 ) =>
             {
                 let units = |lines: &[openrun_domain::order::StockLine]| {
-                    lines.iter().map(|l| (l.product_id, l.quantity)).collect()
+                    lines
+                        .iter()
+                        .map(|l| (l.product_id, l.variant_id, l.quantity))
+                        .collect()
                 };
                 match self.commands.decode::<Order>(recorded)? {
                     OrderEvent::OrderPlaced {
                         lines, buyer_id, ..
                     } => Change::Order {
-                        lines: lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
+                        lines: lines
+                            .iter()
+                            .map(|l| (l.product_id, l.variant_id, l.quantity))
+                            .collect(),
                         buyer: Some(buyer_id),
                         sign: 1,
                     },
@@ -670,7 +676,7 @@ fn apply(inner: &mut Snapshot, change: Change) {
             level.version = version;
         }
         Change::Order { lines, buyer, sign } => {
-            for (product_id, quantity) in lines {
+            for (product_id, variant, quantity) in lines {
                 let Some(slot) = inner.by_id.get(&product_id).copied() else {
                     continue;
                 };
@@ -678,12 +684,6 @@ fn apply(inner: &mut Snapshot, change: Change) {
                     inner.buyers.insert((product_id, buyer));
                 }
                 let live = Arc::make_mut(&mut inner.products[slot]);
-                // Order lines name no variant yet: a line counts to the product's only
-                // variant (or its implicit default one).
-                let variant = match live.state.variants.as_slice() {
-                    [only] => only.variant_id,
-                    _ => openrun_domain::product::implicit_variant_id(product_id),
-                };
                 if live.state.variant(variant).is_some() {
                     live.stock.entry(variant).or_default().sold += sign * i64::from(quantity);
                 } else {

@@ -136,6 +136,7 @@ fn place(order_id: OrderId) -> OrderCommand {
         order_id,
         lines: vec![LineItem {
             product_id: ProductId::from_uuid(Uuid::from_u128(3)),
+            variant_id: openrun_domain::VariantId::from_uuid(Uuid::from_u128(4)),
             quantity: 1,
             unit_price: Money::from_minor(1000),
         }],
@@ -146,6 +147,7 @@ fn place(order_id: OrderId) -> OrderCommand {
             amount: Money::from_minor(1000),
         },
         policy: OrderPolicy::default(),
+        fingerprint: String::new(),
     }
 }
 

@@ -625,6 +625,7 @@ async fn place_order_as(
         order_id,
         lines: vec![LineItem {
             product_id: ProductId::from_uuid(Uuid::now_v7()),
+            variant_id: openrun_domain::VariantId::from_uuid(Uuid::now_v7()),
             quantity: 2,
             unit_price: Money::from_minor(5000),
         }],
@@ -635,6 +636,7 @@ async fn place_order_as(
             amount: Money::from_minor(10_000),
         },
         policy,
+        fingerprint: String::new(),
     };
     commands
         .order(id, place, Metadata::default())

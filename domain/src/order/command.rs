@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::event::VoidReason;
 use crate::actor::{Actor, Issuer};
-use crate::ids::{OrderId, ProductId};
+use crate::ids::{OrderId, ProductId, VariantId};
 use crate::money::Money;
 use crate::policy::OrderPolicy;
 
@@ -13,6 +14,8 @@ use crate::policy::OrderPolicy;
 pub struct LineItem {
     /// The product.
     pub product_id: ProductId,
+    /// The variant (size) of the product; each variant at most once per order.
+    pub variant_id: VariantId,
     /// How many units: 1 to [`super::MAX_QUANTITY_PER_LINE`].
     pub quantity: u32,
     /// The unit price at ordering time; above zero.
@@ -59,6 +62,31 @@ pub enum OrderCommand {
         payment: Payment,
         /// The timing policy in force; recorded in the order.
         policy: OrderPolicy,
+        /// The fingerprint of the request that placed it: a retry with the same key and
+        /// another body is told apart by it.
+        fingerprint: String,
+    },
+    /// Record that the payment of a new order was declined: the stream is closed, and every
+    /// retry with the same key is answered with the decline (nothing was charged).
+    Decline {
+        /// The buyer.
+        actor: Actor,
+        /// The order's id.
+        order_id: OrderId,
+        /// The fingerprint of the request.
+        fingerprint: String,
+        /// The amount that was declined.
+        total: Money,
+        /// The gateway's reason, for the buyer.
+        reason: String,
+    },
+    /// Close a stream that holds no order (a hold that was never placed, a commit whose
+    /// outcome was lost, a charge with no order): whoever commits it may release and refund.
+    Void {
+        /// Who sends it (the system's sweeps, or an admin).
+        issuer: Issuer,
+        /// Why.
+        reason: VoidReason,
     },
     /// Automatic: mark the order shipped (`in_delivery`).
     MarkInDelivery {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::command::{LineItem, OrderCommand, Payment, SealedAddress};
 use super::error::OrderError;
 use super::event::{OrderEvent, OrderLine, RefundCause, StockLine};
-use super::state::{Order, OrderState, Refund};
+use super::state::{Closure, Order, OrderState, Refund};
 use super::status::{AutoStep, OrderStatus};
 use super::{MAX_LINES, MAX_QUANTITY_PER_LINE, MAX_REASON_CHARS};
 use crate::actor::{Actor, Issuer};
@@ -25,41 +25,91 @@ pub fn decide(
     command: OrderCommand,
     now: DateTime<Utc>,
 ) -> Result<Vec<OrderEvent>, OrderError> {
-    let OrderCommand::Place {
-        actor,
-        order_id,
-        lines,
-        shipping_address,
-        payment,
-        policy,
-    } = command
-    else {
-        let state = order.state.as_ref().ok_or(OrderError::NotPlaced)?;
-        return decide_placed(state, command, now);
-    };
-    if order.state.is_some() {
-        return Err(OrderError::AlreadyPlaced);
+    if order.closed.is_some() {
+        return Err(OrderError::Closed);
     }
-    place(
-        actor,
-        order_id,
-        &lines,
-        shipping_address,
-        payment,
-        policy,
-        now,
-    )
+    match command {
+        OrderCommand::Place {
+            actor,
+            order_id,
+            lines,
+            shipping_address,
+            payment,
+            policy,
+            fingerprint,
+        } => {
+            if order.state.is_some() {
+                return Err(OrderError::AlreadyPlaced);
+            }
+            let placed = Placed {
+                actor,
+                order_id,
+                shipping_address,
+                payment,
+                policy,
+                fingerprint,
+            };
+            place(placed, &lines, now)
+        }
+        OrderCommand::Decline {
+            actor,
+            order_id,
+            fingerprint,
+            total,
+            reason,
+        } => {
+            if order.state.is_some() {
+                return Err(OrderError::AlreadyPlaced);
+            }
+            if !actor.role.can_buy() {
+                return Err(OrderError::RoleNotAllowed { role: actor.role });
+            }
+            Ok(vec![OrderEvent::OrderDeclined {
+                order_id,
+                buyer_id: actor.member_id,
+                fingerprint,
+                total,
+                reason,
+                at: now,
+            }])
+        }
+        OrderCommand::Void { issuer, reason } => {
+            if order.state.is_some() {
+                return Err(OrderError::AlreadyPlaced);
+            }
+            issuer.system_or_admin()?;
+            Ok(vec![OrderEvent::OrderVoided { reason, at: now }])
+        }
+        command => {
+            let state = order.state.as_ref().ok_or(OrderError::NotPlaced)?;
+            decide_placed(state, command, now)
+        }
+    }
 }
 
-fn place(
+/// What a `Place` command carries beside its lines.
+struct Placed {
     actor: Actor,
     order_id: OrderId,
-    items: &[LineItem],
     shipping_address: SealedAddress,
     payment: Payment,
     policy: OrderPolicy,
+    fingerprint: String,
+}
+
+fn place(
+    placed: Placed,
+    items: &[LineItem],
     now: DateTime<Utc>,
 ) -> Result<Vec<OrderEvent>, OrderError> {
+    let Placed {
+        actor,
+        order_id,
+        shipping_address,
+        payment,
+        policy,
+        fingerprint,
+    } = placed;
     if !actor.role.can_buy() {
         return Err(OrderError::RoleNotAllowed { role: actor.role });
     }
@@ -89,9 +139,9 @@ fn place(
                 product_id: item.product_id,
             });
         }
-        if !seen.insert(item.product_id) {
-            return Err(OrderError::DuplicateProduct {
-                product_id: item.product_id,
+        if !seen.insert(item.variant_id) {
+            return Err(OrderError::DuplicateVariant {
+                variant_id: item.variant_id,
             });
         }
         let line_total = item
@@ -104,6 +154,7 @@ fn place(
         total_quantity += u64::from(item.quantity);
         lines.push(OrderLine {
             product_id: item.product_id,
+            variant_id: item.variant_id,
             quantity: item.quantity,
             unit_price: item.unit_price,
             line_total,
@@ -130,6 +181,7 @@ fn place(
         shipping_address,
         payment,
         policy,
+        fingerprint,
         at: now,
     }])
 }
@@ -140,7 +192,9 @@ fn decide_placed(
     now: DateTime<Utc>,
 ) -> Result<Vec<OrderEvent>, OrderError> {
     match command {
-        OrderCommand::Place { .. } => Err(OrderError::AlreadyPlaced),
+        OrderCommand::Place { .. } | OrderCommand::Decline { .. } | OrderCommand::Void { .. } => {
+            Err(OrderError::AlreadyPlaced)
+        }
         OrderCommand::MarkInDelivery { issuer } => {
             auto_step(state, issuer, AutoStep::Ship, now)?;
             Ok(vec![OrderEvent::OrderShipped { at: now }])
@@ -256,6 +310,7 @@ fn stock_lines(state: &OrderState) -> Vec<StockLine> {
         .iter()
         .map(|line| StockLine {
             product_id: line.product_id,
+            variant_id: line.variant_id,
             quantity: line.quantity,
         })
         .collect()
@@ -273,6 +328,24 @@ fn refund(state: &OrderState, cause: RefundCause, now: DateTime<Utc>) -> OrderEv
 /// Folds one event into the order. Never fails: an event that does not fit the state
 /// (which a correct stream never holds) is ignored.
 pub fn apply(order: &mut Order, event: &OrderEvent) {
+    match event {
+        OrderEvent::OrderDeclined {
+            fingerprint,
+            reason,
+            ..
+        } if order.state.is_none() => {
+            order.closed = Some(Closure::Declined {
+                fingerprint: fingerprint.clone(),
+                reason: reason.clone(),
+            });
+            return;
+        }
+        OrderEvent::OrderVoided { reason, .. } if order.state.is_none() => {
+            order.closed = Some(Closure::Voided { reason: *reason });
+            return;
+        }
+        _ => {}
+    }
     if let OrderEvent::OrderPlaced {
         order_id,
         buyer_id,
@@ -280,6 +353,7 @@ pub fn apply(order: &mut Order, event: &OrderEvent) {
         total,
         payment,
         policy,
+        fingerprint,
         at,
         ..
     } = event
@@ -291,6 +365,7 @@ pub fn apply(order: &mut Order, event: &OrderEvent) {
             total: *total,
             payment: payment.clone(),
             policy: *policy,
+            fingerprint: fingerprint.clone(),
             status: OrderStatus::Prepared,
             placed_at: *at,
             status_changed_at: *at,
@@ -303,7 +378,9 @@ pub fn apply(order: &mut Order, event: &OrderEvent) {
         return;
     };
     let (status, at) = match event {
-        OrderEvent::OrderPlaced { .. } => return,
+        OrderEvent::OrderPlaced { .. }
+        | OrderEvent::OrderDeclined { .. }
+        | OrderEvent::OrderVoided { .. } => return,
         OrderEvent::OrderRefunded { cause, amount, .. } => {
             state.refunds.push(Refund {
                 cause: *cause,

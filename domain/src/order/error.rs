@@ -5,7 +5,7 @@ use thiserror::Error;
 
 use super::status::{AutoStep, OrderStatus};
 use crate::actor::{Denied, Role};
-use crate::ids::ProductId;
+use crate::ids::{ProductId, VariantId};
 use crate::money::Money;
 
 /// A refused order command.
@@ -17,6 +17,9 @@ pub enum OrderError {
     /// `Place` on a stream that already holds an order.
     #[error("order already placed")]
     AlreadyPlaced,
+    /// The stream was closed without an order (declined or voided): nothing more happens.
+    #[error("the order was closed without being placed")]
+    Closed,
     /// The actor's role may not do this (an unverified member placing an order, a
     /// non-admin sending an automatic step).
     #[error("role {role} may not do this")]
@@ -58,11 +61,11 @@ pub enum OrderError {
         /// The line's product.
         product_id: ProductId,
     },
-    /// The same product on two lines.
-    #[error("product {product_id} appears on more than one line")]
-    DuplicateProduct {
-        /// The repeated product.
-        product_id: ProductId,
+    /// The same variant on two lines.
+    #[error("variant {variant_id} appears on more than one line")]
+    DuplicateVariant {
+        /// The repeated variant.
+        variant_id: VariantId,
     },
     /// A line total or the order total does not fit in an `i64`.
     #[error("order total overflows")]

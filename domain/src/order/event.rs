@@ -10,18 +10,27 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Payment, SealedAddress};
 use crate::actor::Actor;
-use crate::ids::{MemberId, OrderId, ProductId};
+use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
+use serde_json::Value;
+
+use crate::ids::{MemberId, OrderId, ProductId, VariantId};
 use crate::money::Money;
 use crate::policy::OrderPolicy;
+use crate::product::implicit_variant_id;
 
-/// The version of every order event.
+/// The version of the order events whose shape never changed.
 pub const ORDER_EVENT_VERSION: &str = "1.0";
+/// The version of the events whose lines name a variant (`OrderPlaced` also records the
+/// request's fingerprint): 1.0 lines named only a product (see [`upcasters`]).
+pub const ORDER_LINES_VERSION: &str = "2.0";
 
 /// An accepted order line, with its total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
     /// The product.
     pub product_id: ProductId,
+    /// The variant sold.
+    pub variant_id: VariantId,
     /// How many units.
     pub quantity: u32,
     /// The unit price paid.
@@ -35,6 +44,8 @@ pub struct OrderLine {
 pub struct StockLine {
     /// The product.
     pub product_id: ProductId,
+    /// The variant.
+    pub variant_id: VariantId,
     /// How many units.
     pub quantity: u32,
 }
@@ -48,6 +59,18 @@ pub enum RefundCause {
     Cancellation,
     /// The order was returned.
     Return,
+}
+
+/// Why a stream was closed without an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoidReason {
+    /// Its units were held but it was never placed within the grace period.
+    Abandoned,
+    /// The commit of its `OrderPlaced` was lost, and the close won the fence.
+    CommitLost,
+    /// The gateway holds a charge for it and it was never placed.
+    OrphanedCharge,
 }
 
 /// Something that happened to an order.
@@ -77,6 +100,32 @@ pub enum OrderEvent {
         payment: Payment,
         /// The timing policy the order was sold under.
         policy: OrderPolicy,
+        /// The fingerprint of the request that placed it.
+        fingerprint: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The payment of a new order was declined: nothing was charged, and the stream is
+    /// closed (a retry with the same key gets the decline again).
+    OrderDeclined {
+        /// The order (also the stream id).
+        order_id: OrderId,
+        /// The buyer.
+        buyer_id: MemberId,
+        /// The fingerprint of the request.
+        fingerprint: String,
+        /// The amount declined.
+        total: Money,
+        /// The gateway's reason.
+        reason: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The stream was closed without an order: whoever appended this releases the units held
+    /// for it and refunds any charge taken for it.
+    OrderVoided {
+        /// Why.
+        reason: VoidReason,
         /// When.
         at: DateTime<Utc>,
     },
@@ -137,6 +186,8 @@ impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
         match self {
             Self::OrderPlaced { .. } => "OrderPlaced",
+            Self::OrderDeclined { .. } => "OrderDeclined",
+            Self::OrderVoided { .. } => "OrderVoided",
             Self::OrderShipped { .. } => "OrderShipped",
             Self::OrderDelivered { .. } => "OrderDelivered",
             Self::OrderCancelled { .. } => "OrderCancelled",
@@ -149,6 +200,59 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        ORDER_EVENT_VERSION.to_owned()
+        match self {
+            Self::OrderPlaced { .. }
+            | Self::OrderCancelled { .. }
+            | Self::ReturnCompleted { .. } => ORDER_LINES_VERSION,
+            _ => ORDER_EVENT_VERSION,
+        }
+        .to_owned()
     }
+}
+
+/// Upgrades a 1.0 payload whose lines (`lines`, `released` or `restocked`) named only a
+/// product: each line gets the product's implicit variant, the only one a product had then.
+/// `OrderPlaced` also gets an empty fingerprint (no retry can match it). Payloads already in
+/// the new shape are left alone.
+pub fn upcast_order_lines_v1(mut payload: Value) -> Value {
+    let Some(data) = payload.get_mut("data").and_then(Value::as_object_mut) else {
+        return payload;
+    };
+    for field in ["lines", "released", "restocked"] {
+        let Some(lines) = data.get_mut(field).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for line in lines.iter_mut().filter_map(Value::as_object_mut) {
+            let product = line
+                .get("product_id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<uuid::Uuid>().ok())
+                .map(ProductId::from_uuid);
+            if let (Some(product), false) = (product, line.contains_key("variant_id")) {
+                line.insert(
+                    "variant_id".to_owned(),
+                    serde_json::json!(implicit_variant_id(product)),
+                );
+            }
+        }
+    }
+    if data.contains_key("lines") {
+        data.entry("fingerprint")
+            .or_insert_with(|| Value::String(String::new()));
+    }
+    payload
+}
+
+/// The upcasters for order events, ready for cqrs-es's `PersistedEventStore::with_upcasters`.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    ["OrderPlaced", "OrderCancelled", "ReturnCompleted"]
+        .into_iter()
+        .map(|event_type| {
+            Box::new(SemanticVersionEventUpcaster::new(
+                event_type,
+                ORDER_LINES_VERSION,
+                Box::new(upcast_order_lines_v1),
+            )) as Box<dyn EventUpcaster>
+        })
+        .collect()
 }

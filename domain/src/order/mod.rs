@@ -22,10 +22,10 @@
 //!
 //! - Place: any verified member (not `unverified`) as the buyer; 1 to [`MAX_LINES`] lines,
 //!   each with a quantity in `1..=`[`MAX_QUANTITY_PER_LINE`] and a unit price above zero.
-//!   **A product appearing on two lines is refused** ([`OrderError::DuplicateProduct`])
-//!   rather than merged: the two lines could carry different unit prices, and the service
-//!   builds lines from a cart or a request that should name each product once, so a
-//!   duplicate is a client bug worth surfacing. Totals are computed here with checked
+//!   **A variant appearing on two lines is refused** ([`OrderError::DuplicateVariant`])
+//!   rather than merged: the service builds lines from a cart or a request that should name
+//!   each variant once, so a duplicate is a client bug worth surfacing. Two sizes of one
+//!   product are two lines. Totals are computed here with checked
 //!   arithmetic; the captured payment must equal the total. The order records the sealed
 //!   shipping address, the payment reference and the timing policy it was sold under.
 //! - Cancel: the buyer or an admin, only while `prepared` and strictly before `placed_at +
@@ -33,6 +33,11 @@
 //! - Request a return: the buyer only, only while `delivered` and strictly before
 //!   `delivered_at + return_window`.
 //! - Another member acting on the order gets [`OrderError::NotBuyer`].
+//!
+//! - Decline: a new stream only; records a declined payment (`OrderDeclined`). Void: a new
+//!   stream only, by the system or an admin (`OrderVoided`), closing a stream that never got
+//!   an order so that no later `OrderPlaced` can land there. A declined or voided stream is
+//!   closed for good: every command on it is refused with [`OrderError::Closed`].
 //!
 //! # Refunds and stock facts
 //!
@@ -56,14 +61,17 @@ mod tests;
 pub use command::{LineItem, OrderCommand, Payment, SealedAddress};
 pub use decide::{apply, decide};
 pub use error::OrderError;
-pub use event::{ORDER_EVENT_VERSION, OrderEvent, OrderLine, RefundCause, StockLine};
-pub use state::{Order, OrderState, Refund};
+pub use event::{
+    ORDER_EVENT_VERSION, ORDER_LINES_VERSION, OrderEvent, OrderLine, RefundCause, StockLine,
+    VoidReason, upcast_order_lines_v1, upcasters,
+};
+pub use state::{Closure, Order, OrderState, Refund};
 pub use status::{AutoStep, OrderStatus};
 
 /// The most lines one order may have.
-pub const MAX_LINES: usize = 50;
-/// The most units of one product in one order.
-pub const MAX_QUANTITY_PER_LINE: u32 = 10_000;
+pub const MAX_LINES: usize = 20;
+/// The most units of one variant in one order.
+pub const MAX_QUANTITY_PER_LINE: u32 = 99;
 /// The longest return reason, in characters.
 pub const MAX_REASON_CHARS: usize = 1_000;
 

@@ -4,17 +4,37 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::command::Payment;
-use super::event::{OrderLine, RefundCause};
+use super::event::{OrderLine, RefundCause, VoidReason};
 use super::status::OrderStatus;
 use crate::ids::{MemberId, OrderId};
 use crate::money::Money;
 use crate::policy::OrderPolicy;
 
-/// The order aggregate: nothing until `OrderPlaced`, then its state.
+/// The order aggregate: nothing until `OrderPlaced`, then its state; or closed without an
+/// order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// `None` until the order is placed.
     pub state: Option<OrderState>,
+    /// Set when the stream was closed without an order.
+    pub closed: Option<Closure>,
+}
+
+/// How a stream was closed without an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Closure {
+    /// The payment was declined.
+    Declined {
+        /// The fingerprint of the request.
+        fingerprint: String,
+        /// The gateway's reason.
+        reason: String,
+    },
+    /// Closed by a sweep or a fence.
+    Voided {
+        /// Why.
+        reason: VoidReason,
+    },
 }
 
 /// A placed order. The sealed shipping address is not kept here: no decision needs it, and
@@ -33,6 +53,8 @@ pub struct OrderState {
     pub payment: Payment,
     /// The timing policy the order was sold under.
     pub policy: OrderPolicy,
+    /// The fingerprint of the request that placed it.
+    pub fingerprint: String,
     /// The status.
     pub status: OrderStatus,
     /// When it was placed.
