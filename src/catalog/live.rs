@@ -317,6 +317,7 @@ impl LiveCatalog {
     pub async fn follow(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut appended = self.events.subscribe();
         let mut failures = 0u32;
+        let mut notified = true;
         while !*shutdown.borrow() {
             let wait = match self.catch_up().await {
                 Ok(()) => {
@@ -334,9 +335,11 @@ impl LiveCatalog {
                 }
             };
             metrics::gauge!("openrun_live_catalog_lag_seconds").set(self.lag().as_secs_f64());
+            // A closed channel answers at once: stop on a dropped shutdown, and stop waiting on
+            // a notifier that went away (the timed poll still runs), so nothing spins.
             tokio::select! {
-                _ = shutdown.changed() => {}
-                _ = appended.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
+                changed = appended.changed(), if notified => notified = changed.is_ok(),
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -416,6 +419,11 @@ impl LiveCatalog {
     pub async fn catch_up_to_head(&self, timeout: Duration) -> anyhow::Result<bool> {
         let head = self.events.head_position().await?;
         Ok(self.wait_for(head, timeout).await)
+    }
+
+    /// Documents in the search index, stale ones included (bounded by the catalog's size).
+    pub fn search_documents(&self) -> usize {
+        self.read().documents.len()
     }
 
     /// The product `id`, whoever may see it.
@@ -755,10 +763,31 @@ fn apply_product(
                 live.document = inner.search.add(&text);
                 live.text = text.into();
                 inner.documents.push(slot);
+                if inner.documents.len() > 2 * inner.products.len() + STALE_DOCUMENTS_SLACK {
+                    reindex(inner);
+                }
             }
         }
         _ => {}
     }
+}
+
+/// Stale search documents tolerated beyond one per product before the index is rebuilt.
+const STALE_DOCUMENTS_SLACK: usize = 1024;
+
+/// Rebuilds the search index from the products' current texts, dropping the documents that
+/// edits left stale: the index then grows with the catalog, not with its edit history. Its
+/// cost is that of indexing every product once, paid after at least as many edits.
+fn reindex(inner: &mut Snapshot) {
+    let mut search = search::Index::default();
+    let mut documents = Vec::with_capacity(inner.products.len());
+    for (slot, product) in inner.products.iter_mut().enumerate() {
+        let document = search.add(&product.text);
+        Arc::make_mut(product).document = document;
+        documents.push(slot);
+    }
+    inner.search = search;
+    inner.documents = documents;
 }
 
 /// What search looks in: the name and the description, normalised, apart (a match never

@@ -79,9 +79,32 @@ pub enum ProductFailure {
     /// The store could not be reached; nothing was written.
     #[error("the store is unavailable: {0}")]
     Unavailable(anyhow::Error),
+    /// Part of the change is stored; sending the same request again completes it.
+    #[error("only part of the change is stored: {0}")]
+    Incomplete(anyhow::Error),
+    /// The change was committed (the stream is at `version`), but reading it back for the
+    /// answer failed: the client must read, not send it again.
+    #[error("recorded at version {version}, but the answer could not be read: {cause}")]
+    Recorded {
+        /// The stream's version after the change.
+        version: u64,
+        /// Why it could not be read back.
+        cause: anyhow::Error,
+    },
 }
 
 impl ProductFailure {
+    /// What a failure to read back a committed change becomes: never "nothing was written".
+    fn recorded(version: u64, e: Self) -> Self {
+        match e {
+            Self::Unavailable(cause) => Self::Recorded { version, cause },
+            e => Self::Recorded {
+                version,
+                cause: anyhow::anyhow!("{e}"),
+            },
+        }
+    }
+
     fn from_command<E: std::error::Error + Send + Sync + 'static>(
         e: CommandError<E>,
         refused: impl FnOnce(E) -> Self,
@@ -377,7 +400,17 @@ impl Products {
             .commands
             .product(&product_id.to_string(), command, metadata(&actor, key))
             .await
-            .map_err(ProductFailure::product)?;
+            .map_err(|e| match ProductFailure::product(e) {
+                // Another seller's product this catalog does not show them (not applied yet,
+                // or hidden): not found, as it would be once applied.
+                ProductFailure::Refused(ProductError::NotOwner)
+                    if self.not_hidden_from(&actor, product_id).is_err()
+                        || self.catalog.product(product_id).is_none() =>
+                {
+                    ProductFailure::NotFound
+                }
+                e => e,
+            })?;
         self.written(product_id, &committed).await
     }
 
@@ -443,7 +476,8 @@ impl Products {
         }
     }
 
-    /// Changes the supply of one variant of the product (its owner or an admin).
+    /// Changes the supply of one variant of the product (its owner or an admin); says whether
+    /// the answer replays an earlier request with the same key (nothing appended).
     pub async fn change_supply(
         &self,
         actor: Actor,
@@ -451,7 +485,7 @@ impl Products {
         variant_id: VariantId,
         change: SupplyChange,
         guard: Guard<'_>,
-    ) -> Result<(Arc<LiveProduct>, Level), ProductFailure> {
+    ) -> Result<(Arc<LiveProduct>, Level, bool), ProductFailure> {
         self.check_seller(&actor).await?;
         self.not_hidden_from(&actor, product_id)?;
         let product = self
@@ -516,12 +550,13 @@ impl Products {
         // this catalog; a wait may time out: then the stream tells the supply.
         if level.version < committed.version {
             let loaded = self.commands.load::<Stock>(&stream).await.map_err(|e| {
-                ProductFailure::from_command(e, ProductFailure::StockRefused, false)
+                let e = ProductFailure::from_command(e, ProductFailure::StockRefused, false);
+                ProductFailure::recorded(committed.version, e)
             })?;
             level.supply = loaded.state.supply;
             level.version = loaded.version;
         }
-        Ok((product, level))
+        Ok((product, level, committed.positions.is_none()))
     }
 
     /// The product's events and its variants' stock events, in log order, after position
@@ -543,26 +578,10 @@ impl Products {
                 .iter()
                 .map(|v| StreamRef::new("stock", v.variant_id.to_string())),
         );
-        let mut all = Vec::new();
-        for stream in &streams {
-            let mut from = 1;
-            loop {
-                let page = self
-                    .events
-                    .read_stream(stream, from, 1000)
-                    .await
-                    .map_err(|e| ProductFailure::Unavailable(e.into()))?;
-                let done = page.len() < 1000;
-                from += page.len() as u64;
-                all.extend(page.into_iter().filter(|e| e.global_position > after));
-                if done {
-                    break;
-                }
-            }
-        }
-        all.sort_by_key(|e| e.global_position);
-        all.truncate(size);
-        Ok(all)
+        self.events
+            .read_streams(&streams, after, size)
+            .await
+            .map_err(|e| ProductFailure::Unavailable(e.into()))
     }
 
     /// Suspends a seller (an admin): their commands are refused from now on, and each of
@@ -593,11 +612,14 @@ impl Products {
             sqlx::Error::Database(db) if db.is_unique_violation() => Ok(()),
             _ => Err(ProductFailure::Unavailable(e.into())),
         })?;
-        // Every product registered so far, whichever process registered it.
-        self.catalog
-            .catch_up_to_head(READ_YOUR_WRITE)
-            .await
-            .map_err(ProductFailure::Unavailable)?;
+        // Every product registered so far, whichever process registered it. The suspension
+        // is stored already: a catalog that cannot catch up is "send it again", not "nothing
+        // was changed" (a second request suspends what the first did not).
+        match self.catalog.catch_up_to_head(READ_YOUR_WRITE).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ProductFailure::Incomplete(anyhow::anyhow!("catalog lag"))),
+            Err(e) => return Err(ProductFailure::Incomplete(e)),
+        }
         let mut suspended = 0;
         for product in self.catalog.products_of(seller) {
             if product.state.deleted || product.state.status == ProductStatus::Suspended {
@@ -616,8 +638,8 @@ impl Products {
                 | Err(ProductFailure::Refused(
                     ProductError::AlreadyInStatus { .. } | ProductError::Deleted,
                 )) => suspended += 1,
-                // Some products are suspended already: never "nothing was written".
-                Err(ProductFailure::Unavailable(_)) => return Err(ProductFailure::OutcomeUnknown),
+                // The suspension and some products are stored: never "nothing was written".
+                Err(ProductFailure::Unavailable(e)) => return Err(ProductFailure::Incomplete(e)),
                 Err(e) => return Err(e),
             }
         }
@@ -673,10 +695,12 @@ impl Products {
     ) -> Result<Written, ProductFailure> {
         let position = committed.positions.as_ref().map_or(0, |p| *p.end());
         let caught_up = self.catalog.wait_for(position, READ_YOUR_WRITE).await;
+        let version = committed.version;
         let mut written = self
-            .answer(product_id, caught_up, Some(committed.version))
-            .await?;
-        written.version = committed.version;
+            .answer(product_id, caught_up, Some(version))
+            .await
+            .map_err(|e| ProductFailure::recorded(version, e))?;
+        written.version = version;
         Ok(written)
     }
 

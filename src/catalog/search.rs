@@ -9,7 +9,8 @@
 //!
 //! Documents are append-only: a product whose text changes gets a new document, and the old
 //! one is left behind as stale (its product no longer names it), so postings stay sorted
-//! without rewriting them. Stale entries cost only memory, one per edit of a text.
+//! without rewriting them. Once stale documents outnumber live ones the live catalog rebuilds
+//! the index from the current texts, so memory follows the catalog, not its edit history.
 
 use std::collections::HashMap;
 

@@ -79,6 +79,15 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError>;
 
+    /// Events of the given streams with `global_position > after`, in position order, at most
+    /// `limit` (one history across a few streams, paged without reading them whole).
+    async fn read_streams(
+        &self,
+        streams: &[StreamRef],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError>;
+
     /// Events of every stream with `global_position > after`, in position order: at most
     /// `limit`, and no more once their stored payload and metadata reach `max_bytes` (always
     /// at least one event, however large). Rows are read as a stream, so a page of large

@@ -331,6 +331,43 @@ impl EventStore for SqliteEventStore {
             .collect()
     }
 
+    async fn read_streams(
+        &self,
+        streams: &[StreamRef],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        if streams.is_empty() || streams.len() > VERSION_QUERY_STREAMS {
+            return Err(EventStoreError::InvalidInput(format!(
+                "read 1 to {VERSION_QUERY_STREAMS} streams at once"
+            )));
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(format!("{SELECT_COLUMNS} WHERE ("));
+        for (i, stream) in streams.iter().enumerate() {
+            if i > 0 {
+                query.push(" OR ");
+            }
+            query
+                .push("(stream_type = ")
+                .push_bind(stream.stream_type.as_str())
+                .push(" AND stream_id = ")
+                .push_bind(stream.stream_id.as_str())
+                .push(")");
+        }
+        query
+            .push(") AND global_position > ")
+            .push_bind(to_i64(after))
+            .push(" ORDER BY global_position LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
     async fn read_all_bounded(
         &self,
         after: u64,

@@ -99,7 +99,8 @@ pub async fn create_category(
 #[utoipa::path(delete, path = "/v1/categories/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)), responses((status = 204), (status = 400, body = Problem),
     (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-    (status = 409, body = Problem, description = "Archived already, or holds products")))]
+    (status = 409, body = Problem, description = "Archived already, or holds products"),
+    (status = 503, body = Problem, description = "The catalog is catching up; nothing was changed")))]
 pub async fn archive_category(
     State(state): State<AppState>,
     Auth(admin, _): Auth<Admin>,
@@ -111,12 +112,22 @@ pub async fn archive_category(
         .archive(&admin.member_id, &id.to_string())
         .await?;
     // Archived first, so no create that checks from now on puts a product in it; then every
-    // product registered so far, by any process, is looked at.
-    state
+    // product registered so far, by any process, is looked at. A catalog that cannot catch
+    // up cannot tell: the archive is undone.
+    let caught_up = state
         .catalog
         .catch_up_to_head(std::time::Duration::from_secs(2))
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+        .await;
+    if !matches!(caught_up, Ok(true)) {
+        if let Err(e) = &caught_up {
+            tracing::error!(error = format!("{e:#}"), "the live catalog cannot catch up");
+        }
+        state.categories.unarchive(&id.to_string()).await?;
+        return Err(Problem::unavailable(
+            "the catalog is catching up; nothing was changed",
+            std::time::Duration::from_secs(1),
+        ));
+    }
     if state.catalog.has_products_in(category) {
         state.categories.unarchive(&id.to_string()).await?;
         return Err(Problem::of(catalogue::CATEGORY_IN_USE)

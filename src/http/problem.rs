@@ -75,6 +75,7 @@ pub mod catalogue {
         RATE_LIMITED = TOO_MANY_REQUESTS, "rate-limited", "Too many requests";
         INTERNAL = INTERNAL_SERVER_ERROR, "internal", "Internal error";
         OUTCOME_UNKNOWN = INTERNAL_SERVER_ERROR, "outcome-unknown", "Outcome unknown";
+        RECORDED = SERVICE_UNAVAILABLE, "recorded", "Recorded, not readable yet";
         UNAVAILABLE = SERVICE_UNAVAILABLE, "unavailable", "Service unavailable";
         NOT_READY = SERVICE_UNAVAILABLE, "not-ready", "Not ready";
     }

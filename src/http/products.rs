@@ -86,7 +86,7 @@ impl From<ProductError> for Problem {
             | E::ScheduleNotDue { .. } => {
                 Problem::of(catalogue::SCHEDULE_REFUSED).with_detail(message)
             }
-            E::ScheduleNotPending { .. } => {
+            E::ScheduleNotPending { .. } | E::ScheduleDue { .. } => {
                 Problem::of(catalogue::SCHEDULE_CLOSED).with_detail(message)
             }
             E::Frozen { .. } => Problem::of(catalogue::FROZEN).with_detail(message),
@@ -143,6 +143,24 @@ impl From<ProductFailure> for Problem {
             ProductFailure::OutcomeUnknown => Problem::of(catalogue::OUTCOME_UNKNOWN).with_detail(
                 "the change may have been recorded: read the resource before sending it again",
             ),
+            ProductFailure::Incomplete(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "a change was stored in part");
+                Problem::unavailable(
+                    "only part of the change is stored; send the same request again to complete it",
+                    std::time::Duration::from_secs(1),
+                )
+            }
+            ProductFailure::Recorded { version, cause } => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    version,
+                    "a recorded change could not be read back"
+                );
+                Problem::of(catalogue::RECORDED).with_detail(format!(
+                    "the change was recorded (the stream is at version {version}) but could not \
+                     be read back: read the resource instead of sending the change again"
+                ))
+            }
             ProductFailure::Unavailable(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "product store unavailable");
                 Problem::unavailable(
@@ -321,7 +339,8 @@ pub struct NewProductBody {
 /// `Idempotency-Key`, a retry answers with the product the first request made.
 #[utoipa::path(post, path = "/v1/products", tag = "catalog", security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Makes a retry safe: 1 to 128 visible ASCII characters")),
-    request_body = NewProductBody, responses((status = 201, body = ProductView),
+    request_body = NewProductBody, responses((status = 201, body = ProductView,
+    headers(("Idempotent-Replayed" = String, description = "true when a retry with the same Idempotency-Key got the first answer"), ("x-stream-version" = String, description = "The product stream's version after the change, quoted"))),
     (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     (status = 422, body = Problem)))]
 pub async fn create_product(
@@ -804,7 +823,8 @@ fn supply_change(body: SupplyBody) -> Result<SupplyChange, Problem> {
 #[utoipa::path(post, path = "/v1/products/{id}/variants/{variant_id}/stock", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path), ("variant_id" = Uuid, Path),
     ("If-Match" = Option<String>, Header, pattern = "^\"[0-9]{1,19}\"$", description = "The stock stream version the change is for, as an ETag such as \"3\""), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Makes a retry safe: 1 to 128 visible ASCII characters")),
-    request_body = SupplyBody, responses((status = 200, body = VariantStock),
+    request_body = SupplyBody, responses((status = 200, body = VariantStock,
+    headers(("Idempotent-Replayed" = String, description = "true when a retry with the same Idempotency-Key got the first answer"), ("ETag" = String, description = "The stock stream's version, for If-Match"))),
     (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem),
     (status = 422, body = Problem), (status = 428, body = Problem)))]
@@ -827,7 +847,7 @@ pub async fn change_supply(
         ));
     }
     let (product, variant) = (ProductId::from_uuid(id), VariantId::from_uuid(variant_id));
-    let (product, level) = state
+    let (product, level, replayed) = state
         .products
         .change_supply(
             actor(&identity)?,
@@ -840,6 +860,11 @@ pub async fn change_supply(
     let mut response = Json(variant_stock(&product, variant, level)).into_response();
     if let Ok(tag) = HeaderValue::from_str(&format!("\"{}\"", level.version)) {
         response.headers_mut().insert(header::ETAG, tag);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -917,7 +942,8 @@ fn schedule_view(product: &LiveProduct, id: ScheduleId) -> Option<ScheduleView> 
 /// with the schedule the first request made.
 #[utoipa::path(post, path = "/v1/products/{id}/schedules", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Makes a retry safe: 1 to 128 visible ASCII characters")),
-    request_body = NewScheduleBody, responses((status = 201, body = ScheduleView),
+    request_body = NewScheduleBody, responses((status = 201, body = ScheduleView,
+    headers(("Idempotent-Replayed" = String, description = "true when a retry with the same Idempotency-Key got the first answer"))),
     (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
     (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_schedule(
@@ -926,7 +952,7 @@ pub async fn create_schedule(
     AppPath(id): AppPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
     AppJson(body): AppJson<NewScheduleBody>,
-) -> Result<(StatusCode, Json<ScheduleView>), Problem> {
+) -> Result<Response, Problem> {
     let at = instant::parse(&body.at).map_err(|e| field("at", e.to_string()))?;
     let (w, schedule) = state
         .products
@@ -939,7 +965,13 @@ pub async fn create_schedule(
         )
         .await?;
     let view = schedule_view(&w.product, schedule).ok_or_else(Problem::not_found)?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    if w.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// A product's schedules, pending and closed (its seller or an admin).
@@ -1091,7 +1123,9 @@ pub struct SuspensionView {
     security(("bearer" = [])), params(("member_id" = Uuid, Path)), request_body = SuspensionBody,
     responses((status = 200, body = SuspensionView), (status = 400, body = Problem),
     (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-    (status = 422, body = Problem)))]
+    (status = 409, body = Problem, description = "A product changed concurrently; send it again"),
+    (status = 422, body = Problem),
+    (status = 503, body = Problem, description = "Stored in part; send it again to complete it")))]
 pub async fn suspend_seller(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Admin>,

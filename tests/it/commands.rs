@@ -84,6 +84,16 @@ impl EventStore for Spy {
         self.inner.read_stream(stream, from_version, limit).await
     }
 
+    async fn read_streams(
+        &self,
+        streams: &[StreamRef],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_streams(streams, after, limit).await
+    }
+
     async fn read_all_bounded(
         &self,
         after: u64,

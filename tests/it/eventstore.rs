@@ -20,6 +20,7 @@ on_both_backends!(
     an_append_commits_all_its_events_or_none,
     bad_input_is_refused_before_anything_is_written,
     read_stream_from_a_version,
+    read_several_streams_in_log_order_from_a_position,
     read_all_in_batches_from_a_position,
     a_page_of_the_log_is_bounded_by_bytes_too,
     metadata_is_stored_with_every_event,
@@ -1005,4 +1006,42 @@ async fn a_guard_is_checked_under_the_commit_order_lock(backend: Backend) {
             assert_eq!(counter(f.events.as_ref(), "u").await, Some(0));
         }
     }
+}
+
+/// A history across a few streams: their events only, in log order, after a position, paged.
+async fn read_several_streams_in_log_order_from_a_position(backend: Backend) {
+    let f = StoreFixture::new(backend).await;
+    let s = f.events.as_ref();
+    for (i, id) in ["a", "b", "c", "a", "b", "c", "a"].into_iter().enumerate() {
+        s.append(
+            stream(id),
+            ExpectedVersion::Any,
+            vec![event("E", i as u64)],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let ab = &[stream("a"), stream("b")];
+    let page = |after, limit| async move {
+        s.read_streams(ab, after, limit)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.global_position, e.stream_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    let all = page(0, 100).await;
+    let positions: Vec<u64> = all.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, vec![1, 2, 4, 5, 7]);
+    assert!(all.iter().all(|(_, id)| id != "c"));
+    assert_eq!(
+        page(2, 2).await.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    assert!(page(7, 10).await.is_empty());
+    assert!(matches!(
+        s.read_streams(&[], 0, 10).await,
+        Err(EventStoreError::InvalidInput(_))
+    ));
 }

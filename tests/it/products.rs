@@ -27,6 +27,7 @@ on_both_backends!(
     a_page_cursor_neither_repeats_nor_skips_when_products_hide_or_appear_between_pages,
     the_total_is_counted_up_to_its_cap_and_says_when_it_is_not_exact,
     a_renamed_product_is_found_by_its_new_name_only,
+    edits_past_the_stale_bound_rebuild_the_search_index,
     product_texts_refuse_control_bidi_and_invisible_characters,
     another_seller_s_hidden_product_is_not_found_by_writes_either,
     a_cancel_racing_the_fire_has_one_winner,
@@ -735,6 +736,7 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
     .await;
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()["etag"], "\"1\"");
+    assert!(first.headers().get("idempotent-replayed").is_none());
     let first: Value = first.json().await.unwrap();
     assert_eq!(
         (first["supply"].as_i64(), first["available"].as_i64()),
@@ -747,6 +749,7 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
     )
     .await;
     assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(retry.json::<Value>().await.unwrap()["supply"], 100);
     // The same key for another change is refused.
     let reused = add(
@@ -1752,6 +1755,73 @@ async fn a_renamed_product_is_found_by_its_new_name_only(backend: Backend) {
     }
 }
 
+/// Every edit of a text adds a search document; past a bound the index is rebuilt from the
+/// current texts, so it grows with the catalog, not with its edit history, and still finds
+/// the current text only.
+async fn edits_past_the_stale_bound_rebuild_the_search_index(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let made = shop.product("Edited often", true).await;
+    let stream = openrun::eventstore::StreamRef::new("product", id(&made));
+    let edits: Vec<_> = (0..1_100)
+        .map(|i| {
+            let events = Arc::clone(&shop.app.events);
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let change = openrun_domain::product::ProductEvent::ProductDetailsChanged {
+                    category_id: None,
+                    name: Some(format!("edition{i:04}")),
+                    description: None,
+                };
+                let event =
+                    openrun::eventstore::EventData::json("ProductDetailsChanged", "1.0", &change)
+                        .unwrap();
+                events
+                    .append(
+                        stream,
+                        openrun::eventstore::ExpectedVersion::Any,
+                        vec![event],
+                        openrun::eventstore::Metadata::default(),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut last = 0;
+    for edit in edits {
+        last = last.max(*edit.await.unwrap().positions.end());
+    }
+    let catalog = &shop.app.state.catalog;
+    assert!(
+        catalog
+            .wait_for(last, std::time::Duration::from_secs(30))
+            .await
+    );
+    let documents = catalog.search_documents();
+    assert!(
+        documents < 1_100,
+        "{documents} documents for one product after 1,100 edits: never rebuilt"
+    );
+    let current = catalog
+        .product(openrun_domain::ProductId::from_uuid(
+            id(&made).parse().unwrap(),
+        ))
+        .unwrap()
+        .state
+        .name
+        .clone();
+    for (q, hits) in [(current.as_str(), 1), ("edited", 0)] {
+        let page: Value = shop
+            .app
+            .get(&format!("/v1/products?q={}", urlencode(q)))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["total"], hits, "{q}");
+    }
+}
+
 async fn product_texts_refuse_control_bidi_and_invisible_characters(backend: Backend) {
     let shop = Shop::open(backend).await;
     let head = shop.head().await;
@@ -1966,18 +2036,34 @@ async fn a_cancel_racing_the_fire_has_one_winner(backend: Backend) {
             other => panic!("a cancel got {other}"),
         }
     };
-    // Whichever won is in the log already: a 409 means the fire was recorded first, and a
-    // fire decided after a 204 finds the schedule cancelled and records nothing.
+    // A 409 means the schedule is in effect (its instant passed, or it fired): it fires
+    // once; a fire decided after a 204 finds the schedule cancelled and records nothing.
     let stream = openrun::eventstore::StreamRef::new("product", product.clone());
-    let events = shop.app.events.read_stream(&stream, 1, 1000).await.unwrap();
-    let ended = events
-        .iter()
-        .filter(|e| e.event_type == "ProductStatusChanged" && e.payload["data"]["to"] == "ended")
-        .count();
-    let cancelled = events
-        .iter()
-        .filter(|e| e.event_type == "ScheduledStatusChangeCancelled")
-        .count();
+    let count = |events: &[openrun::eventstore::RecordedEvent]| {
+        let ended = events
+            .iter()
+            .filter(|e| {
+                e.event_type == "ProductStatusChanged" && e.payload["data"]["to"] == "ended"
+            })
+            .count();
+        let cancelled = events
+            .iter()
+            .filter(|e| e.event_type == "ScheduledStatusChangeCancelled")
+            .count();
+        (ended, cancelled)
+    };
+    let started = std::time::Instant::now();
+    let (ended, cancelled) = loop {
+        let events = shop.app.events.read_stream(&stream, 1, 1000).await.unwrap();
+        let (ended, cancelled) = count(&events);
+        if cancel_won || ended > 0 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break (ended, cancelled);
+        }
+        // Woken by the next commit of this process (where the scheduler fires), or polled.
+        let mut appended = shop.app.events.subscribe();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(200), appended.changed()).await;
+    };
     eprintln!(
         "the race was won by the {}",
         if cancel_won { "cancel" } else { "fire" }

@@ -215,6 +215,12 @@ fn decide_registered(
                 return Err(ProductError::ScheduledByAdmin);
             }
             not_frozen(state, now)?;
+            if now >= schedule.due_at {
+                return Err(ProductError::ScheduleDue {
+                    schedule_id,
+                    due_at: schedule.due_at,
+                });
+            }
             Ok(vec![ProductEvent::ScheduledStatusChangeCancelled {
                 schedule_id,
                 by: actor,

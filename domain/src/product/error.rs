@@ -103,6 +103,15 @@ pub enum ProductError {
         /// What became of it.
         state: ScheduleState,
     },
+    /// Cancelling a schedule whose instant has passed: every process shows it in effect
+    /// already, so undoing it would take back what buyers saw.
+    #[error("schedule {schedule_id} took effect at {due_at}")]
+    ScheduleDue {
+        /// The id.
+        schedule_id: ScheduleId,
+        /// Its instant.
+        due_at: DateTime<Utc>,
+    },
     /// Firing a schedule before its instant.
     #[error("schedule is not due before {due_at}")]
     ScheduleNotDue {

@@ -642,6 +642,17 @@ fn cancelling_an_unknown_or_closed_schedule_is_refused() {
             state: ScheduleState::Cancelled
         })
     );
+    // Due but not fired yet: every process shows it in effect already.
+    let product = given(&[registered(), scheduled(S1, Waiting, 10, seller())]);
+    for at in [10, 11] {
+        assert_eq!(
+            decide(&product, cancel(S1), t(at)),
+            Err(ProductError::ScheduleDue {
+                schedule_id: S1,
+                due_at: t(10)
+            })
+        );
+    }
 }
 
 // ---- fire schedule ----
