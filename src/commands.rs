@@ -30,7 +30,8 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::SharedClock;
 use crate::eventstore::{
-    EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, RecordedEvent, StreamRef,
+    CounterMove, EventData, EventStore, EventStoreError, ExpectedVersion, Metadata, RecordedEvent,
+    StreamRef,
 };
 
 /// Times an update is decided again after its stream moved under it.
@@ -61,10 +62,66 @@ pub trait Decider: Default + Send + Sync + 'static {
 
     /// Folds one event into the state.
     fn fold(&mut self, event: &Self::Event);
+
+    /// The guarded counters the events of stream `id` move, appended with them.
+    fn counter_moves(id: &str, events: &[Self::Event]) -> Vec<CounterMove>;
+}
+
+/// The guarded counter of a variant's units left to sell in the log: supply minus units
+/// sold plus units given back. Orders take from it at or above 0, so the log itself refuses
+/// an oversell whatever the hot stock store said.
+pub fn units_counter(variant: impl std::fmt::Display) -> String {
+    format!("stock/{variant}")
+}
+
+fn no_counter_moves<E>(_: &str, _: &[E]) -> Vec<CounterMove> {
+    Vec::new()
+}
+
+/// A stock stream (one per variant) moves its variant's units: additions freely, downward
+/// adjustments only while units are left.
+fn stock_counter_moves(id: &str, events: &[StockEvent]) -> Vec<CounterMove> {
+    events
+        .iter()
+        .map(|event| match event {
+            StockEvent::StockAdded { quantity, .. } => {
+                CounterMove::new(units_counter(id), *quantity)
+            }
+            StockEvent::StockAdjusted { delta, .. } if *delta < 0 => {
+                CounterMove::new(units_counter(id), *delta).at_least(0)
+            }
+            StockEvent::StockAdjusted { delta, .. } => CounterMove::new(units_counter(id), *delta),
+        })
+        .collect()
+}
+
+/// An order takes its lines' units, never below 0; a cancel or a completed return gives them
+/// back.
+fn order_counter_moves(_: &str, events: &[OrderEvent]) -> Vec<CounterMove> {
+    let mut moves = Vec::new();
+    for event in events {
+        match event {
+            OrderEvent::OrderPlaced { lines, .. } => moves.extend(lines.iter().map(|l| {
+                CounterMove::new(units_counter(l.variant_id), -i64::from(l.quantity)).at_least(0)
+            })),
+            OrderEvent::OrderCancelled {
+                released: lines, ..
+            }
+            | OrderEvent::ReturnCompleted {
+                restocked: lines, ..
+            } => moves.extend(
+                lines
+                    .iter()
+                    .map(|l| CounterMove::new(units_counter(l.variant_id), i64::from(l.quantity))),
+            ),
+            _ => {}
+        }
+    }
+    moves
 }
 
 macro_rules! decider {
-    ($aggregate:ty, $module:ident, $command:ty, $event:ty, $error:ty) => {
+    ($aggregate:ty, $module:ident, $command:ty, $event:ty, $error:ty, $moves:expr) => {
         impl Decider for $aggregate {
             const TYPE: &'static str = <$aggregate as cqrs_es::Aggregate>::TYPE;
             type Command = $command;
@@ -82,13 +139,38 @@ macro_rules! decider {
             fn fold(&mut self, event: &Self::Event) {
                 openrun_domain::$module::apply(self, event);
             }
+
+            fn counter_moves(id: &str, events: &[Self::Event]) -> Vec<CounterMove> {
+                $moves(id, events)
+            }
         }
     };
 }
 
-decider!(Product, product, ProductCommand, ProductEvent, ProductError);
-decider!(Order, order, OrderCommand, OrderEvent, OrderError);
-decider!(Stock, stock, StockCommand, StockEvent, StockError);
+decider!(
+    Product,
+    product,
+    ProductCommand,
+    ProductEvent,
+    ProductError,
+    no_counter_moves
+);
+decider!(
+    Order,
+    order,
+    OrderCommand,
+    OrderEvent,
+    OrderError,
+    order_counter_moves
+);
+decider!(
+    Stock,
+    stock,
+    StockCommand,
+    StockEvent,
+    StockError,
+    stock_counter_moves
+);
 
 /// What a command committed.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +205,15 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// acting on either outcome.
     #[error("the outcome of the command is unknown: {0}")]
     OutcomeUnknown(#[source] EventStoreError),
+    /// A guarded counter the events move would have crossed its floor (fewer units left in
+    /// the log than the command takes); nothing was written.
+    #[error("counter {counter} is at {value}: not enough left")]
+    GuardRefused {
+        /// The counter.
+        counter: String,
+        /// Its value.
+        value: i64,
+    },
     /// The store failed before anything was written (database down, shutting down, corrupt
     /// stream, malformed input).
     #[error("the command could not be run: {0}")]
@@ -139,6 +230,9 @@ impl<E: std::error::Error + 'static> CommandError<E> {
         match e {
             EventStoreError::Conflict { stream, actual, .. } => Self::Conflict { stream, actual },
             e @ EventStoreError::OutcomeUnknown(_) => Self::OutcomeUnknown(e),
+            EventStoreError::GuardRefused { counter, value, .. } => {
+                Self::GuardRefused { counter, value }
+            }
             e => Self::Store(e),
         }
     }
@@ -316,11 +410,12 @@ impl Commands {
             .map_err(CommandError::Store)?;
         let appended = self
             .events
-            .append(
+            .append_moving(
                 stream.clone(),
                 ExpectedVersion::Exact(version),
                 data,
                 metadata.clone(),
+                A::counter_moves(id, &events),
             )
             .await
             .map_err(CommandError::from_store)?;

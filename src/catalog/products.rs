@@ -79,6 +79,13 @@ pub enum ProductFailure {
     /// The store could not be reached; nothing was written.
     #[error("the store is unavailable: {0}")]
     Unavailable(anyhow::Error),
+    /// A downward adjustment would take more units than are left to sell (units sold are
+    /// not the seller's to take back); nothing was written.
+    #[error("only {available} units are left to sell")]
+    NotEnoughLeft {
+        /// Units left to sell, as the log counts them.
+        available: i64,
+    },
     /// Part of the change is stored; sending the same request again completes it.
     #[error("only part of the change is stored: {0}")]
     Incomplete(anyhow::Error),
@@ -117,6 +124,7 @@ impl ProductFailure {
             }
             CommandError::Conflict { .. } => Self::Conflict,
             CommandError::OutcomeUnknown(_) => Self::OutcomeUnknown,
+            CommandError::GuardRefused { value, .. } => Self::NotEnoughLeft { available: value },
             CommandError::Store(e) => Self::Unavailable(e.into()),
         }
     }

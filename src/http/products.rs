@@ -143,6 +143,10 @@ impl From<ProductFailure> for Problem {
             ProductFailure::OutcomeUnknown => Problem::of(catalogue::OUTCOME_UNKNOWN).with_detail(
                 "the change may have been recorded: read the resource before sending it again",
             ),
+            ProductFailure::NotEnoughLeft { available } => Problem::of(catalogue::SUPPLY_CONFLICT)
+                .with_detail(format!(
+                    "only {available} units are left to sell; the adjustment would take more"
+                )),
             ProductFailure::Incomplete(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "a change was stored in part");
                 Problem::unavailable(

@@ -28,7 +28,8 @@ on_both_backends!(
     a_commit_lost_on_an_open_append_is_unknown,
     the_decision_instant_comes_from_the_injected_clock,
     old_event_shapes_fold_through_the_upcasters,
-    a_retried_stock_add_does_not_change_the_supply
+    a_retried_stock_add_does_not_change_the_supply,
+    orders_take_units_only_while_the_log_has_them
 );
 
 /// The store, with counts of what the command path asked of it, and optionally losing the
@@ -131,6 +132,18 @@ fn seller() -> Actor {
     Actor::new(MemberId::from_uuid(Uuid::from_u128(7)), Role::Seller)
 }
 
+/// Units of the variant `place` orders, added around the spy (its counts stay the test's).
+async fn supply(events: &Arc<dyn EventStore>) {
+    Commands::new(Arc::clone(events), Arc::new(clock()))
+        .stock(
+            &Uuid::from_u128(4).to_string(),
+            add(100),
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+}
+
 fn add(quantity: i64) -> StockCommand {
     StockCommand::Add {
         actor: seller(),
@@ -223,6 +236,7 @@ async fn a_create_reads_nothing_and_a_clash_is_returned_not_retried(backend: Bac
     let fx = StoreFixture::new(backend).await;
     let spy = Spy::new(Arc::clone(&fx.events));
     let commands = Commands::new(spy.clone(), Arc::new(clock()));
+    supply(&fx.events).await;
     let order_id = OrderId::from_uuid(Uuid::now_v7());
     let id = order_id.as_uuid().to_string();
 
@@ -269,6 +283,7 @@ async fn a_lost_commit_reaches_the_caller_as_maybe_written(backend: Backend) {
     let fx = StoreFixture::new(backend).await;
     let spy = Spy::new(Arc::clone(&fx.events));
     let commands = Commands::new(spy.clone(), Arc::new(clock()));
+    supply(&fx.events).await;
     spy.lose_answers.store(true, Ordering::SeqCst);
 
     let order_id = OrderId::from_uuid(Uuid::now_v7());
@@ -460,4 +475,74 @@ async fn a_retried_stock_add_does_not_change_the_supply(backend: Backend) {
     let loaded = commands.load::<Stock>("variant-k").await.unwrap();
     assert_eq!(loaded.state.supply, 15);
     assert_eq!(loaded.version, 2);
+}
+
+/// Stock events and orders move the log's units counter of each variant: an order that takes
+/// more than is left is refused by the log itself (whatever a hot store said), and so is a
+/// downward adjustment below what is left; a cancel gives the units back.
+async fn orders_take_units_only_while_the_log_has_them(backend: Backend) {
+    let fx = StoreFixture::new(backend).await;
+    let commands = Commands::new(Arc::clone(&fx.events), Arc::new(clock()));
+    let variant = openrun_domain::VariantId::from_uuid(Uuid::from_u128(4));
+    let counter = openrun::commands::units_counter(variant);
+    let units = || async {
+        fx.events
+            .counters(&[counter.as_str()])
+            .await
+            .unwrap()
+            .get(&counter)
+            .copied()
+    };
+    commands
+        .stock(&variant.to_string(), add(2), Metadata::default())
+        .await
+        .unwrap();
+    assert_eq!(units().await, Some(2));
+    let order = |n: u128| OrderId::from_uuid(Uuid::from_u128(0x100 + n));
+    for n in 0..2 {
+        commands
+            .order(&order(n).to_string(), place(order(n)), Metadata::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(units().await, Some(0));
+    let refused = commands
+        .order(&order(2).to_string(), place(order(2)), Metadata::default())
+        .await;
+    assert!(
+        matches!(&refused, Err(CommandError::GuardRefused { value: 0, .. })),
+        "{refused:?}"
+    );
+    assert!(
+        fx.events
+            .read_stream(&StreamRef::new("order", order(2).to_string()), 1, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a refused order wrote nothing"
+    );
+    let take_back = StockCommand::Adjust {
+        actor: seller(),
+        owner: seller().member_id,
+        delta: -1,
+        reason: "miscounted".into(),
+        request_id: None,
+    };
+    let refused = commands
+        .stock(&variant.to_string(), take_back.clone(), Metadata::default())
+        .await;
+    assert!(matches!(refused, Err(CommandError::GuardRefused { .. })));
+    let cancel = OrderCommand::Cancel {
+        actor: Actor::new(MemberId::from_uuid(Uuid::from_u128(9)), Role::Basic),
+    };
+    commands
+        .order(&order(0).to_string(), cancel, Metadata::default())
+        .await
+        .unwrap();
+    assert_eq!(units().await, Some(1), "a cancel gives its units back");
+    commands
+        .stock(&variant.to_string(), take_back, Metadata::default())
+        .await
+        .unwrap();
+    assert_eq!(units().await, Some(0));
 }

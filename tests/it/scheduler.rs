@@ -620,12 +620,25 @@ async fn place_order_as(
         deliver_after: chrono::Duration::seconds(deliver_after),
         ..OrderPolicy::default()
     };
+    // The units it sells, first.
+    let variant = openrun_domain::VariantId::from_uuid(Uuid::now_v7());
+    let seller = member(Role::Seller);
+    let supply = openrun_domain::stock::StockCommand::Add {
+        actor: seller,
+        owner: seller.member_id,
+        quantity: 2,
+        request_id: None,
+    };
+    commands
+        .stock(&variant.to_string(), supply, Metadata::default())
+        .await
+        .unwrap();
     let place = OrderCommand::Place {
         actor: member(Role::Basic),
         order_id,
         lines: vec![LineItem {
             product_id: ProductId::from_uuid(Uuid::now_v7()),
-            variant_id: openrun_domain::VariantId::from_uuid(Uuid::now_v7()),
+            variant_id: variant,
             quantity: 2,
             unit_price: Money::from_minor(5000),
         }],
