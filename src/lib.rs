@@ -22,6 +22,8 @@
 //! - [`redis`]: the shared Redis connection and key naming (prefix, hash tags).
 //! - [`scheduler`]: fires due timed transitions of the durable schedule.
 //! - [`startup`]: building and running the application.
+//! - [`stock`]: the hot stock store (Redis or in-process): holds, idempotency records, the
+//!   counter projector.
 //! - [`cli`]: the `openrun` command line.
 //! - [`telemetry`]: tracing and metrics.
 
@@ -44,4 +46,5 @@ pub mod readiness;
 pub mod redis;
 pub mod scheduler;
 pub mod startup;
+pub mod stock;
 pub mod telemetry;

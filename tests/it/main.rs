@@ -19,4 +19,5 @@ mod products;
 mod projections;
 mod ratelimit;
 mod scheduler;
+mod stockstore;
 mod tokenstore;

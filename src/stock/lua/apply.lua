@@ -1,0 +1,45 @@
+-- ARGV: epoch, after (the watermark the batch follows), to, then changes:
+--   'S', variant, delta                          supply
+--   'P', order, buyer, n, n * (variant, product, qty)   placed
+--   'C', order                                   closed without an order
+--   'G', buyer, n, n * (variant, product, qty)   given back
+local meta = redis.call('HMGET', meta_key, 'state', 'epoch', 'watermark')
+if meta[1] ~= 'ready' or meta[2] ~= ARGV[1] or meta[3] ~= ARGV[2] then return 'stale' end
+local epoch = ARGV[1]
+local i = 4
+local function units(buyer, n, sign)
+  for j = 0, n - 1 do
+    local variant, product, qty = ARGV[i + 3 * j], ARGV[i + 3 * j + 1], tonumber(ARGV[i + 3 * j + 2])
+    redis.call('HINCRBY', avail_key, variant, -sign * qty)
+    redis.call('HINCRBY', bought_key, product .. ':' .. buyer, sign * qty)
+  end
+  i = i + 3 * n
+end
+while i <= #ARGV do
+  local kind = ARGV[i]
+  if kind == 'S' then
+    redis.call('HINCRBY', avail_key, ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  elseif kind == 'P' then
+    local order, buyer, n = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    local hold_key = base .. 'h:' .. order
+    local held = redis.call('HGET', hold_key, 'epoch')
+    if held then
+      redis.call('DEL', hold_key)
+      redis.call('ZREM', holds_key, order)
+    end
+    i = i + 4
+    if held == epoch then i = i + 3 * n else units(buyer, n, 1) end
+  elseif kind == 'C' then
+    release(ARGV[i + 1], epoch)
+    i = i + 2
+  elseif kind == 'G' then
+    local buyer, n = ARGV[i + 1], tonumber(ARGV[i + 2])
+    i = i + 3
+    units(buyer, n, -1)
+  else
+    return redis.error_reply('unknown counter change ' .. tostring(kind))
+  end
+end
+redis.call('HSET', meta_key, 'watermark', ARGV[3])
+return 'done'

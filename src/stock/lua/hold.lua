@@ -1,0 +1,65 @@
+-- ARGV: order, buyer, fingerprint, record ttl (s), n lines, n * (variant, product, qty),
+--       m products, m * (product, opens ms or '', ends ms or '', limit or '', units asked)
+local order, buyer, fingerprint, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local record_key = base .. 'i:' .. order
+local record = redis.call('HMGET', record_key, 'fp', 'step', 'answer')
+if record[1] then
+  if record[1] ~= fingerprint then return {'key_reused'} end
+  if record[2] == 'done' then return {'finished', record[3]} end
+  if record[2] == 'retry' then
+    redis.call('HSET', record_key, 'step', 'held')
+    return {'resumed', tostring(now)}
+  end
+  return {'in_flight'}
+end
+local meta = redis.call('HMGET', meta_key, 'state', 'epoch')
+if meta[1] ~= 'ready' then return {'rebuilding'} end
+local i = 6
+local lines = {}
+for _ = 1, tonumber(ARGV[5]) do
+  lines[#lines + 1] = {ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])}
+  i = i + 3
+end
+local buys = {}
+local m = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, m do
+  local product, opens, ends, limit, asked = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    tonumber(ARGV[i + 4])
+  i = i + 5
+  if (opens ~= '' and now < tonumber(opens)) or (ends ~= '' and now >= tonumber(ends)) then
+    return {'not_on_sale', product}
+  end
+  if limit ~= '' then
+    local bought = tonumber(redis.call('HGET', bought_key, product .. ':' .. buyer) or '0')
+    if bought + asked > tonumber(limit) then
+      return {'limit', product, limit, tostring(bought)}
+    end
+  end
+  buys[#buys + 1] = {product, asked}
+end
+local short = {'sold_out'}
+for _, line in ipairs(lines) do
+  local left = tonumber(redis.call('HGET', avail_key, line[1]) or '0')
+  if left < line[3] then
+    short[#short + 1] = line[1]
+    short[#short + 1] = tostring(left)
+  end
+end
+if #short > 1 then return short end
+local encoded = {}
+for _, line in ipairs(lines) do
+  redis.call('HINCRBY', avail_key, line[1], -line[3])
+  encoded[#encoded + 1] = line[1] .. ':' .. line[2] .. ':' .. line[3]
+end
+for _, buy in ipairs(buys) do
+  redis.call('HINCRBY', bought_key, buy[1] .. ':' .. buyer, buy[2])
+end
+redis.call('HSET', base .. 'h:' .. order, 'epoch', meta[2], 'at', now, 'buyer', buyer,
+  'lines', table.concat(encoded, ';'))
+redis.call('ZADD', holds_key, now, order)
+redis.call('HSET', record_key, 'fp', fingerprint, 'step', 'held')
+redis.call('EXPIRE', record_key, ttl)
+return {'held', tostring(now)}

@@ -1,0 +1,409 @@
+//! The stock store on Redis: one Lua script per step (`lua/*.lua`, each with `common.lua`
+//! in front), run with EVALSHA on the shared connection manager.
+//!
+//! # Keys
+//! Every key starts with `{prefix}{stock}:`, one hash tag, so that a script touching several
+//! products runs on one Redis Cluster slot and stays all-or-nothing:
+//! - `meta`: the sentinel, a hash {state (`rebuilding` | `ready`), epoch, watermark}; gone
+//!   means the data was lost.
+//! - `avail`: units left per variant (hash field = variant id).
+//! - `bought`: units held or bought per `product:member`.
+//! - `h:{order}`: an order's hold {epoch, at, buyer, lines}; `holds`: the holds by time.
+//! - `i:{order}`: the idempotency record {fp, step (`held` | `retry` | `done`), answer}.
+//! - `lease`: the rebuild's lease; `next:{epoch}:avail|bought`: a rebuild's counters.
+//!
+//! Redis must not evict these keys: the store refuses to start unless `maxmemory-policy` is
+//! `noeviction`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use openrun_domain::{OrderId, ProductId, VariantId};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use super::{
+    Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
+    StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
+};
+use crate::redis::Keys;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// Fields per HSET of a rebuild's counters.
+const REBUILD_CHUNK: usize = 1000;
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// The Redis store.
+pub struct RedisStockStore {
+    conn: ConnectionManager,
+    base: String,
+    hold: redis::Script,
+    apply: redis::Script,
+    begin_rebuild: redis::Script,
+    finish_rebuild: redis::Script,
+    release_leftover: redis::Script,
+}
+
+impl RedisStockStore {
+    /// The store on an open connection, keys under `prefix`. Fails unless Redis keeps every
+    /// key (`maxmemory-policy noeviction`): an evicted counter would sell what is not there.
+    pub async fn new(conn: ConnectionManager, prefix: &str) -> anyhow::Result<Self> {
+        let policy: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read Redis's maxmemory-policy: {e}"))?;
+        if policy.get(1).map(String::as_str) != Some("noeviction") {
+            anyhow::bail!(
+                "Redis's maxmemory-policy is {:?}; the stock store needs noeviction",
+                policy.get(1)
+            );
+        }
+        Ok(Self {
+            conn,
+            base: Keys::new(prefix).tagged("stock", ""),
+            hold: script(include_str!("lua/hold.lua")),
+            apply: script(include_str!("lua/apply.lua")),
+            begin_rebuild: script(include_str!("lua/begin_rebuild.lua")),
+            finish_rebuild: script(include_str!("lua/finish_rebuild.lua")),
+            release_leftover: script(include_str!("lua/release_leftover.lua")),
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.base)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> String {
+    at.timestamp_millis().to_string()
+}
+
+fn instant(millis: &str) -> anyhow::Result<DateTime<Utc>> {
+    let ms: i64 = millis.parse()?;
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| anyhow::anyhow!("not an instant: {ms}"))
+}
+
+fn parse<T: std::str::FromStr>(text: Option<&String>) -> anyhow::Result<T> {
+    text.and_then(|t| t.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected answer from the stock script: {text:?}"))
+}
+
+fn push_lines(invocation: &mut redis::ScriptInvocation<'_>, lines: &[HoldLine]) {
+    invocation.arg(lines.len());
+    for line in lines {
+        invocation
+            .arg(line.variant_id.to_string())
+            .arg(line.product_id.to_string())
+            .arg(line.quantity);
+    }
+}
+
+#[async_trait]
+impl StockStore for RedisStockStore {
+    async fn hold(&self, request: &HoldRequest) -> Result<HoldOutcome, StockStoreError> {
+        let mut invocation = self.hold.key(&self.base);
+        invocation
+            .arg(request.order_id.to_string())
+            .arg(request.buyer.to_string())
+            .arg(&request.fingerprint)
+            .arg(RECORD_TTL.as_secs());
+        push_lines(&mut invocation, &request.lines);
+        let asked = per_product(&request.lines);
+        invocation.arg(request.terms.len());
+        for terms in &request.terms {
+            let units = asked
+                .iter()
+                .find(|(p, _)| *p == terms.product_id)
+                .map_or(0, |(_, n)| *n);
+            invocation
+                .arg(terms.product_id.to_string())
+                .arg(terms.opens_at.map(millis).unwrap_or_default())
+                .arg(terms.ends_at.map(millis).unwrap_or_default())
+                .arg(terms.limit.map(|l| l.to_string()).unwrap_or_default())
+                .arg(units);
+        }
+        let answer: Vec<String> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        let id = |text: Option<&String>| -> anyhow::Result<uuid::Uuid> { parse(text) };
+        Ok(match answer.first().map(String::as_str) {
+            Some("held") => HoldOutcome::Held {
+                at: instant(answer.get(1).map_or("", String::as_str))?,
+            },
+            Some("resumed") => HoldOutcome::Resumed {
+                at: instant(answer.get(1).map_or("", String::as_str))?,
+            },
+            Some("in_flight") => HoldOutcome::InFlight,
+            Some("finished") => HoldOutcome::Finished(answer.get(1).cloned().unwrap_or_default()),
+            Some("key_reused") => HoldOutcome::KeyReused,
+            Some("rebuilding") => HoldOutcome::Rebuilding,
+            Some("not_on_sale") => HoldOutcome::NotOnSale {
+                product_id: ProductId::from_uuid(id(answer.get(1))?),
+            },
+            Some("limit") => HoldOutcome::LimitReached {
+                product_id: ProductId::from_uuid(id(answer.get(1))?),
+                limit: parse(answer.get(2))?,
+                bought: parse::<i64>(answer.get(3))?
+                    .max(0)
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+            },
+            Some("sold_out") => HoldOutcome::SoldOut {
+                short: answer[1..]
+                    .chunks(2)
+                    .map(|pair| Ok((VariantId::from_uuid(id(pair.first())?), parse(pair.get(1))?)))
+                    .collect::<anyhow::Result<_>>()?,
+            },
+            other => {
+                return Err(
+                    anyhow::anyhow!("unexpected answer from the hold script: {other:?}").into(),
+                );
+            }
+        })
+    }
+
+    async fn finish(&self, order_id: OrderId, answer: &str) -> Result<(), StockStoreError> {
+        let key = self.key(&format!("i:{order_id}"));
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &[("step", "done"), ("answer", answer)])
+            .ignore()
+            .expire(
+                &key,
+                i64::try_from(RECORD_TTL.as_secs()).unwrap_or(i64::MAX),
+            )
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    async fn allow_retry(&self, order_id: OrderId) -> Result<(), StockStoreError> {
+        // Only an existing record: one that expired stays gone.
+        let _: i64 = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+             return redis.call('HSET', KEYS[1], 'step', 'retry')",
+        )
+        .key(self.key(&format!("i:{order_id}")))
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    async fn forget(&self, order_id: OrderId) -> Result<(), StockStoreError> {
+        let _: () = self
+            .conn()
+            .del(self.key(&format!("i:{order_id}")))
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    async fn apply(&self, batch: &CounterBatch) -> Result<Applied, StockStoreError> {
+        let mut invocation = self.apply.key(&self.base);
+        invocation.arg(&batch.epoch).arg(batch.after).arg(batch.to);
+        for change in &batch.changes {
+            match change {
+                CounterChange::Supply { variant_id, delta } => {
+                    invocation.arg("S").arg(variant_id.to_string()).arg(*delta);
+                }
+                CounterChange::Placed {
+                    order_id,
+                    buyer,
+                    lines,
+                } => {
+                    invocation
+                        .arg("P")
+                        .arg(order_id.to_string())
+                        .arg(buyer.to_string());
+                    push_lines(&mut invocation, lines);
+                }
+                CounterChange::Closed { order_id } => {
+                    invocation.arg("C").arg(order_id.to_string());
+                }
+                CounterChange::GivenBack { buyer, lines } => {
+                    invocation.arg("G").arg(buyer.to_string());
+                    push_lines(&mut invocation, lines);
+                }
+            }
+        }
+        let answer: String = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(if answer == "done" {
+            Applied::Done
+        } else {
+            Applied::Stale
+        })
+    }
+
+    async fn state(&self) -> Result<StoreState, StockStoreError> {
+        let meta: (Option<String>, Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.key("meta"))
+            .arg("state")
+            .arg("epoch")
+            .arg("watermark")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(match meta {
+            (Some(state), Some(epoch), Some(watermark)) if state == "ready" => StoreState::Ready {
+                epoch,
+                watermark: parse(Some(&watermark))?,
+            },
+            (Some(state), Some(epoch), _) if state == "rebuilding" => {
+                StoreState::Rebuilding { epoch }
+            }
+            _ => StoreState::Missing,
+        })
+    }
+
+    async fn begin_rebuild(
+        &self,
+        lease: std::time::Duration,
+    ) -> Result<Option<String>, StockStoreError> {
+        let epoch = new_epoch();
+        let begun: i64 = self
+            .begin_rebuild
+            .key(&self.base)
+            .arg(&epoch)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok((begun == 1).then_some(epoch))
+    }
+
+    async fn finish_rebuild(
+        &self,
+        epoch: &str,
+        watermark: u64,
+        levels: &Levels,
+    ) -> Result<bool, StockStoreError> {
+        let avail = self.key(&format!("next:{epoch}:avail"));
+        let bought = self.key(&format!("next:{epoch}:bought"));
+        for chunk in levels.available.chunks(REBUILD_CHUNK) {
+            let fields: Vec<(String, i64)> =
+                chunk.iter().map(|(v, n)| (v.to_string(), *n)).collect();
+            let _: () = self
+                .conn()
+                .hset_multiple(&avail, &fields)
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        for chunk in levels.bought.chunks(REBUILD_CHUNK) {
+            let fields: Vec<(String, i64)> = chunk
+                .iter()
+                .map(|(p, m, n)| (format!("{p}:{m}"), *n))
+                .collect();
+            let _: () = self
+                .conn()
+                .hset_multiple(&bought, &fields)
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        let done: i64 = self
+            .finish_rebuild
+            .key(&self.base)
+            .arg(epoch)
+            .arg(watermark)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        if done != 1 {
+            let _: () = self
+                .conn()
+                .del(&[avail, bought])
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        Ok(done == 1)
+    }
+
+    async fn stale_holds(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<StaleHold>, StockStoreError> {
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.key("holds"))
+            .arg("-inf")
+            .arg(format!("({}", before.timestamp_millis()))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        found
+            .into_iter()
+            .map(|(order, at)| {
+                Ok(StaleHold {
+                    order_id: OrderId::from_uuid(order.parse().map_err(anyhow::Error::from)?),
+                    #[allow(clippy::cast_possible_truncation, reason = "milliseconds since 1970")]
+                    at: instant(&(at as i64).to_string())?,
+                })
+            })
+            .collect()
+    }
+
+    async fn release_leftover(
+        &self,
+        order_id: OrderId,
+        position: u64,
+    ) -> Result<bool, StockStoreError> {
+        let released: i64 = self
+            .release_leftover
+            .key(&self.base)
+            .arg(order_id.to_string())
+            .arg(position)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(released == 1)
+    }
+
+    async fn available(&self, variants: &[VariantId]) -> Result<Vec<i64>, StockStoreError> {
+        if variants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.key("avail"));
+        for variant in variants {
+            command.arg(variant.to_string());
+        }
+        let values: Vec<Option<i64>> = command
+            .query_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    async fn now(&self) -> Result<DateTime<Utc>, StockStoreError> {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(Utc
+            .timestamp_opt(secs, u32::try_from(micros * 1000).unwrap_or(0))
+            .single()
+            .unwrap_or_default())
+    }
+}
