@@ -50,7 +50,12 @@ pub fn write_timeline(
             e.recorded_at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
             e.version,
             format!("{} {}", e.event_type, e.event_version),
-            e.metadata.actor.as_deref().unwrap_or("-"),
+            e.metadata
+                .actor
+                .as_deref()
+                .unwrap_or("-")
+                .escape_debug()
+                .to_string(),
             summary(&e.payload, &e.stream_id),
         )?;
     }
@@ -71,7 +76,9 @@ fn summary(payload: &Value, stream_id: &str) -> String {
             continue;
         }
         let shown = match value {
-            Value::String(s) => s.clone(),
+            // Escaped: a text a client wrote (a description, a reason) must not move the
+            // cursor, colour the terminal or forge a line of the timeline.
+            Value::String(s) => s.escape_debug().to_string(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             Value::Array(items) => format!("[{}]", items.len()),

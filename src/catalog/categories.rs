@@ -62,15 +62,19 @@ impl From<sqlx::Error> for CategoryError {
     }
 }
 
-/// The key a name is unique by: NFKC, lower-cased (full case folding of the normalised
-/// text), NFKC again, so compatibility forms and case variants collide.
+/// The key a name is unique by: NFKC, full Unicode case folding (`ß` is `ss`), NFKC again,
+/// without invisible characters, so compatibility forms, case variants and names padded
+/// with zero-width characters collide.
 pub fn name_key(name: &str) -> String {
-    name.trim()
-        .nfkc()
-        .collect::<String>()
-        .to_lowercase()
-        .nfkc()
-        .collect()
+    let folded = caseless::default_case_fold_str(&name.trim().nfkc().collect::<String>());
+    folded.nfkc().filter(|c| !is_format(*c)).collect()
+}
+
+/// Format characters (zero-width space, soft hyphen, byte order mark...): invisible inside a
+/// word, so a name padded with them is the same name.
+fn is_format(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
 }
 
 /// The rules of every one-line name people type: trimmed, something visible, no control or
@@ -173,6 +177,16 @@ mod tests {
         assert_eq!(name_key("Shoes"), name_key("Ｓｈｏｅｓ"));
         assert_eq!(name_key("\u{110B}\u{116E}\u{11AB}동화"), name_key("운동화"));
         assert_ne!(name_key("Shoes"), name_key("Shoe"));
+        // Full case folding, and format characters inside a word.
+        assert_eq!(name_key("Straße"), name_key("STRASSE"));
+        assert_eq!(name_key("Shoes"), name_key("Sho\u{200B}es"));
+        assert_eq!(name_key("Shoes"), name_key("Sho\u{00AD}es"));
+        assert_eq!(name_key("ﬁt"), name_key("FIT"));
+        assert_ne!(
+            name_key("Air Max"),
+            name_key("AirMax"),
+            "spaces still count"
+        );
     }
 
     #[test]

@@ -264,8 +264,15 @@ fn check_texts(
             crate::members::validation::multi_line,
         )?;
     }
+    let mut keys = std::collections::HashSet::with_capacity(labels.len());
     for l in labels {
         text("variants", l, label)?;
+        if !keys.insert(crate::catalog::categories::name_key(l)) {
+            return Err(ProductFailure::Invalid {
+                field: "variants",
+                message: "two labels read the same once normalised".into(),
+            });
+        }
     }
     Ok(())
 }
@@ -430,6 +437,19 @@ impl Products {
         label: String,
     ) -> Result<(Written, VariantId), ProductFailure> {
         text("label", &label, self::label)?;
+        let key = crate::catalog::categories::name_key(&label);
+        if let Some(product) = self.catalog.product(product_id)
+            && product
+                .state
+                .variants
+                .iter()
+                .any(|v| !v.retired && crate::catalog::categories::name_key(&v.label) == key)
+        {
+            return Err(ProductFailure::Invalid {
+                field: "label",
+                message: "another variant's label reads the same once normalised".into(),
+            });
+        }
         let variant_id = VariantId::from_uuid(Uuid::now_v7());
         let command = ProductCommand::AddVariant {
             actor,
@@ -500,13 +520,25 @@ impl Products {
             .catalog
             .product(product_id)
             .ok_or(ProductFailure::NotFound)?;
-        if product.state.variant(variant_id).is_none() {
+        let Some(variant) = product.state.variant(variant_id) else {
             return Err(ProductFailure::NotFound);
-        }
+        };
         if product.state.deleted {
             return Err(ProductFailure::Refused(ProductError::Deleted));
         }
         let owner = product.state.seller_id;
+        match &change {
+            SupplyChange::Adjust { reason, .. } => check_reason(Some(reason))?,
+            // A retired size is no longer sold: nothing is added to it (taking units back
+            // out stays possible). Said only to who may change it; others learn the refusal
+            // of the stock aggregate.
+            SupplyChange::Add(_)
+                if variant.retired && (actor.is_admin() || actor.member_id == owner) =>
+            {
+                return Err(ProductFailure::Refused(ProductError::VariantAlreadyRetired));
+            }
+            SupplyChange::Add(_) => {}
+        }
         // One caller's key is not another's: an admin reusing a seller's key makes a change
         // of its own.
         let request_id = guard.key.map(|key| {
@@ -630,7 +662,9 @@ impl Products {
         }
         let mut suspended = 0;
         for product in self.catalog.products_of(seller) {
-            if product.state.deleted || product.state.status == ProductStatus::Suspended {
+            // A product its seller suspended is taken over, so that only an admin resumes it.
+            let by_admin = product.state.suspension.is_some_and(|s| s.by_admin);
+            if product.state.deleted || by_admin {
                 continue;
             }
             let command = ProductCommand::ChangeStatus {

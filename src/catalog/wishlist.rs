@@ -1,6 +1,7 @@
 //! Each member's wishlist: products they want to hear about. One row per product (no
-//! duplicates), at most [`MAX_VISIBLE`] entries that the member can still see; products that
-//! became hidden drop out of the view and the count, and come back if they reappear.
+//! duplicates), at most [`MAX_VISIBLE`] rows; products that became hidden drop out of the view
+//! and its count, and come back if they reappear. A hidden entry still takes its row, so that
+//! one reappearing never takes the list past the bound (nor do hide-and-add cycles grow it).
 
 use std::sync::Arc;
 
@@ -47,17 +48,14 @@ impl Wishlists {
         Self { db, catalog, clock }
     }
 
-    async fn count_visible(&self, member: &str, viewer: &Viewer) -> Result<usize, WishlistError> {
-        let sql = "SELECT product_id FROM wishlist WHERE member_id = ?";
-        let rows: Vec<(String,)> =
-            with_pool!(&self.db, pool => sqlx::query_as(sql).bind(member).fetch_all(pool).await)?;
-        let now = self.clock.now();
-        Ok(rows
-            .iter()
-            .filter_map(|(p,)| p.parse::<uuid::Uuid>().ok())
-            .filter_map(|id| self.catalog.product(ProductId::from_uuid(id)))
-            .filter(|p| self.catalog.visible(p, viewer, now))
-            .count())
+    /// Rows of `member`, hidden products included.
+    async fn count_rows(&self, member: &str) -> Result<usize, WishlistError> {
+        let sql = "SELECT COUNT(*) FROM wishlist WHERE member_id = ?";
+        let rows: i64 = with_pool!(&self.db, pool => sqlx::query_scalar(sql)
+            .bind(member)
+            .fetch_one(pool)
+            .await)?;
+        Ok(usize::try_from(rows).unwrap_or(usize::MAX))
     }
 
     /// The entries `viewer` (the member `member`) can see, most recently added first.
@@ -97,14 +95,21 @@ impl Wishlists {
             .product(product)
             .filter(|p| self.catalog.visible(p, viewer, now))
             .ok_or(WishlistError::NotFound)?;
-        let visible = self.list(member, viewer).await?;
-        if visible.iter().any(|(p, _)| p.state.product_id == product) {
-            return Ok(());
-        }
-        if visible.len() >= MAX_VISIBLE {
-            return Err(WishlistError::Full);
-        }
         let (member, product) = (member.to_string(), product.to_string());
+        if self.count_rows(&member).await? >= MAX_VISIBLE {
+            // Full, unless it is there already: adding it again changes nothing.
+            let sql = "SELECT COUNT(*) FROM wishlist WHERE member_id = ? AND product_id = ?";
+            let there: i64 = with_pool!(&self.db, pool => sqlx::query_scalar(sql)
+                .bind(&member)
+                .bind(&product)
+                .fetch_one(pool)
+                .await)?;
+            return if there > 0 {
+                Ok(())
+            } else {
+                Err(WishlistError::Full)
+            };
+        }
         let sql = "INSERT INTO wishlist (member_id, product_id, added_at) VALUES (?, ?, ?)";
         let inserted = with_pool!(&self.db, pool => sqlx::query(sql)
             .bind(&member)
@@ -120,7 +125,7 @@ impl Wishlists {
         }
         // Concurrent adds each saw room: counted again after the insert, the one past the
         // limit takes its entry back (two may both do so; the list never exceeds it).
-        if self.count_visible(&member, viewer).await? > MAX_VISIBLE {
+        if self.count_rows(&member).await? > MAX_VISIBLE {
             let parsed = product
                 .parse::<uuid::Uuid>()
                 .map_err(|e| anyhow::anyhow!(e))?;

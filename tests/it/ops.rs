@@ -91,6 +91,25 @@ async fn replay_prints_a_stream_as_a_timeline_or_json(backend: Backend) {
         "{out}"
     );
 
+    // What a client wrote is printed escaped: no forged line, no terminal control.
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let forged = serde_json::json!({"type": "StockAdjusted", "data": {
+        "delta": 1, "reason": "x\n2026-12-04 18:00:00.000Z  v2   ProductDeleted\u{1b}[31m"}});
+    events
+        .append(
+            StreamRef::new("stock", "s1"),
+            ExpectedVersion::NO_STREAM,
+            vec![EventData::json("StockAdjusted", "1.0", &forged).unwrap()],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    events.shutdown().await;
+    let (ok, out, err) = openrun(&test_db, &["replay", "--stream", "stock/s1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains('\u{1b}') && out.contains("\\n"), "{out}");
+
     let (ok, out, _) = openrun(&test_db, &["replay", "--stream", "order/o1", "--json"]);
     assert!(ok);
     let parsed: Vec<serde_json::Value> = out

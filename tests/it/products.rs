@@ -409,14 +409,14 @@ async fn roles_and_ownership_are_enforced_on_every_product_endpoint(backend: Bac
             Some(json!({"label": "270"})),
         ),
         (
-            Method::DELETE,
-            format!("/v1/products/{product}/variants/{variant}"),
-            None,
-        ),
-        (
             Method::POST,
             format!("/v1/products/{product}/variants/{variant}/stock"),
             Some(json!({"add": 5})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/products/{product}/variants/{variant}"),
+            None,
         ),
         (
             Method::POST,
@@ -775,6 +775,11 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
     )
     .await;
     for (body, kind) in [
+        (
+            json!({"adjust": 1, "reason": "a\u{1b}[31mred"}),
+            "validation",
+        ),
+        (json!({"adjust": 1, "reason": "two\nlines"}), "validation"),
         (json!({"adjust": -5}), "validation"),
         (json!({"add": 0}), "validation"),
         (json!({"add": 1, "adjust": 1, "reason": "x"}), "validation"),
@@ -836,6 +841,28 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
     let view: Value = shop.view(&product, None).await.json().await.unwrap();
     assert_eq!(view["variants"][0]["sold_out"], true);
     assert_eq!(view["variants"][1]["sold_out"], false);
+    // A retired size takes no new units.
+    let first = made["variants"][0]["variant_id"].as_str().unwrap();
+    let retired = shop
+        .send(
+            Method::DELETE,
+            &format!("/v1/products/{product}/variants/{first}"),
+            Some(&shop.seller.access),
+            None,
+            &[],
+        )
+        .await;
+    assert!(retired.status().is_success(), "{}", retired.status());
+    let refused = shop
+        .send(
+            Method::POST,
+            &format!("/v1/products/{product}/variants/{first}/stock"),
+            Some(&shop.seller.access),
+            Some(json!({"add": 1})),
+            &[("idempotency-key", "to-a-retired-size")],
+        )
+        .await;
+    problem(refused, StatusCode::CONFLICT, "variant-conflict").await;
     // A variant of another product is not found under this one.
     let other = shop.product("Other", false).await;
     let foreign = other["variants"][0]["variant_id"].as_str().unwrap();
@@ -1441,6 +1468,15 @@ async fn a_suspended_seller_cannot_act_and_their_products_are_suspended(backend:
     let shop = Shop::open(backend).await;
     let made = shop.product("Gazelle", true).await;
     let product = id(&made);
+    // One the seller suspended themselves: the admin's suspension takes it over.
+    let own = id(&shop.product("Samba", true).await);
+    shop.status(
+        &json!({"product_id": own}),
+        "suspended",
+        &shop.seller.access,
+        StatusCode::OK,
+    )
+    .await;
     let path = format!("/v1/admin/sellers/{}/suspension", shop.seller.id);
     let by_seller = shop
         .send(
@@ -1462,7 +1498,7 @@ async fn a_suspended_seller_cannot_act_and_their_products_are_suspended(backend:
         )
         .await;
     assert_eq!(done.status(), StatusCode::OK);
-    assert_eq!(done.json::<Value>().await.unwrap()["products_suspended"], 1);
+    assert_eq!(done.json::<Value>().await.unwrap()["products_suspended"], 2);
     problem(
         shop.view(&product, None).await,
         StatusCode::NOT_FOUND,
@@ -1503,6 +1539,19 @@ async fn a_suspended_seller_cannot_act_and_their_products_are_suspended(backend:
         )
         .await;
     assert_eq!(again.status(), StatusCode::OK);
+    // Lifted: the seller acts again, but resumes neither product; an admin does.
+    for p in [&product, &own] {
+        let resumed = shop
+            .send(
+                Method::PUT,
+                &format!("/v1/products/{p}/status"),
+                Some(&shop.seller.access),
+                Some(json!({"status": "waiting"})),
+                &[],
+            )
+            .await;
+        assert_eq!(resumed.status(), StatusCode::CONFLICT, "{p}");
+    }
 }
 
 async fn the_wishlist_keeps_one_entry_per_product_and_only_visible_ones(backend: Backend) {

@@ -153,6 +153,11 @@ fn decide_registered(
         }
         ProductCommand::ChangeStatus { actor, to, reason } => {
             authorize(state, &actor)?;
+            // Within the freeze before an opening no seller moves the status (nodes must
+            // agree on what opens); an admin's moderation still may.
+            if !actor.is_admin() {
+                not_frozen(state, now)?;
+            }
             state.check_transition(to, actor.is_admin())?;
             Ok(vec![ProductEvent::ProductStatusChanged {
                 from: state.status,
@@ -288,6 +293,9 @@ fn decide_registered(
         }
         ProductCommand::Delete { actor } => {
             authorize(state, &actor)?;
+            if !actor.is_admin() {
+                not_frozen(state, now)?;
+            }
             let mut events: Vec<_> = state
                 .pending_schedules()
                 .map(|(id, _)| ProductEvent::ScheduledStatusChangeCancelled {
@@ -555,10 +563,8 @@ pub fn apply(product: &mut Product, event: &ProductEvent) {
             at,
             ..
         } => {
-            state.suspension = (*to == ProductStatus::Suspended).then_some(Suspension {
-                resume_to: *from,
-                by_admin: by.is_admin(),
-            });
+            state.suspension = (*to == ProductStatus::Suspended)
+                .then(|| Suspension::after(state.suspension, *from, by.is_admin()));
             state.status = *to;
             let cutoff = match schedule_id.and_then(|id| state.schedules.get_mut(&id)) {
                 Some(fired) => {

@@ -72,6 +72,23 @@ pub struct Suspension {
     pub by_admin: bool,
 }
 
+impl Suspension {
+    /// The suspension a move to `suspended` from `from` leaves: a suspension of a suspended
+    /// product (an admin taking over the seller's) keeps the status to resume to.
+    pub(crate) fn after(previous: Option<Self>, from: ProductStatus, by_admin: bool) -> Self {
+        match previous {
+            Some(previous) if from == ProductStatus::Suspended => Self {
+                resume_to: previous.resume_to,
+                by_admin: previous.by_admin || by_admin,
+            },
+            _ => Self {
+                resume_to: from,
+                by_admin,
+            },
+        }
+    }
+}
+
 /// A scheduled status change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -123,7 +140,14 @@ fn refusal(
     by_admin: bool,
 ) -> Result<(), Refusal> {
     if status == to {
-        return Err(Refusal::AlreadyInStatus);
+        // An admin takes over a suspension its seller made: only an admin resumes it then.
+        let taken_over =
+            to == ProductStatus::Suspended && by_admin && suspension.is_some_and(|s| !s.by_admin);
+        return if taken_over {
+            Ok(())
+        } else {
+            Err(Refusal::AlreadyInStatus)
+        };
     }
     if status != ProductStatus::Suspended {
         return if status.has_edge_to(to) {
@@ -209,10 +233,8 @@ impl ProductState {
         pending.into_iter().map(move |(id, s)| {
             let applied = refusal(status, suspension, s.to, s.by.is_admin()).is_ok();
             if applied {
-                suspension = (s.to == ProductStatus::Suspended).then_some(Suspension {
-                    resume_to: status,
-                    by_admin: s.by.is_admin(),
-                });
+                suspension = (s.to == ProductStatus::Suspended)
+                    .then(|| Suspension::after(suspension, status, s.by.is_admin()));
                 status = s.to;
             }
             (s.due_at, *id, applied.then_some(s.to))

@@ -514,6 +514,37 @@ fn only_an_admin_lifts_an_admin_suspension() {
 }
 
 #[test]
+fn an_admin_takes_over_a_seller_s_suspension_and_only_an_admin_lifts_it() {
+    let events = [
+        given_status(OnSale),
+        vec![changed(OnSale, Suspended, seller(), 5)],
+    ]
+    .concat();
+    let product = given(&events);
+    assert_eq!(
+        decide(&product, change_status(seller(), Suspended), t(6)),
+        Err(ProductError::AlreadyInStatus { status: Suspended })
+    );
+    let taken = decide(&product, change_status(admin(), Suspended), t(6)).unwrap();
+    assert_eq!(taken, vec![changed(Suspended, Suspended, admin(), 6)]);
+    let product = given(&[events, taken].concat());
+    let suspension = product.state.as_ref().unwrap().suspension.unwrap();
+    assert_eq!((suspension.resume_to, suspension.by_admin), (OnSale, true));
+    assert_eq!(
+        decide(&product, change_status(admin(), Suspended), t(7)),
+        Err(ProductError::AlreadyInStatus { status: Suspended })
+    );
+    assert_eq!(
+        decide(&product, change_status(seller(), OnSale), t(7)),
+        Err(ProductError::SuspendedByAdmin)
+    );
+    assert_eq!(
+        decide(&product, change_status(admin(), OnSale), t(7)),
+        Ok(vec![changed(Suspended, OnSale, admin(), 7)])
+    );
+}
+
+#[test]
 fn an_admin_lifts_a_seller_suspension() {
     let events = [
         given_status(Waiting),
@@ -1236,7 +1267,18 @@ fn the_freeze_window_before_an_opening_holds_price_limit_schedules_and_variants(
         actor: seller(),
         variant: variant(9, "280"),
     };
-    for command in [price, limit, cancel, add] {
+    let now_on_sale = change_status(seller(), OnSale);
+    let now_suspended = change_status(seller(), Suspended);
+    let delete = ProductCommand::Delete { actor: seller() };
+    for command in [
+        price,
+        limit,
+        cancel,
+        add,
+        now_on_sale,
+        now_suspended,
+        delete,
+    ] {
         assert!(decide(&product, command.clone(), outside).is_ok());
         assert_eq!(decide(&product, command.clone(), inside), frozen);
         // Past its instant but not fired yet: still frozen.
@@ -1245,6 +1287,9 @@ fn the_freeze_window_before_an_opening_holds_price_limit_schedules_and_variants(
             frozen
         );
     }
+    // An admin's moderation still acts inside it.
+    assert!(decide(&product, change_status(admin(), Suspended), inside).is_ok());
+    assert!(decide(&product, ProductCommand::Delete { actor: admin() }, inside).is_ok());
     // The name may still change, and the status in effect is on_sale from the instant.
     assert!(decide(&product, details(seller()), inside).is_ok());
     let state = product.state.as_ref().unwrap();
