@@ -18,6 +18,8 @@
 //! - [`clock`]: the injected clock (system in production, manual in tests).
 //! - [`http`]: the HTTP API, one module per resource.
 //! - [`projections`]: the read models this service runs (machinery in `openrun-projections`).
+//! - [`orders`]: placing orders on the hot path, the sweeps, reading orders back.
+//! - [`payment`]: the payment gateway trait and the sandbox gateway.
 //! - [`ops`]: operator commands: replay a stream, audit the log, projection status and rebuild.
 //! - [`redis`]: the shared Redis connection and key naming (prefix, hash tags).
 //! - [`scheduler`]: fires due timed transitions of the durable schedule.
@@ -40,7 +42,9 @@ pub mod http;
 pub mod mail;
 pub mod members;
 pub mod ops;
+pub mod orders;
 pub mod password;
+pub mod payment;
 pub mod projections;
 pub mod readiness;
 pub mod redis;

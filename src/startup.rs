@@ -35,6 +35,11 @@ pub struct Application {
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
     ),
+    /// The counter projector and the order sweeps, stopped together.
+    order_workers: (
+        tokio::sync::watch::Sender<bool>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ),
 }
 
 impl Application {
@@ -54,6 +59,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen_addr))?;
         let (members, auth) = members_and_auth(config, &db, Arc::clone(&clock)).await?;
+        let stock = stock_store(config, Arc::clone(&clock)).await?;
         // Only now, with everything that can fail at start-up done, do the background workers
         // start: a start-up that fails holds no lease and no claim.
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
@@ -97,7 +103,42 @@ impl Application {
             Arc::clone(&catalog),
             Arc::clone(&clock),
         ));
+        let gateway: Arc<dyn crate::payment::PaymentGateway> = Arc::new(
+            crate::payment::sandbox::SandboxGateway::new(db.clone(), Arc::clone(&clock)),
+        );
+        let orders = Arc::new(crate::orders::Orders::new(
+            commands.clone(),
+            Arc::clone(&catalog),
+            Arc::clone(&stock),
+            Arc::clone(&gateway),
+            Arc::clone(&members),
+            Arc::clone(&clock),
+            openrun_domain::OrderPolicy::default(),
+        ));
+        let (stop_orders, orders_stopped) = tokio::sync::watch::channel(false);
+        let projector = Arc::new(crate::stock::projector::CounterProjector::new(
+            Arc::clone(&stock),
+            Arc::clone(&events),
+            commands.clone(),
+        ));
+        let sweeper = Arc::new(crate::orders::sweep::Sweeper::new(
+            Arc::clone(&orders),
+            Arc::clone(&stock),
+            gateway,
+            Arc::clone(&events),
+            Arc::clone(&clock),
+            config.http.limits.request_timeout * SWEEP_GRACE_DEADLINES,
+        ));
+        let order_workers = (
+            stop_orders,
+            vec![
+                tokio::spawn(projector.follow(orders_stopped.clone())),
+                tokio::spawn(sweeper.run(orders_stopped)),
+            ],
+        );
         let state = AppState {
+            orders,
+            stock,
             commands,
             categories,
             catalog,
@@ -123,6 +164,7 @@ impl Application {
             projectors,
             scheduler,
             catalog_follower,
+            order_workers,
         })
     }
 
@@ -160,6 +202,14 @@ impl Application {
             .context("HTTP server failed")?;
         self.scheduler.stop().await;
         self.projectors.stop().await;
+        let (stop_orders, order_workers) = self.order_workers;
+        // Ignored error: the workers stopped already.
+        let _ = stop_orders.send(true);
+        for worker in order_workers {
+            if let Err(e) = worker.await {
+                tracing::error!(error = %e, "an order worker failed");
+            }
+        }
         let (stop_catalog, catalog_follower) = self.catalog_follower;
         // Ignored error: the follower stopped already.
         let _ = stop_catalog.send(true);
@@ -171,6 +221,27 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The order sweeps wait this many request deadlines before closing what a request left.
+const SWEEP_GRACE_DEADLINES: u32 = 3;
+
+/// The stock store: Redis when configured (its own connection; the store checks that Redis
+/// evicts nothing), else in this process.
+pub async fn stock_store(
+    config: &Config,
+    clock: SharedClock,
+) -> anyhow::Result<Arc<dyn crate::stock::StockStore>> {
+    use secrecy::ExposeSecret;
+    Ok(match &config.redis.url {
+        Some(url) => {
+            let conn = crate::redis::connect(url.expose_secret()).await?;
+            Arc::new(
+                crate::stock::redis::RedisStockStore::new(conn, &config.redis.key_prefix).await?,
+            )
+        }
+        None => Arc::new(crate::stock::memory::MemoryStockStore::new(clock)),
+    })
 }
 
 /// Bytes of rendered product views kept in memory.

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod members;
 pub mod observability;
 pub mod openapi;
+pub mod orders;
 pub mod problem;
 pub mod products;
 pub mod server;
@@ -39,6 +40,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "members", description = "Sign-up, verification, profile and addresses"),
         (name = "auth", description = "Login, tokens and device sessions"),
         (name = "catalog", description = "Categories and products"),
+        (name = "orders", description = "Placing and reading orders"),
         (name = "admin", description = "Administration")
     ),
     modifiers(&BearerAuth)
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::routes())
         .merge(products::routes())
         .merge(wishlist::routes())
+        .merge(orders::routes())
         .split_for_parts();
     let routes = api_routes
         .merge(

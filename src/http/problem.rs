@@ -75,6 +75,14 @@ pub mod catalogue {
         RATE_LIMITED = TOO_MANY_REQUESTS, "rate-limited", "Too many requests";
         INTERNAL = INTERNAL_SERVER_ERROR, "internal", "Internal error";
         OUTCOME_UNKNOWN = INTERNAL_SERVER_ERROR, "outcome-unknown", "Outcome unknown";
+        SOLD_OUT = CONFLICT, "sold-out", "Sold out";
+        NOT_ON_SALE = CONFLICT, "not-on-sale", "Not on sale";
+        PURCHASE_LIMIT = CONFLICT, "purchase-limit", "Purchase limit reached";
+        ORDER_IN_FLIGHT = CONFLICT, "order-in-flight", "Order being placed";
+        ORDER_CLOSED = CONFLICT, "order-closed", "Order closed without being placed";
+        IDEMPOTENCY_KEY_REQUIRED = BAD_REQUEST, "idempotency-key-required", "Idempotency-Key required";
+        PAYMENT_DECLINED = PAYMENT_REQUIRED, "payment-declined", "Payment declined";
+        PAYMENT_GATEWAY = BAD_GATEWAY, "payment-gateway", "Payment gateway failed";
         RECORDED = SERVICE_UNAVAILABLE, "recorded", "Recorded, not readable yet";
         UNAVAILABLE = SERVICE_UNAVAILABLE, "unavailable", "Service unavailable";
         NOT_READY = SERVICE_UNAVAILABLE, "not-ready", "Not ready";
@@ -102,9 +110,13 @@ pub struct Problem {
     /// The fields at fault, for validation and conflict problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<crate::members::FieldError>,
+    /// For `sold-out`: each line short of units, with the units still available (boxed:
+    /// rare, and every handler's error carries the field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sold_out: Option<Box<Vec<SoldOutLine>>>,
     /// Seconds until a rate-limited request may be retried (sent as `Retry-After`).
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
     /// Answered before the request's body was read: the connection closes after the answer
     /// (`Connection: close`), so no client sends its next request after an unread body.
     #[serde(skip)]
@@ -120,6 +132,7 @@ impl Problem {
             status: kind.status.as_u16(),
             detail: None,
             errors: Vec::new(),
+            sold_out: None,
             retry_after: None,
             close: false,
         }
@@ -185,9 +198,21 @@ impl Problem {
     }
 }
 
+/// A line of an order that is short of units.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SoldOutLine {
+    /// The product.
+    pub product_id: uuid::Uuid,
+    /// The variant.
+    pub variant_id: uuid::Uuid,
+    /// Units still available (0 when sold out).
+    pub available: i64,
+}
+
 /// `d` in whole seconds, rounded up, at least 1.
-fn whole_seconds_up(d: std::time::Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+fn whole_seconds_up(d: std::time::Duration) -> u32 {
+    let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 impl IntoResponse for Problem {

@@ -30,6 +30,10 @@ pub struct AppState {
     pub catalog: Arc<LiveCatalog>,
     /// Product commands and reads.
     pub products: Arc<Products>,
+    /// Placing and reading orders.
+    pub orders: Arc<crate::orders::Orders>,
+    /// The hot stock store (holds, idempotency records).
+    pub stock: Arc<dyn crate::stock::StockStore>,
     /// Members' wishlists.
     pub wishlists: Arc<crate::catalog::wishlist::Wishlists>,
     /// Signs listing cursors.

@@ -194,6 +194,8 @@ const PHONE: &str = "member.phone";
 const LINE1: &str = "address.line1";
 const LINE2: &str = "address.line2";
 const POSTAL: &str = "address.postal_code";
+/// The field an order's sealed shipping address is encrypted under.
+pub const ORDER_ADDRESS: &str = "order.shipping_address";
 
 fn collect<T>(errors: &mut Vec<FieldError>, field: &str, r: Result<T, String>) -> Option<T> {
     r.map_err(|m| errors.push(FieldError::new(field, m))).ok()

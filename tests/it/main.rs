@@ -15,6 +15,7 @@ mod helpers;
 mod mail;
 mod members;
 mod ops;
+mod orders;
 mod products;
 mod projections;
 mod ratelimit;

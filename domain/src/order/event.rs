@@ -71,6 +71,9 @@ pub enum VoidReason {
     CommitLost,
     /// The gateway holds a charge for it and it was never placed.
     OrphanedCharge,
+    /// The log refused its units (its guarded counter): the hot store had sold what was not
+    /// there any more.
+    SoldOut,
 }
 
 /// Something that happened to an order.

@@ -74,6 +74,19 @@ impl Members {
         }
     }
 
+    /// One of the member's addresses sealed for an order's history: its lines as JSON,
+    /// encrypted under the current data key (the order keeps it whatever the member changes
+    /// later, and a dump of the log shows none of it).
+    pub async fn sealed_address(&self, member_id: &str, id: &str) -> Result<String, MemberError> {
+        let address = self.get_address(member_id, id).await?;
+        let snapshot = serde_json::json!({
+            "line1": address.line1,
+            "line2": address.line2,
+            "postal_code": address.postal_code,
+        });
+        Ok(self.keys.encrypt(ORDER_ADDRESS, &snapshot.to_string()))
+    }
+
     /// Why the member has no address `id`: it belongs to someone else (403) or does not
     /// exist (404).
     pub(super) async fn not_theirs(&self, id: &str) -> MemberError {

@@ -1,0 +1,785 @@
+//! Orders: placing one on the hot path, and reading them back.
+//!
+//! # Placing an order ([`Orders::place`])
+//! 1. The identity comes from the token; each product's state, price, purchase limit and sale
+//!    window from the live catalog (no SQL read for them); the shipping address is sealed
+//!    from the member's own addresses.
+//! 2. The order id is UUIDv5 of the buyer and the `Idempotency-Key`, so a retry lands on the
+//!    same stream whatever cache was lost. One atomic step of the stock store checks the
+//!    idempotency record (in flight, finished, another body), the sale windows and limits on
+//!    the store's clock, and holds every line or none ([`crate::stock`]).
+//! 3. The gateway charges once per order id: charged, declined (recorded in the stream as
+//!    `OrderDeclined`, answered 402) or unknown (the hold stays; a retry with the same key or
+//!    the sweep settles it).
+//! 4. `OrderPlaced` is appended at version 0 with a guarded counter per variant that keeps
+//!    the log's units sold within the supply; only then `201`.
+//!
+//! # What keeps each interruption safe
+//! - A conflict on the append is never a failure: the stream is read and answered from
+//!   ([`Orders::answer_from_stream`]); nothing is compensated.
+//! - A lost commit is fenced, never guessed: `OrderVoided` at version 0 either commits (the
+//!   order was not placed: its charge is refunded, its hold goes back through the counter
+//!   projector) or conflicts (the stream says what happened).
+//! - The log refusing an oversell (its guarded counter; the hot store had lost writes) is
+//!   fenced the same way and answered sold out.
+//! - Whatever is left (a hold with no order, a charge with no order) is closed by the sweeps
+//!   ([`sweep`]) past a grace period, and only whoever commits the closing event refunds.
+//!
+//! # Layout
+//! - [`sweep`]: the reservation and charge sweeps.
+
+pub mod sweep;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use openrun_domain::order::{
+    Closure, LineItem, Order, OrderCommand, OrderError, OrderState, Payment, SealedAddress,
+    VoidReason,
+};
+use openrun_domain::product::ProductStatus;
+use openrun_domain::{Actor, Issuer, MemberId, Money, OrderId, OrderPolicy, ProductId, VariantId};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::catalog::live::{LiveCatalog, LiveProduct, Viewer};
+use crate::clock::SharedClock;
+use crate::commands::{CommandError, Commands};
+use crate::eventstore::Metadata;
+use crate::members::{MemberError, Members};
+use crate::payment::{ChargeOutcome, PaymentGateway, SANDBOX, void_refund_id};
+use crate::stock::{HoldLine, HoldOutcome, HoldRequest, SaleTerms, StockStore};
+
+/// The namespace of order ids (UUIDv5 of the buyer and the idempotency key).
+const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x6f70_656e_7275_6e00_8000_6f72_6465_7273);
+/// A node whose clock is behind the store's still asks the store about an opening this close.
+const OPENING_SKEW: chrono::Duration = chrono::Duration::seconds(5);
+/// The currency of every price (KRW has no minor unit).
+pub const CURRENCY: &str = "KRW";
+
+/// One line as the buyer asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewLine {
+    /// The product.
+    pub product_id: ProductId,
+    /// One of its variants.
+    pub variant_id: VariantId,
+    /// How many units.
+    pub quantity: u32,
+}
+
+/// An order as the buyer asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// The lines.
+    pub lines: Vec<NewLine>,
+    /// One of the buyer's addresses.
+    pub address_id: Uuid,
+    /// The payment method (only `sandbox`).
+    pub method: String,
+    /// The card token.
+    pub token: String,
+}
+
+/// An answer to a placing request: what a retry with the same key gets again.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body: an order view, or a problem.
+    pub body: Value,
+    /// Whether it replays an earlier request's answer.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// Why an order was not placed (and nothing of it is recorded for a retry).
+#[derive(Debug, thiserror::Error)]
+pub enum OrderFailure {
+    /// Bad input.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A product is not on sale now.
+    #[error("product {product_id} is not on sale")]
+    NotOnSale {
+        /// The product.
+        product_id: ProductId,
+    },
+    /// The buyer would pass a product's purchase limit.
+    #[error("at most {limit} units of product {product_id} per member")]
+    LimitReached {
+        /// The product.
+        product_id: ProductId,
+        /// The limit.
+        limit: u32,
+        /// Units bought or held already.
+        bought: u32,
+    },
+    /// Some lines have fewer units left than asked.
+    #[error("sold out")]
+    SoldOut {
+        /// Each short line: product, variant, units left.
+        short: Vec<(ProductId, VariantId, i64)>,
+    },
+    /// Another request with the same key is placing this order now.
+    #[error("the order is being placed by another request")]
+    InFlight,
+    /// The key was used for another body.
+    #[error("the idempotency key was used for another order")]
+    KeyReused,
+    /// The gateway did not answer: the order keeps its hold; retry with the same key.
+    #[error("the payment gateway failed: {0}")]
+    GatewayFailed(String),
+    /// The order's stream was closed without an order (abandoned, fenced): use a new key.
+    #[error("the order was closed without being placed")]
+    Closed,
+    /// The store, the log or the catalog cannot be used now; nothing was placed.
+    #[error("unavailable: {0}")]
+    Unavailable(anyhow::Error),
+    /// The order may or may not be placed: read it before doing anything else.
+    #[error("the outcome is unknown")]
+    OutcomeUnknown,
+}
+
+impl OrderFailure {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A line of an order view.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LineView {
+    /// The product.
+    pub product_id: Uuid,
+    /// The variant.
+    pub variant_id: Uuid,
+    /// Units.
+    pub quantity: u32,
+    /// The unit price paid, in KRW.
+    pub unit_price: i64,
+    /// `unit_price * quantity`.
+    pub line_total: i64,
+}
+
+/// An order as its buyer sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    /// The order.
+    pub id: Uuid,
+    /// `prepared`, `in_delivery`, `delivered`, `cancelled`, `return_requested`, `in_return`
+    /// or `return_completed`.
+    pub status: String,
+    /// The lines.
+    pub lines: Vec<LineView>,
+    /// The total, in KRW.
+    pub total: i64,
+    /// Always `KRW`.
+    pub currency: &'static str,
+    /// The payment method.
+    pub payment_method: String,
+    /// The capture's reference.
+    pub payment_reference: String,
+    /// Refunded so far, in KRW.
+    pub refunded: i64,
+    /// When it was placed.
+    pub placed_at: DateTime<Utc>,
+}
+
+impl OrderView {
+    /// The view of a placed order.
+    pub fn of(state: &OrderState) -> Self {
+        Self {
+            id: state.order_id.as_uuid(),
+            status: state.status.to_string(),
+            lines: state
+                .lines
+                .iter()
+                .map(|l| LineView {
+                    product_id: l.product_id.as_uuid(),
+                    variant_id: l.variant_id.as_uuid(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.minor(),
+                    line_total: l.line_total.minor(),
+                })
+                .collect(),
+            total: state.total.minor(),
+            currency: CURRENCY,
+            payment_method: state.payment.method.clone(),
+            payment_reference: state.payment.reference.clone(),
+            refunded: state.refunded().minor(),
+            placed_at: state.placed_at,
+        }
+    }
+}
+
+/// The order service.
+pub struct Orders {
+    commands: Commands,
+    catalog: Arc<LiveCatalog>,
+    stock: Arc<dyn StockStore>,
+    gateway: Arc<dyn PaymentGateway>,
+    members: Arc<Members>,
+    clock: SharedClock,
+    policy: OrderPolicy,
+}
+
+/// What the checked request resolved to.
+struct Checked {
+    items: Vec<LineItem>,
+    terms: Vec<SaleTerms>,
+    total: Money,
+}
+
+impl Orders {
+    /// The order service.
+    pub fn new(
+        commands: Commands,
+        catalog: Arc<LiveCatalog>,
+        stock: Arc<dyn StockStore>,
+        gateway: Arc<dyn PaymentGateway>,
+        members: Arc<Members>,
+        clock: SharedClock,
+        policy: OrderPolicy,
+    ) -> Self {
+        Self {
+            commands,
+            catalog,
+            stock,
+            gateway,
+            members,
+            clock,
+            policy,
+        }
+    }
+
+    /// The order id of `buyer`'s request with `key`.
+    pub fn order_id(buyer: MemberId, key: &str) -> OrderId {
+        OrderId::from_uuid(Uuid::new_v5(
+            &ORDER_NAMESPACE,
+            format!("{buyer}:{key}").as_bytes(),
+        ))
+    }
+
+    /// Places an order (see the module's documentation for every step).
+    pub async fn place(
+        &self,
+        actor: Actor,
+        key: &str,
+        order: NewOrder,
+    ) -> Result<Answer, OrderFailure> {
+        let started = std::time::Instant::now();
+        let result = self.place_inner(actor, key, order).await;
+        metrics::histogram!("openrun_order_seconds").record(started.elapsed());
+        let outcome = match &result {
+            Ok(answer) if answer.status == 201 => "placed",
+            Ok(_) => "answered",
+            Err(OrderFailure::SoldOut { .. }) => "sold_out",
+            Err(_) => "refused",
+        };
+        metrics::counter!("openrun_orders_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn place_inner(
+        &self,
+        actor: Actor,
+        key: &str,
+        order: NewOrder,
+    ) -> Result<Answer, OrderFailure> {
+        if !actor.role.can_buy() {
+            return Err(OrderFailure::invalid(
+                "role",
+                "verify the e-mail address first",
+            ));
+        }
+        let fingerprint = fingerprint(&order);
+        let order_id = Self::order_id(actor.member_id, key);
+        let checked = self.check(&actor, &order)?;
+        let sealed = self
+            .members
+            .sealed_address(&actor.member_id.to_string(), &order.address_id.to_string())
+            .await
+            .map_err(|e| match e {
+                MemberError::NotFound | MemberError::Forbidden => {
+                    OrderFailure::invalid("address_id", "not one of your addresses")
+                }
+                e => OrderFailure::Unavailable(anyhow::anyhow!("{e}")),
+            })?;
+        let request = HoldRequest {
+            order_id,
+            buyer: actor.member_id,
+            fingerprint: fingerprint.clone(),
+            lines: checked
+                .items
+                .iter()
+                .map(|i| HoldLine {
+                    product_id: i.product_id,
+                    variant_id: i.variant_id,
+                    quantity: i.quantity,
+                })
+                .collect(),
+            terms: checked.terms.clone(),
+        };
+        match self
+            .stock
+            .hold(&request)
+            .await
+            .map_err(|e| OrderFailure::Unavailable(e.into()))?
+        {
+            HoldOutcome::Held { .. } | HoldOutcome::Resumed { .. } => {}
+            HoldOutcome::Finished(answer) => return replayed(&answer),
+            HoldOutcome::InFlight => return Err(OrderFailure::InFlight),
+            HoldOutcome::KeyReused => return Err(OrderFailure::KeyReused),
+            HoldOutcome::NotOnSale { product_id } => {
+                return Err(OrderFailure::NotOnSale { product_id });
+            }
+            HoldOutcome::LimitReached {
+                product_id,
+                limit,
+                bought,
+            } => {
+                return Err(OrderFailure::LimitReached {
+                    product_id,
+                    limit,
+                    bought,
+                });
+            }
+            HoldOutcome::SoldOut { short } => {
+                return Err(OrderFailure::SoldOut {
+                    short: short_lines(&request.lines, &short),
+                });
+            }
+            HoldOutcome::Rebuilding => {
+                return Err(OrderFailure::Unavailable(anyhow::anyhow!(
+                    "the stock counters are being rebuilt"
+                )));
+            }
+        }
+        let id = order_id.to_string();
+        let meta = Metadata {
+            actor: Some(actor.member_id.to_string()),
+            idempotency_key: Some(key.to_owned()),
+            ..Metadata::default()
+        };
+        let reference = match self
+            .gateway
+            .charge(order_id, checked.total, &order.token)
+            .await
+        {
+            ChargeOutcome::Charged { reference } => reference,
+            ChargeOutcome::Declined { reason } => {
+                let decline = OrderCommand::Decline {
+                    actor,
+                    order_id,
+                    fingerprint: fingerprint.clone(),
+                    total: checked.total,
+                    reason,
+                };
+                return match self.commands.create::<Order>(&id, decline, meta).await {
+                    Ok(_) => self.finish(order_id, declined_answer()).await,
+                    Err(CommandError::Conflict { .. }) => {
+                        self.answer_from_stream(order_id, &fingerprint).await
+                    }
+                    Err(e) => {
+                        self.keep_hold_for_retry(order_id).await;
+                        Err(if e.maybe_written() {
+                            OrderFailure::OutcomeUnknown
+                        } else {
+                            OrderFailure::Unavailable(anyhow::anyhow!("{e}"))
+                        })
+                    }
+                };
+            }
+            ChargeOutcome::Mismatch => return Err(OrderFailure::KeyReused),
+            ChargeOutcome::Unknown(why) => {
+                self.keep_hold_for_retry(order_id).await;
+                return Err(OrderFailure::GatewayFailed(why));
+            }
+        };
+        let place = OrderCommand::Place {
+            actor,
+            order_id,
+            lines: checked.items,
+            shipping_address: SealedAddress(sealed),
+            payment: Payment {
+                method: order.method.clone(),
+                reference,
+                amount: checked.total,
+            },
+            policy: self.policy,
+            fingerprint: fingerprint.clone(),
+        };
+        match self.commands.create::<Order>(&id, place, meta).await {
+            Ok(committed) => {
+                let mut state = Order::default();
+                for event in &committed.events {
+                    openrun_domain::order::apply(&mut state, event);
+                }
+                let view = state.state.as_ref().map(OrderView::of);
+                self.finish(
+                    order_id,
+                    Answer {
+                        status: 201,
+                        body: serde_json::to_value(view)
+                            .map_err(|e| OrderFailure::Unavailable(e.into()))?,
+                        replayed: false,
+                    },
+                )
+                .await
+            }
+            Err(CommandError::Conflict { .. }) => {
+                self.answer_from_stream(order_id, &fingerprint).await
+            }
+            Err(CommandError::GuardRefused { counter, value }) => {
+                tracing::warn!(order = %order_id, counter, value,
+                    "the log refused an oversell the stock store let through");
+                self.fence(order_id, &fingerprint, VoidReason::SoldOut)
+                    .await?;
+                Err(OrderFailure::SoldOut {
+                    short: sold_out_in_log(&request.lines, &counter, value),
+                })
+            }
+            Err(CommandError::OutcomeUnknown(e)) => {
+                tracing::error!(order = %order_id, error = %e, "an order's commit was lost; fencing it");
+                self.fence(order_id, &fingerprint, VoidReason::CommitLost)
+                    .await?;
+                Err(OrderFailure::Closed)
+            }
+            Err(CommandError::Rejected(e)) => {
+                // Checked above; a refusal here is a bug, and the charge goes back.
+                tracing::error!(order = %order_id, error = %e, "the domain refused a checked order");
+                self.fence(order_id, &fingerprint, VoidReason::CommitLost)
+                    .await?;
+                Err(OrderFailure::invalid("lines", e.to_string()))
+            }
+            Err(CommandError::Store(e)) => {
+                // Not written: the hold and the charge stay for a retry with the same key
+                // (which charges nothing more) or for the sweeps.
+                self.keep_hold_for_retry(order_id).await;
+                Err(OrderFailure::Unavailable(e.into()))
+            }
+        }
+    }
+
+    /// Checks the lines against the live catalog: each product visible to the buyer, on sale
+    /// or about to open, each variant its own and sold; the total.
+    fn check(&self, actor: &Actor, order: &NewOrder) -> Result<Checked, OrderFailure> {
+        if order.method != SANDBOX {
+            return Err(OrderFailure::invalid(
+                "payment.method",
+                "unknown payment method",
+            ));
+        }
+        if !crate::payment::sandbox::TOKENS.contains(&order.token.as_str()) {
+            return Err(OrderFailure::invalid("payment.token", "unknown card token"));
+        }
+        if order.lines.is_empty() || order.lines.len() > openrun_domain::order::MAX_LINES {
+            return Err(OrderFailure::invalid(
+                "lines",
+                format!("1 to {} lines", openrun_domain::order::MAX_LINES),
+            ));
+        }
+        if !self.catalog.is_fresh() {
+            return Err(OrderFailure::Unavailable(anyhow::anyhow!(
+                "the live catalog is behind the log"
+            )));
+        }
+        let now = self.clock.now();
+        let viewer = Viewer::Public(Some(actor.member_id));
+        let mut items = Vec::with_capacity(order.lines.len());
+        let mut terms: Vec<SaleTerms> = Vec::new();
+        let mut total = Money::ZERO;
+        for (i, line) in order.lines.iter().enumerate() {
+            let field = |name: &str| format!("lines[{i}].{name}");
+            if line.quantity == 0 || line.quantity > openrun_domain::order::MAX_QUANTITY_PER_LINE {
+                return Err(OrderFailure::invalid(
+                    field("quantity"),
+                    format!("1 to {}", openrun_domain::order::MAX_QUANTITY_PER_LINE),
+                ));
+            }
+            if order.lines[..i]
+                .iter()
+                .any(|l| l.variant_id == line.variant_id)
+            {
+                return Err(OrderFailure::invalid(
+                    field("variant_id"),
+                    "a variant on two lines",
+                ));
+            }
+            let product = self
+                .catalog
+                .product(line.product_id)
+                .filter(|p| p.visible_to(&viewer, now))
+                .ok_or_else(|| OrderFailure::invalid(field("product_id"), "no such product"))?;
+            if product
+                .state
+                .variant(line.variant_id)
+                .is_none_or(|v| v.retired)
+            {
+                return Err(OrderFailure::invalid(
+                    field("variant_id"),
+                    "not a variant of the product on sale",
+                ));
+            }
+            if !terms.iter().any(|t| t.product_id == line.product_id) {
+                terms.push(sale_terms(&product, now)?);
+            }
+            let unit_price = product.state.price;
+            total = unit_price
+                .checked_mul(line.quantity)
+                .and_then(|t| total.checked_add(t))
+                .ok_or_else(|| OrderFailure::invalid("lines", "the total is too large"))?;
+            items.push(LineItem {
+                product_id: line.product_id,
+                variant_id: line.variant_id,
+                quantity: line.quantity,
+                unit_price,
+            });
+        }
+        Ok(Checked {
+            items,
+            terms,
+            total,
+        })
+    }
+
+    /// Records `answer` for retries with the same key, and returns it.
+    async fn finish(&self, order_id: OrderId, answer: Answer) -> Result<Answer, OrderFailure> {
+        let text =
+            serde_json::to_string(&answer).map_err(|e| OrderFailure::Unavailable(e.into()))?;
+        if let Err(e) = self.stock.finish(order_id, &text).await {
+            // The order stands; a retry finds it in the log instead.
+            tracing::warn!(order = %order_id, error = %e, "an order's answer was not recorded");
+        }
+        Ok(answer)
+    }
+
+    async fn keep_hold_for_retry(&self, order_id: OrderId) {
+        if let Err(e) = self.stock.allow_retry(order_id).await {
+            tracing::warn!(order = %order_id, error = %e, "a retry of the order will be told it is in flight until the sweep");
+        }
+    }
+
+    /// Closes a stream that must not hold an order: if the close commits, the charge is
+    /// refunded (the counter projector gives the hold back when it applies the close);
+    /// otherwise the stream is answered from.
+    async fn fence(
+        &self,
+        order_id: OrderId,
+        fingerprint: &str,
+        reason: VoidReason,
+    ) -> Result<(), OrderFailure> {
+        match self.void(order_id, reason).await {
+            Ok(true) => Ok(()),
+            Ok(false) => match self.answer_from_stream(order_id, fingerprint).await {
+                // Placed after all: the caller's failure does not stand.
+                Ok(_) | Err(OrderFailure::Closed) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends `OrderVoided` at version 0 and, when it commits, refunds the order's charge.
+    /// True when this call closed the stream.
+    pub(crate) async fn void(
+        &self,
+        order_id: OrderId,
+        reason: VoidReason,
+    ) -> Result<bool, OrderFailure> {
+        let command = OrderCommand::Void {
+            issuer: Issuer::System,
+            reason,
+        };
+        let meta = Metadata {
+            actor: Some("system:orders".into()),
+            ..Metadata::default()
+        };
+        match self
+            .commands
+            .create::<Order>(&order_id.to_string(), command, meta)
+            .await
+        {
+            Ok(_) => {
+                self.refund_void(order_id).await?;
+                Ok(true)
+            }
+            Err(CommandError::Conflict { .. }) => Ok(false),
+            Err(e) if e.maybe_written() => Err(OrderFailure::OutcomeUnknown),
+            Err(e) => Err(OrderFailure::Unavailable(anyhow::anyhow!("{e}"))),
+        }
+    }
+
+    /// Refunds the charge of an order that can never be placed (its stream is closed).
+    pub(crate) async fn refund_void(&self, order_id: OrderId) -> Result<(), OrderFailure> {
+        self.gateway
+            .refund(void_refund_id(order_id), order_id)
+            .await
+            .map(drop)
+            .map_err(|e| OrderFailure::Unavailable(e.into()))
+    }
+
+    /// The answer the order's stream records for a request with `fingerprint`.
+    pub async fn answer_from_stream(
+        &self,
+        order_id: OrderId,
+        fingerprint: &str,
+    ) -> Result<Answer, OrderFailure> {
+        let loaded = self
+            .commands
+            .load::<Order>(&order_id.to_string())
+            .await
+            .map_err(|e: CommandError<OrderError>| {
+                OrderFailure::Unavailable(anyhow::anyhow!("{e}"))
+            })?;
+        let answer = match (&loaded.state.state, &loaded.state.closed) {
+            (_, Some(Closure::Voided { .. })) => return Err(OrderFailure::Closed),
+            (_, Some(Closure::Declined { fingerprint: f, .. })) if f == fingerprint => {
+                declined_answer()
+            }
+            (Some(state), None) if state.fingerprint == fingerprint => Answer {
+                status: 201,
+                body: serde_json::to_value(OrderView::of(state))
+                    .map_err(|e| OrderFailure::Unavailable(e.into()))?,
+                replayed: false,
+            },
+            (None, None) => {
+                return Err(OrderFailure::Unavailable(anyhow::anyhow!(
+                    "the order's stream is empty after a conflict"
+                )));
+            }
+            _ => return Err(OrderFailure::KeyReused),
+        };
+        let answer = self.finish(order_id, answer).await?;
+        Ok(Answer {
+            replayed: true,
+            ..answer
+        })
+    }
+
+    /// The order `id` as `actor` may see it: their own, or any for an admin.
+    pub async fn get(&self, actor: &Actor, id: OrderId) -> Result<Option<OrderView>, OrderFailure> {
+        let loaded = self.commands.load::<Order>(&id.to_string()).await.map_err(
+            |e: CommandError<OrderError>| OrderFailure::Unavailable(anyhow::anyhow!("{e}")),
+        )?;
+        Ok(loaded
+            .state
+            .state
+            .filter(|s| actor.is_admin() || s.buyer_id == actor.member_id)
+            .map(|s| OrderView::of(&s)))
+    }
+}
+
+/// The answer of a declined payment, recorded like a placed order's.
+fn declined_answer() -> Answer {
+    Answer {
+        status: 402,
+        body: json!({
+            "type": "/problems/payment-declined",
+            "title": "Payment declined",
+            "status": 402,
+            "detail": "the card was declined; nothing was charged",
+        }),
+        replayed: false,
+    }
+}
+
+fn replayed(text: &str) -> Result<Answer, OrderFailure> {
+    let answer: Answer = serde_json::from_str(text)
+        .map_err(|e| OrderFailure::Unavailable(anyhow::anyhow!("a recorded answer: {e}")))?;
+    Ok(Answer {
+        replayed: true,
+        ..answer
+    })
+}
+
+/// The sale window of a product at `now` as the store is to judge it: on sale from an
+/// opening (none when on sale already) until the next change that ends the sale.
+fn sale_terms(product: &LiveProduct, now: DateTime<Utc>) -> Result<SaleTerms, OrderFailure> {
+    let state = &product.state;
+    let not_on_sale = || OrderFailure::NotOnSale {
+        product_id: state.product_id,
+    };
+    if state.deleted {
+        return Err(not_on_sale());
+    }
+    let steps: Vec<(DateTime<Utc>, ProductStatus)> = state
+        .planned()
+        .filter_map(|(due, _, to)| to.map(|to| (due, to)))
+        .collect();
+    let (opens_at, rest) = if state.status == ProductStatus::OnSale {
+        (None, &steps[..])
+    } else {
+        // Only the next step may open it, and only soon (or past: not fired yet).
+        match steps.first() {
+            Some((due, ProductStatus::OnSale)) if *due <= now + OPENING_SKEW => {
+                (Some(*due), &steps[1..])
+            }
+            _ => return Err(not_on_sale()),
+        }
+    };
+    let ends_at = rest
+        .iter()
+        .find(|(_, to)| *to != ProductStatus::OnSale)
+        .map(|(due, _)| *due);
+    Ok(SaleTerms {
+        product_id: state.product_id,
+        opens_at,
+        ends_at,
+        limit: state.purchase_limit,
+    })
+}
+
+fn short_lines(lines: &[HoldLine], short: &[(VariantId, i64)]) -> Vec<(ProductId, VariantId, i64)> {
+    short
+        .iter()
+        .filter_map(|(variant, left)| {
+            lines
+                .iter()
+                .find(|l| l.variant_id == *variant)
+                .map(|l| (l.product_id, *variant, (*left).max(0)))
+        })
+        .collect()
+}
+
+fn sold_out_in_log(
+    lines: &[HoldLine],
+    counter: &str,
+    value: i64,
+) -> Vec<(ProductId, VariantId, i64)> {
+    lines
+        .iter()
+        .filter(|l| crate::commands::units_counter(l.variant_id) == counter)
+        .map(|l| (l.product_id, l.variant_id, value.max(0)))
+        .collect()
+}
+
+/// The fingerprint of an order request: its lines, address and payment, in the order sent.
+fn fingerprint(order: &NewOrder) -> String {
+    let mut hash = Sha256::new();
+    for line in &order.lines {
+        hash.update(line.product_id.as_uuid().as_bytes());
+        hash.update(line.variant_id.as_uuid().as_bytes());
+        hash.update(line.quantity.to_be_bytes());
+    }
+    hash.update(order.address_id.as_bytes());
+    hash.update(order.method.as_bytes());
+    hash.update([0]);
+    hash.update(order.token.as_bytes());
+    hex(&hash.finalize()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

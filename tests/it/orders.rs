@@ -1,0 +1,514 @@
+//! Placing orders over HTTP on both backends (SQLite with the in-process stock store, MariaDB
+//! with Redis): the answer and its retries, sell-out under concurrency, the log as the last
+//! guard, payments declined or failing, and bad input that holds and charges nothing.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, on_both_backends};
+use crate::members::{Member, verified_member};
+use crate::products::Shop;
+
+on_both_backends!(
+    a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer,
+    concurrent_orders_sell_exactly_the_units_there_are,
+    bad_input_is_refused_and_holds_or_charges_nothing,
+    a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_retry,
+    the_log_refuses_an_oversell_the_stock_store_let_through,
+    an_order_needs_the_product_on_sale_and_within_its_purchase_limit,
+);
+
+/// A product on sale with `units` of its first size (and none of the second).
+async fn on_sale(shop: &Shop, units: i64, limit: Option<u32>) -> (String, String, String) {
+    let made = shop
+        .send(
+            Method::POST,
+            "/v1/products",
+            Some(&shop.seller.access),
+            Some(
+                json!({"category_id": shop.category, "name": "Jordan 1 Chicago",
+                "price": 219000, "variants": ["270", "280"], "purchase_limit": limit}),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made: Value = made.json().await.unwrap();
+    let product = made["product_id"].as_str().unwrap().to_owned();
+    let variant = made["variants"][0]["variant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = made["variants"][1]["variant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if units > 0 {
+        let added = shop
+            .send(
+                Method::POST,
+                &format!("/v1/products/{product}/variants/{variant}/stock"),
+                Some(&shop.seller.access),
+                Some(json!({"add": units})),
+                &[("idempotency-key", "supply")],
+            )
+            .await;
+        assert_eq!(added.status(), StatusCode::OK);
+    }
+    for to in ["waiting", "on_sale"] {
+        shop.status(
+            &json!({"product_id": product}),
+            to,
+            &shop.seller.access,
+            StatusCode::OK,
+        )
+        .await;
+    }
+    wait_for_units(shop, &variant, units).await;
+    (product, variant, other)
+}
+
+/// Waits (10 s at most) until the stock store has `units` of `variant` left.
+async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
+    let id = openrun_domain::VariantId::from_uuid(variant.parse().unwrap());
+    let started = std::time::Instant::now();
+    loop {
+        let left = shop.app.state.stock.available(&[id]).await.unwrap()[0];
+        if left == units {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the stock store has {left} units, not {units}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn address_of(shop: &Shop, member: &Member) -> String {
+    let list: Value = shop
+        .send(
+            Method::GET,
+            "/v1/members/me/addresses",
+            Some(&member.access),
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["items"][0]["id"]
+        .as_str()
+        .or_else(|| list[0]["id"].as_str())
+        .expect("the member has an address")
+        .to_owned()
+}
+
+fn order_body(product: &str, variant: &str, quantity: i64, address: &str, token: &str) -> Value {
+    json!({
+        "lines": [{"product_id": product, "variant_id": variant, "quantity": quantity}],
+        "address_id": address,
+        "payment": {"method": "sandbox", "token": token},
+    })
+}
+
+async fn place(shop: &Shop, member: &Member, key: &str, body: &Value) -> reqwest::Response {
+    shop.send(
+        Method::POST,
+        "/v1/orders",
+        Some(&member.access),
+        Some(body.clone()),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) -> Value {
+    let got = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["type"], format!("/problems/{kind}"), "{body}");
+    body
+}
+
+/// Events of the order stream `id`, by type.
+async fn stream_types(shop: &Shop, id: &str) -> Vec<String> {
+    shop.app
+        .events
+        .read_stream(&openrun::eventstore::StreamRef::new("order", id), 1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 2, &address, "tok_visa");
+    let placed = place(&shop, &shop.buyer, "order-1", &body).await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    assert!(placed.headers().get("idempotent-replayed").is_none());
+    let view: Value = placed.json().await.unwrap();
+    assert_eq!(view["status"], "prepared");
+    assert_eq!(view["total"], 438000);
+    assert_eq!(view["currency"], "KRW");
+    assert_eq!(view["lines"][0]["unit_price"], 219000);
+    assert_eq!(view["lines"][0]["variant_id"], variant.as_str());
+    let id = view["id"].as_str().unwrap().to_owned();
+    // The same key and body: the same answer, nothing more held or charged.
+    let again = place(&shop, &shop.buyer, "order-1", &body).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], id.as_str());
+    // The same key, another body: refused, nothing held.
+    let other = order_body(&product, &variant, 1, &address, "tok_visa");
+    problem(
+        place(&shop, &shop.buyer, "order-1", &other).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+    )
+    .await;
+    assert_eq!(stream_types(&shop, &id).await, ["OrderPlaced"]);
+    wait_for_units(&shop, &variant, 8).await;
+    // Its buyer reads it; another member does not find it.
+    let read = shop
+        .send(
+            Method::GET,
+            &format!("/v1/orders/{id}"),
+            Some(&shop.buyer.access),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.json::<Value>().await.unwrap()["total"], 438000);
+    let stranger = verified_member(&shop.app, 104).await;
+    problem(
+        shop.send(
+            Method::GET,
+            &format!("/v1/orders/{id}"),
+            Some(&stranger.access),
+            None,
+            &[],
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    // The seller's stock view counts the units sold.
+    let stock: Value = shop
+        .send(
+            Method::GET,
+            &format!("/v1/products/{product}/stock"),
+            Some(&shop.seller.access),
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["items"][0]["sold"], 2);
+    assert_eq!(stock["items"][0]["available"], 8);
+    // The log's guarded counter agrees.
+    let counter = openrun::commands::units_counter(&variant);
+    let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
+    assert_eq!(values.get(&counter), Some(&8));
+}
+
+async fn concurrent_orders_sell_exactly_the_units_there_are(backend: Backend) {
+    let shop = Arc::new(Shop::open(backend).await);
+    let (product, variant, _) = on_sale(&shop, 25, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let (shop, product, variant, address) = (
+                Arc::clone(&shop),
+                product.clone(),
+                variant.clone(),
+                address.clone(),
+            );
+            tokio::spawn(async move {
+                let body = order_body(&product, &variant, 1, &address, "tok_visa");
+                let answer = place(&shop, &shop.buyer, &format!("burst-{i}"), &body).await;
+                let status = answer.status();
+                let body: Value = answer.json().await.unwrap();
+                (status, body)
+            })
+        })
+        .collect();
+    let mut placed = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => placed.push(body["id"].as_str().unwrap().to_owned()),
+            StatusCode::CONFLICT => {
+                assert_eq!(body["type"], "/problems/sold-out", "{body}");
+                assert_eq!(body["sold_out"][0]["available"], 0, "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(placed.len(), 25, "exactly the units there are");
+    for id in &placed {
+        assert_eq!(stream_types(&shop, id).await, ["OrderPlaced"]);
+    }
+    let counter = openrun::commands::units_counter(&variant);
+    let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
+    assert_eq!(values.get(&counter), Some(&0));
+    wait_for_units(&shop, &variant, 0).await;
+}
+
+async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let (product, variant, other_size) = on_sale(&shop, 10, None).await;
+    let (other_product, other_variant, _) = on_sale(&shop, 5, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let stranger = verified_member(&shop.app, 105).await;
+    let strangers_address = address_of(&shop, &stranger).await;
+    let line = |p: &str, v: &str, q: i64| json!({"product_id": p, "variant_id": v, "quantity": q});
+    let with_lines = |lines: Vec<Value>| {
+        json!({"lines": lines, "address_id": address,
+            "payment": {"method": "sandbox", "token": "tok_visa"}})
+    };
+    let many: Vec<Value> = (0..21).map(|_| line(&product, &variant, 1)).collect();
+    let cases = [
+        with_lines(vec![line(&product, &variant, 0)]),
+        with_lines(vec![line(&product, &variant, -1)]),
+        with_lines(vec![line(&product, &variant, 100)]),
+        with_lines(vec![
+            line(&product, &variant, 1),
+            line(&product, &variant, 1),
+        ]),
+        with_lines(vec![line(&product, &other_variant, 1)]),
+        with_lines(vec![line(&other_product, &variant, 1)]),
+        with_lines(many),
+        with_lines(vec![]),
+        with_lines(vec![line(&uuid::Uuid::now_v7().to_string(), &variant, 1)]),
+        order_body(&product, &variant, 1, &strangers_address, "tok_visa"),
+        order_body(
+            &product,
+            &variant,
+            1,
+            &uuid::Uuid::now_v7().to_string(),
+            "tok_visa",
+        ),
+        order_body(&product, &variant, 1, &address, "tok_unknown"),
+        json!({"lines": [line(&product, &variant, 1)], "address_id": address,
+            "payment": {"method": "paypal", "token": "tok_visa"}}),
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let answer = place(&shop, &shop.buyer, &format!("bad-{i}"), body).await;
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "case {i}: {text}");
+        assert!(text.contains("/problems/validation"), "case {i}: {text}");
+    }
+    // No key, an over-long one, a malformed body.
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let keyless = shop
+        .send(
+            Method::POST,
+            "/v1/orders",
+            Some(&shop.buyer.access),
+            Some(body.clone()),
+            &[],
+        )
+        .await;
+    problem(keyless, StatusCode::BAD_REQUEST, "idempotency-key-required").await;
+    let long = "k".repeat(129);
+    problem(
+        place(&shop, &shop.buyer, &long, &body).await,
+        StatusCode::BAD_REQUEST,
+        "invalid-header",
+    )
+    .await;
+    let malformed = json!({"lines": [{"product_id": "x"}], "address_id": address});
+    assert_eq!(
+        place(&shop, &shop.buyer, "malformed", &malformed)
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    // Nobody: 401.
+    let anonymous = shop
+        .send(
+            Method::POST,
+            "/v1/orders",
+            None,
+            Some(body),
+            &[("idempotency-key", "a")],
+        )
+        .await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // Nothing was held, charged or written.
+    wait_for_units(&shop, &variant, 10).await;
+    wait_for_units(&shop, &other_size, 0).await;
+    let head = shop.app.events.head_position().await.unwrap();
+    let orders = shop
+        .app
+        .events
+        .read_all(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream_type == "order")
+        .count();
+    assert_eq!(orders, 0, "no order stream among {head} events");
+}
+
+async fn a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_retry(
+    backend: Backend,
+) {
+    let shop = Shop::open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let declined = order_body(&product, &variant, 3, &address, "tok_declined");
+    let first = problem(
+        place(&shop, &shop.buyer, "declined", &declined).await,
+        StatusCode::PAYMENT_REQUIRED,
+        "payment-declined",
+    )
+    .await;
+    assert!(
+        first["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was charged")
+    );
+    // The retry is answered the same, and charges nothing.
+    let again = place(&shop, &shop.buyer, "declined", &declined).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    problem(again, StatusCode::PAYMENT_REQUIRED, "payment-declined").await;
+    let id = openrun::orders::Orders::order_id(
+        openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap()),
+        "declined",
+    )
+    .to_string();
+    assert_eq!(stream_types(&shop, &id).await, ["OrderDeclined"]);
+    // The hold goes back once the counter projector applies the decline.
+    wait_for_units(&shop, &variant, 10).await;
+    // The gateway failing: 502, the hold stays, a retry goes on with it (and fails again).
+    let failing = order_body(&product, &variant, 2, &address, "tok_gateway_error");
+    for _ in 0..2 {
+        problem(
+            place(&shop, &shop.buyer, "failing", &failing).await,
+            StatusCode::BAD_GATEWAY,
+            "payment-gateway",
+        )
+        .await;
+        wait_for_units(&shop, &variant, 8).await;
+    }
+}
+
+async fn the_log_refuses_an_oversell_the_stock_store_let_through(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 1, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    // The store's counter made too high by hand, as a lost write would leave it.
+    let store = &shop.app.state.stock;
+    let openrun::stock::StoreState::Ready { epoch, watermark } = store.state().await.unwrap()
+    else {
+        panic!("the stock store is not ready");
+    };
+    let id = openrun_domain::VariantId::from_uuid(variant.parse().unwrap());
+    let batch = openrun::stock::CounterBatch {
+        epoch,
+        after: watermark,
+        to: watermark,
+        changes: vec![openrun::stock::CounterChange::Supply {
+            variant_id: id,
+            delta: 5,
+        }],
+    };
+    assert_eq!(
+        store.apply(&batch).await.unwrap(),
+        openrun::stock::Applied::Done
+    );
+    let body = |q| order_body(&product, &variant, q, &address, "tok_visa");
+    assert_eq!(
+        place(&shop, &shop.buyer, "first", &body(1)).await.status(),
+        StatusCode::CREATED
+    );
+    let refused = problem(
+        place(&shop, &shop.buyer, "second", &body(1)).await,
+        StatusCode::CONFLICT,
+        "sold-out",
+    )
+    .await;
+    assert_eq!(refused["sold_out"][0]["available"], 0, "{refused}");
+    // The second order was closed, and its charge refunded.
+    let second = openrun::orders::Orders::order_id(
+        openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap()),
+        "second",
+    );
+    assert_eq!(
+        stream_types(&shop, &second.to_string()).await,
+        ["OrderVoided"]
+    );
+    let gateway = openrun::payment::sandbox::SandboxGateway::new(
+        shop.app.db.clone(),
+        openrun::clock::system(),
+    );
+    use openrun::payment::PaymentGateway;
+    let charge = gateway.charge_of(second).await.unwrap().unwrap();
+    assert_eq!(charge.refunded, charge.amount, "the charge went back");
+    let counter = openrun::commands::units_counter(&variant);
+    let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
+    assert_eq!(values.get(&counter), Some(&0), "never below zero");
+}
+
+async fn an_order_needs_the_product_on_sale_and_within_its_purchase_limit(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, Some(2)).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = |q| order_body(&product, &variant, q, &address, "tok_visa");
+    assert_eq!(
+        place(&shop, &shop.buyer, "limit-1", &body(2))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    problem(
+        place(&shop, &shop.buyer, "limit-2", &body(1)).await,
+        StatusCode::CONFLICT,
+        "purchase-limit",
+    )
+    .await;
+    // Another member has a limit of their own.
+    let other = verified_member(&shop.app, 106).await;
+    let other_address = address_of(&shop, &other).await;
+    let theirs = order_body(&product, &variant, 1, &other_address, "tok_visa");
+    assert_eq!(
+        place(&shop, &other, "limit-3", &theirs).await.status(),
+        StatusCode::CREATED
+    );
+    // Ended: not on sale.
+    shop.status(
+        &json!({"product_id": product}),
+        "ended",
+        &shop.seller.access,
+        StatusCode::OK,
+    )
+    .await;
+    let catalog = &shop.app.state.catalog;
+    assert!(
+        catalog
+            .catch_up_to_head(std::time::Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    problem(
+        place(&shop, &other, "limit-4", &theirs).await,
+        StatusCode::CONFLICT,
+        "not-on-sale",
+    )
+    .await;
+}
