@@ -97,10 +97,10 @@ pub struct LineBody {
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
     /// `sandbox`.
-    #[schema(max_length = 32)]
+    #[schema(pattern = "^sandbox$")]
     pub method: String,
     /// A card token: `tok_visa`, `tok_declined` or `tok_gateway_error` in the sandbox.
-    #[schema(max_length = 64)]
+    #[schema(pattern = "^tok_(visa|declined|gateway_error)$")]
     pub token: String,
 }
 
