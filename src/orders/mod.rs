@@ -613,6 +613,8 @@ impl Orders {
         {
             Ok(_) => {
                 self.refund_void(order_id).await?;
+                // A retry with the same key is told so at once.
+                self.finish(order_id, closed_answer(reason)).await?;
                 Ok(true)
             }
             Err(CommandError::Conflict { .. }) => Ok(false),
@@ -678,6 +680,31 @@ impl Orders {
             .state
             .filter(|s| actor.is_admin() || s.buyer_id == actor.member_id)
             .map(|s| OrderView::of(&s)))
+    }
+}
+
+/// The answer recorded for an order closed without being placed.
+fn closed_answer(reason: VoidReason) -> Answer {
+    let body = if reason == VoidReason::SoldOut {
+        json!({
+            "type": "/problems/sold-out",
+            "title": "Sold out",
+            "status": 409,
+            "detail": "fewer units were left than the order asked for; nothing stays charged",
+        })
+    } else {
+        json!({
+            "type": "/problems/order-closed",
+            "title": "Order closed without being placed",
+            "status": 409,
+            "detail": "this order was closed without being placed and nothing stays charged; \
+                       send it again with a new Idempotency-Key",
+        })
+    };
+    Answer {
+        status: 409,
+        body,
+        replayed: false,
     }
 }
 
@@ -766,7 +793,7 @@ fn sold_out_in_log(
 }
 
 /// The fingerprint of an order request: its lines, address and payment, in the order sent.
-fn fingerprint(order: &NewOrder) -> String {
+pub fn fingerprint(order: &NewOrder) -> String {
     let mut hash = Sha256::new();
     for line in &order.lines {
         hash.update(line.product_id.as_uuid().as_bytes());

@@ -111,16 +111,10 @@ impl PaymentGateway for SandboxGateway {
         let now = self.clock.now();
         let outcome: anyhow::Result<RefundOutcome> = with_pool!(&self.db, pool => async {
             let mut tx = pool.begin().await?;
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT amount FROM sandbox_refunds WHERE refund_id = ?")
-                    .bind(&refund)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(amount) = done {
-                return Ok(RefundOutcome::Refunded { amount: Money::from_minor(amount) });
-            }
-            // The whole charge, once: a charge refunded before (under another id) has
-            // nothing left, and the update's condition keeps any refund within the charge.
+            // The whole charge, once: a charge refunded before (under this id or another)
+            // has nothing left, and the update's condition keeps any refund within the
+            // charge. A write first, so that SQLite takes its write lock at once (a read
+            // first would have to upgrade its lock, and fail while another writer holds it).
             let moved = sqlx::query(
                 "UPDATE sandbox_charges SET refunded = amount \
                  WHERE order_id = ? AND status = 'charged' AND refunded = 0",
@@ -130,7 +124,15 @@ impl PaymentGateway for SandboxGateway {
             .await?
             .rows_affected();
             if moved == 0 {
-                return Ok(RefundOutcome::NothingCharged);
+                let done: Option<i64> =
+                    sqlx::query_scalar("SELECT amount FROM sandbox_refunds WHERE refund_id = ?")
+                        .bind(&refund)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                return Ok(match done {
+                    Some(amount) => RefundOutcome::Refunded { amount: Money::from_minor(amount) },
+                    None => RefundOutcome::NothingCharged,
+                });
             }
             let amount: i64 =
                 sqlx::query_scalar("SELECT amount FROM sandbox_charges WHERE order_id = ?")

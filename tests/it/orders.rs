@@ -18,6 +18,7 @@ on_both_backends!(
     a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_retry,
     the_log_refuses_an_oversell_the_stock_store_let_through,
     an_order_needs_the_product_on_sale_and_within_its_purchase_limit,
+    what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_once,
 );
 
 /// A product on sale with `units` of its first size (and none of the second).
@@ -82,6 +83,25 @@ async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
             "the stock store has {left} units, not {units}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (10 s at most) until the counter projector has applied the log up to its head.
+async fn wait_for_projector(shop: &Shop) {
+    let head = shop.app.events.head_position().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let openrun::stock::StoreState::Ready { watermark, .. } =
+            shop.app.state.stock.state().await.unwrap()
+            && watermark >= head
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the counter projector did not reach {head}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -511,4 +531,119 @@ async fn an_order_needs_the_product_on_sale_and_within_its_purchase_limit(backen
         "not-on-sale",
     )
     .await;
+}
+
+fn gateway(shop: &Shop) -> openrun::payment::sandbox::SandboxGateway {
+    openrun::payment::sandbox::SandboxGateway::new(shop.app.db.clone(), openrun::clock::system())
+}
+
+/// A sweeper of the app's orders with no grace period: whatever is there now is stale.
+fn sweeper(shop: &Shop) -> openrun::orders::sweep::Sweeper {
+    let state = &shop.app.state;
+    openrun::orders::sweep::Sweeper::new(
+        Arc::clone(&state.orders),
+        Arc::clone(&state.stock),
+        Arc::new(gateway(shop)),
+        Arc::clone(&shop.app.events),
+        openrun::clock::system(),
+        std::time::Duration::ZERO,
+    )
+}
+
+/// A process that died after the charge and before `OrderPlaced` (with its hold, or with the
+/// hold lost to a flush) leaves a hold and a charge: the sweeps close the stream, refund the
+/// charge once and give the units back; a placed order's charge is only marked settled.
+async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_once(
+    backend: Backend,
+) {
+    use openrun::payment::PaymentGateway;
+    let shop = Shop::open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let buyer = openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap());
+    let gateway = gateway(&shop);
+    let amount = openrun_domain::Money::from_minor(219000 * 2);
+    // Held and charged, never appended.
+    let crashed = openrun::orders::Orders::order_id(buyer, "crashed");
+    let crashed_request = openrun::orders::NewOrder {
+        lines: vec![openrun::orders::NewLine {
+            product_id: openrun_domain::ProductId::from_uuid(product.parse().unwrap()),
+            variant_id: openrun_domain::VariantId::from_uuid(variant.parse().unwrap()),
+            quantity: 2,
+        }],
+        address_id: address.parse().unwrap(),
+        method: "sandbox".into(),
+        token: "tok_visa".into(),
+    };
+    let hold = openrun::stock::HoldRequest {
+        order_id: crashed,
+        buyer,
+        fingerprint: openrun::orders::fingerprint(&crashed_request),
+        lines: vec![openrun::stock::HoldLine {
+            product_id: openrun_domain::ProductId::from_uuid(product.parse().unwrap()),
+            variant_id: openrun_domain::VariantId::from_uuid(variant.parse().unwrap()),
+            quantity: 2,
+        }],
+        terms: vec![],
+    };
+    assert!(matches!(
+        shop.app.state.stock.hold(&hold).await.unwrap(),
+        openrun::stock::HoldOutcome::Held { .. }
+    ));
+    assert!(matches!(
+        gateway.charge(crashed, amount, "tok_visa").await,
+        openrun::payment::ChargeOutcome::Charged { .. }
+    ));
+    // Charged, its hold lost (a flush): only the gateway knows of it.
+    let flushed = openrun::orders::Orders::order_id(buyer, "flushed");
+    assert!(matches!(
+        gateway.charge(flushed, amount, "tok_visa").await,
+        openrun::payment::ChargeOutcome::Charged { .. }
+    ));
+    // A placed order, whose charge stays.
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let placed = place(&shop, &shop.buyer, "placed", &body).await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let placed = openrun::orders::Orders::order_id(buyer, "placed");
+    wait_for_units(&shop, &variant, 7).await;
+
+    // The counter projector has counted the placed order's hold (so it is no leftover).
+    wait_for_projector(&shop).await;
+    let sweeper = sweeper(&shop);
+    assert_eq!(sweeper.sweep().await.unwrap(), 3);
+    for id in [crashed, flushed] {
+        assert_eq!(stream_types(&shop, &id.to_string()).await, ["OrderVoided"]);
+        let charge = gateway.charge_of(id).await.unwrap().unwrap();
+        assert_eq!(charge.refunded, charge.amount, "{id} refunded");
+    }
+    assert_eq!(
+        stream_types(&shop, &placed.to_string()).await,
+        ["OrderPlaced"]
+    );
+    let kept = gateway.charge_of(placed).await.unwrap().unwrap();
+    assert_eq!(kept.refunded.minor(), 0, "a placed order keeps its charge");
+    // The crashed order's hold comes back; a second round finds nothing more to do.
+    wait_for_units(&shop, &variant, 9).await;
+    assert_eq!(sweeper.sweep().await.unwrap(), 0);
+    let refunds: i64 = match &shop.app.db {
+        openrun::db::Database::MySql(pool) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_refunds")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+        openrun::db::Database::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_refunds")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(refunds, 2, "one refund per closed order");
+    // A retry of the crashed request is told the order was closed, and nothing is held.
+    let retry = order_body(&product, &variant, 2, &address, "tok_visa");
+    let answer = place(&shop, &shop.buyer, "crashed", &retry).await;
+    assert_eq!(answer.headers()["idempotent-replayed"], "true");
+    problem(answer, StatusCode::CONFLICT, "order-closed").await;
+    wait_for_units(&shop, &variant, 9).await;
 }
