@@ -427,6 +427,11 @@ impl Commands {
         })
     }
 
+    /// The log the commands run on, for reads beside them.
+    pub fn events(&self) -> &Arc<dyn EventStore> {
+        &self.events
+    }
+
     /// One recorded event of an `A` stream, through the upcasters: how every reader of the
     /// log (the command path, the live catalog) folds old event shapes like current ones.
     pub fn decode<A: Decider>(&self, recorded: RecordedEvent) -> Result<A::Event, EventStoreError> {

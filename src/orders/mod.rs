@@ -341,29 +341,18 @@ impl Orders {
             HoldOutcome::Finished(answer) => return replayed(&answer),
             HoldOutcome::InFlight => return Err(OrderFailure::InFlight),
             HoldOutcome::KeyReused => return Err(OrderFailure::KeyReused),
-            HoldOutcome::NotOnSale { product_id } => {
-                return Err(OrderFailure::NotOnSale { product_id });
-            }
-            HoldOutcome::LimitReached {
-                product_id,
-                limit,
-                bought,
-            } => {
-                return Err(OrderFailure::LimitReached {
-                    product_id,
-                    limit,
-                    bought,
-                });
-            }
-            HoldOutcome::SoldOut { short } => {
-                return Err(OrderFailure::SoldOut {
-                    short: short_lines(&request.lines, &short),
-                });
-            }
             HoldOutcome::Rebuilding => {
                 return Err(OrderFailure::Unavailable(anyhow::anyhow!(
                     "the stock counters are being rebuilt"
                 )));
+            }
+            refused => {
+                // No record (it expired, or the store lost it): a retry of an order placed
+                // before must land on that order, not on today's stock.
+                if let Some(answer) = self.placed_before(order_id, &fingerprint).await? {
+                    return Ok(answer);
+                }
+                return Err(refusal(refused, &request.lines));
             }
         }
         let id = order_id.to_string();
@@ -632,6 +621,29 @@ impl Orders {
             .map_err(|e| OrderFailure::Unavailable(e.into()))
     }
 
+    /// The answer of an order placed (or closed) before with this key, if its stream exists.
+    async fn placed_before(
+        &self,
+        order_id: OrderId,
+        fingerprint: &str,
+    ) -> Result<Option<Answer>, OrderFailure> {
+        let stream = crate::eventstore::StreamRef::new("order", order_id.to_string());
+        let exists = !self
+            .commands
+            .events()
+            .read_stream(&stream, 1, 1)
+            .await
+            .map_err(|e| OrderFailure::Unavailable(e.into()))?
+            .is_empty();
+        if !exists {
+            return Ok(None);
+        }
+        match self.answer_from_stream(order_id, fingerprint).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The answer the order's stream records for a request with `fingerprint`.
     pub async fn answer_from_stream(
         &self,
@@ -766,6 +778,29 @@ fn sale_terms(product: &LiveProduct, now: DateTime<Utc>) -> Result<SaleTerms, Or
         ends_at,
         limit: state.purchase_limit,
     })
+}
+
+/// The failure of a hold the store refused.
+fn refusal(outcome: HoldOutcome, lines: &[HoldLine]) -> OrderFailure {
+    match outcome {
+        HoldOutcome::NotOnSale { product_id } => OrderFailure::NotOnSale { product_id },
+        HoldOutcome::LimitReached {
+            product_id,
+            limit,
+            bought,
+        } => OrderFailure::LimitReached {
+            product_id,
+            limit,
+            bought,
+        },
+        HoldOutcome::SoldOut { short } => OrderFailure::SoldOut {
+            short: short_lines(lines, &short),
+        },
+        HoldOutcome::Rebuilding => {
+            OrderFailure::Unavailable(anyhow::anyhow!("the stock counters are being rebuilt"))
+        }
+        other => OrderFailure::Unavailable(anyhow::anyhow!("unexpected hold outcome {other:?}")),
+    }
 }
 
 fn short_lines(lines: &[HoldLine], short: &[(VariantId, i64)]) -> Vec<(ProductId, VariantId, i64)> {

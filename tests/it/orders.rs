@@ -647,3 +647,65 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
     problem(answer, StatusCode::CONFLICT, "order-closed").await;
     wait_for_units(&shop, &variant, 9).await;
 }
+
+/// Redis loses everything in the middle of a drop: orders wait (503) while the counters are
+/// rebuilt from the log under a new epoch, then go on; exactly the supply is sold, and a
+/// retry of an order placed before the flush lands on the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
+    let shop = Arc::new(Shop::open(Backend::MySql).await);
+    let (product, variant, _) = on_sale(&shop, 30, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let mut placed = std::collections::HashSet::new();
+    for i in 0..10 {
+        let answer = place(&shop, &shop.buyer, &format!("before-{i}"), &body).await;
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        placed.insert(
+            answer.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    crate::helpers::delete_redis_keys(&shop.app.config.redis.key_prefix).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (shop, body) = (Arc::clone(&shop), body.clone());
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                loop {
+                    let answer = place(&shop, &shop.buyer, &format!("after-{i}"), &body).await;
+                    let status = answer.status();
+                    let body: Value = answer.json().await.unwrap();
+                    if status != StatusCode::SERVICE_UNAVAILABLE {
+                        return (status, body);
+                    }
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(30),
+                        "orders never resumed: {body}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.unwrap() {
+            (StatusCode::CREATED, body) => {
+                assert!(placed.insert(body["id"].as_str().unwrap().to_owned()));
+            }
+            (StatusCode::CONFLICT, body) => assert_eq!(body["type"], "/problems/sold-out"),
+            (status, body) => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(placed.len(), 30, "exactly the supply");
+    let counter = openrun::commands::units_counter(&variant);
+    let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
+    assert_eq!(values.get(&counter), Some(&0));
+    wait_for_units(&shop, &variant, 0).await;
+    // A retry of an order placed before the flush lands on the same order.
+    let again = place(&shop, &shop.buyer, "before-0", &body).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert!(placed.contains(again.json::<Value>().await.unwrap()["id"].as_str().unwrap()));
+}
