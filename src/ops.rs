@@ -63,8 +63,8 @@ pub fn write_timeline(
 }
 
 /// The scalar fields of an event's data as `key=value`, arrays as their length. Left out: the
-/// instant `at` (the line starts with the time), the stream's own id, and sealed or personal
-/// fields (anything about an address).
+/// instant `at` (the line starts with the time), the stream's own id, empty texts, the
+/// request fingerprint, and sealed or personal fields (anything about an address).
 fn summary(payload: &Value, stream_id: &str) -> String {
     let data = payload.get("data").unwrap_or(payload);
     let Some(fields) = data.as_object() else {
@@ -72,7 +72,14 @@ fn summary(payload: &Value, stream_id: &str) -> String {
     };
     let mut out = String::new();
     for (key, value) in fields {
-        if key == "at" || key.contains("address") || value.as_str() == Some(stream_id) {
+        // An opaque request fingerprint and empty texts tell an operator nothing.
+        if key == "at"
+            || key == "fingerprint"
+            || key.contains("address")
+            || value
+                .as_str()
+                .is_some_and(|v| v.is_empty() || v == stream_id)
+        {
             continue;
         }
         let shown = match value {
@@ -137,7 +144,191 @@ pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec
         name: "every due scheduled transition has fired",
         violations: overdue(db).await?,
     });
+    let sales = Sales::fold(events, head).await?;
+    checks.push(Check {
+        name: "no variant sold beyond its supply at any point of the log",
+        violations: sales.oversold.clone(),
+    });
+    checks.push(Check {
+        name: "the guarded units counters equal the log",
+        violations: sales.counters(events).await?,
+    });
+    checks.push(Check {
+        name: "every charge belongs to a placed order or is refunded, and no refund is more than its order's",
+        violations: sales.charges(db).await?,
+    });
     Ok(checks)
+}
+
+/// What the log says of stock and orders, folded in position order up to a head.
+#[derive(Default)]
+struct Sales {
+    /// Units left to sell per variant: supply, less units sold, plus units given back.
+    units: std::collections::HashMap<String, i64>,
+    /// Each moment a variant went below zero.
+    oversold: Vec<String>,
+    /// Orders placed.
+    placed: std::collections::HashSet<String>,
+    /// Order streams closed without an order.
+    closed: std::collections::HashSet<String>,
+    /// Refunds recorded per order.
+    refunded: std::collections::HashMap<String, i64>,
+}
+
+/// A charge younger than this may belong to an order being placed now.
+const CHARGE_IN_FLIGHT_SECS: i64 = 300;
+
+impl Sales {
+    async fn fold(events: &dyn EventStore, head: u64) -> anyhow::Result<Self> {
+        use openrun_domain::order::OrderEvent;
+        use openrun_domain::stock::StockEvent;
+        let upcasters = openrun_domain::upcasters();
+        let mut sales = Self::default();
+        let mut after = 0;
+        while after < head {
+            let page = events.read_all_bounded(after, PAGE, 8 << 20).await?;
+            let Some(last) = page.last().map(|e| e.global_position) else {
+                break;
+            };
+            after = last;
+            for recorded in page.into_iter().take_while(|e| e.global_position <= head) {
+                let (position, id) = (recorded.global_position, recorded.stream_id.clone());
+                match recorded.stream_type.as_str() {
+                    "stock" => {
+                        let delta = match decode::<StockEvent>(&upcasters, recorded)? {
+                            StockEvent::StockAdded { quantity, .. } => quantity,
+                            StockEvent::StockAdjusted { delta, .. } => delta,
+                        };
+                        sales.units_moved(&id, delta, position);
+                    }
+                    "order" => match decode::<OrderEvent>(&upcasters, recorded)? {
+                        OrderEvent::OrderPlaced { lines, .. } => {
+                            for line in lines {
+                                let variant = line.variant_id.to_string();
+                                sales.units_moved(&variant, -i64::from(line.quantity), position);
+                            }
+                            sales.placed.insert(id);
+                        }
+                        OrderEvent::OrderCancelled {
+                            released: lines, ..
+                        }
+                        | OrderEvent::ReturnCompleted {
+                            restocked: lines, ..
+                        } => {
+                            for line in lines {
+                                let variant = line.variant_id.to_string();
+                                sales.units_moved(&variant, i64::from(line.quantity), position);
+                            }
+                        }
+                        OrderEvent::OrderDeclined { .. } | OrderEvent::OrderVoided { .. } => {
+                            sales.closed.insert(id);
+                        }
+                        OrderEvent::OrderRefunded { amount, .. } => {
+                            *sales.refunded.entry(id).or_default() += amount.minor();
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Ok(sales)
+    }
+
+    fn units_moved(&mut self, variant: &str, delta: i64, position: u64) {
+        let units = self.units.entry(variant.to_owned()).or_default();
+        *units += delta;
+        if *units < 0 && self.oversold.len() < 20 {
+            self.oversold.push(format!(
+                "variant {variant} is {} units short at position {position}",
+                -*units
+            ));
+        }
+    }
+
+    /// The log's guarded counters against the fold.
+    async fn counters(&self, events: &dyn EventStore) -> anyhow::Result<Vec<String>> {
+        let names: Vec<String> = self
+            .units
+            .keys()
+            .map(crate::commands::units_counter)
+            .collect();
+        let mut violations = Vec::new();
+        for chunk in names.chunks(256) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let stored = events.counters(&refs).await?;
+            for name in chunk {
+                let variant = name.trim_start_matches("stock/");
+                let folded = self.units.get(variant).copied().unwrap_or(0);
+                let counted = stored.get(name).copied().unwrap_or(0);
+                if folded != counted && violations.len() < 20 {
+                    violations.push(format!("{name} is {counted}, the log says {folded}"));
+                }
+            }
+        }
+        Ok(violations)
+    }
+
+    /// The payment ledger against the fold: a charge with no placed order is refunded in
+    /// full (once it is no longer in flight), a placed order's charge is refunded only as
+    /// far as its stream records refunds.
+    async fn charges(&self, db: &Database) -> anyhow::Result<Vec<String>> {
+        let sql = "SELECT order_id, amount, refunded, created_at FROM sandbox_charges \
+                   WHERE status = 'charged'";
+        let rows: Vec<(String, i64, i64, chrono::DateTime<chrono::Utc>)> =
+            with_pool!(db, pool => sqlx::query_as(sql).fetch_all(pool).await?);
+        let in_flight = chrono::Utc::now() - chrono::Duration::seconds(CHARGE_IN_FLIGHT_SECS);
+        let mut violations = Vec::new();
+        for (order, amount, refunded, at) in rows {
+            let problem = if refunded > amount {
+                Some(format!(
+                    "order {order}: refunded {refunded} of a charge of {amount}"
+                ))
+            } else if self.placed.contains(&order) {
+                let recorded = self.refunded.get(&order).copied().unwrap_or(0);
+                (refunded != recorded).then(|| {
+                    format!("order {order}: {refunded} refunded, its stream records {recorded}")
+                })
+            } else if refunded != amount && (self.closed.contains(&order) || at < in_flight) {
+                Some(format!(
+                    "order {order} was never placed but {} of its charge of {amount} is kept",
+                    amount - refunded
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem
+                && violations.len() < 20
+            {
+                violations.push(problem);
+            }
+        }
+        Ok(violations)
+    }
+}
+
+/// One recorded event through the domain's upcasters.
+fn decode<E: serde::de::DeserializeOwned>(
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+    recorded: RecordedEvent,
+) -> anyhow::Result<E> {
+    let position = recorded.global_position;
+    let mut event = cqrs_es::persist::SerializedEvent {
+        aggregate_id: recorded.stream_id,
+        sequence: 0,
+        aggregate_type: recorded.stream_type,
+        event_type: recorded.event_type,
+        event_version: recorded.event_version,
+        payload: recorded.payload,
+        metadata: Value::Null,
+    };
+    for upcaster in upcasters {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            event = upcaster.upcast(event);
+        }
+    }
+    serde_json::from_value(event.payload)
+        .with_context(|| format!("the event at position {position} does not fold"))
 }
 
 async fn positions(db: &Database) -> anyhow::Result<Vec<String>> {

@@ -88,6 +88,16 @@ async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
     }
 }
 
+/// `openrun audit` over the shop's log and ledger: every check passes.
+async fn audit_passes(shop: &Shop) {
+    let checks = openrun::ops::audit(&shop.app.db, shop.app.events.as_ref())
+        .await
+        .unwrap();
+    let failed: Vec<_> = checks.iter().filter(|c| !c.violations.is_empty()).collect();
+    assert!(failed.is_empty(), "the audit failed: {failed:?}");
+    assert!(checks.iter().any(|c| c.name.contains("beyond its supply")));
+}
+
 /// Waits (10 s at most) until the counter projector has applied the log up to its head.
 async fn wait_for_projector(shop: &Shop) {
     let head = shop.app.events.head_position().await.unwrap();
@@ -277,6 +287,7 @@ async fn concurrent_orders_sell_exactly_the_units_there_are(backend: Backend) {
         }
     }
     assert_eq!(placed.len(), 25, "exactly the units there are");
+    audit_passes(&shop).await;
     for id in &placed {
         assert_eq!(stream_types(&shop, id).await, ["OrderPlaced"]);
     }
@@ -483,6 +494,7 @@ async fn the_log_refuses_an_oversell_the_stock_store_let_through(backend: Backen
     let counter = openrun::commands::units_counter(&variant);
     let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
     assert_eq!(values.get(&counter), Some(&0), "never below zero");
+    audit_passes(&shop).await;
 }
 
 async fn an_order_needs_the_product_on_sale_and_within_its_purchase_limit(backend: Backend) {
@@ -640,6 +652,7 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
         }
     };
     assert_eq!(refunds, 2, "one refund per closed order");
+    audit_passes(&shop).await;
     // A retry of the crashed request is told the order was closed, and nothing is held.
     let retry = order_body(&product, &variant, 2, &address, "tok_visa");
     let answer = place(&shop, &shop.buyer, "crashed", &retry).await;
@@ -700,6 +713,7 @@ async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
         }
     }
     assert_eq!(placed.len(), 30, "exactly the supply");
+    audit_passes(&shop).await;
     let counter = openrun::commands::units_counter(&variant);
     let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
     assert_eq!(values.get(&counter), Some(&0));
