@@ -34,6 +34,11 @@ pub struct RateLimits {
     pub resends_per_member_per_hour: NonZeroU32,
     /// Phone number changes per member per hour (each one tells whether a number is taken).
     pub phone_changes_per_member_per_hour: NonZeroU32,
+    /// Orders (attempts, answered or not) per member per minute.
+    pub orders_per_member_per_minute: NonZeroU32,
+    /// Orders per client address per minute (generous: a drop's buyers may share one
+    /// carrier-grade NAT).
+    pub orders_per_address_per_minute: NonZeroU32,
 }
 
 /// The injected clock as governor reads it: its monotonic [`Clock::elapsed`](crate::clock::Clock::elapsed).
@@ -207,7 +212,9 @@ const SIGNUP_ADDRESS: usize = 2;
 const RESEND_ADDRESS: usize = 3;
 const RESEND_MEMBER: usize = 4;
 const PHONE_MEMBER: usize = 5;
-const RATES: usize = 6;
+const ORDER_MEMBER: usize = 6;
+const ORDER_ADDRESS: usize = 7;
+const RATES: usize = 8;
 
 /// Every this many checks, keys whose limits have fully replenished are forgotten.
 const SWEEP_EVERY: u64 = 10_000;
@@ -425,6 +432,12 @@ impl Limiter {
         self.check(RESEND_MEMBER, member).await
     }
 
+    /// An order by `member` from `address`.
+    pub async fn order(&self, member: &str, address: IpAddr) -> Result<(), LimitError> {
+        self.check(ORDER_ADDRESS, &address.to_string()).await?;
+        self.check(ORDER_MEMBER, member).await
+    }
+
     /// A change of `member`'s phone from `address`. The answer tells whether the number is
     /// registered to someone else, so it costs what a sign-up from that address costs, and is
     /// limited per member too.
@@ -470,6 +483,16 @@ fn rates(limits: &RateLimits) -> [Rate; RATES] {
         name: "phone_change_member",
         burst: limits.phone_changes_per_member_per_hour,
         window: HOUR,
+    };
+    rates[ORDER_MEMBER] = Rate {
+        name: "order_member",
+        burst: limits.orders_per_member_per_minute,
+        window: MINUTE,
+    };
+    rates[ORDER_ADDRESS] = Rate {
+        name: "order_address",
+        burst: limits.orders_per_address_per_minute,
+        window: MINUTE,
     };
     rates
 }

@@ -20,6 +20,8 @@ pub(crate) struct RawSettings {
     pub(crate) resends_per_address_per_hour: u32,
     pub(crate) resends_per_member_per_hour: u32,
     pub(crate) phone_changes_per_member_per_hour: u32,
+    pub(crate) orders_per_member_per_minute: u32,
+    pub(crate) orders_per_address_per_minute: u32,
 }
 
 impl Default for RawSettings {
@@ -34,6 +36,8 @@ impl Default for RawSettings {
             resends_per_address_per_hour: 5,
             resends_per_member_per_hour: 3,
             phone_changes_per_member_per_hour: 5,
+            orders_per_member_per_minute: 60,
+            orders_per_address_per_minute: 6000,
         }
     }
 }
@@ -85,6 +89,14 @@ impl RawSettings {
                 phone_changes_per_member_per_hour: rate(
                     "PHONE_CHANGES_PER_MEMBER_PER_HOUR",
                     self.phone_changes_per_member_per_hour,
+                )?,
+                orders_per_member_per_minute: rate(
+                    "ORDERS_PER_MEMBER_PER_MINUTE",
+                    self.orders_per_member_per_minute,
+                )?,
+                orders_per_address_per_minute: rate(
+                    "ORDERS_PER_ADDRESS_PER_MINUTE",
+                    self.orders_per_address_per_minute,
                 )?,
             },
         })

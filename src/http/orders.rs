@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::{AppJson, AppPath, IdempotencyKey};
+use super::extract::{AppJson, AppPath, ClientAddr, IdempotencyKey};
 use super::identity::{Auth, Basic};
 use super::problem::{Problem, SoldOutLine, catalogue};
 use super::products::actor;
@@ -156,9 +156,15 @@ fn answer(answer: Answer) -> Response {
 pub async fn place_order(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Basic>,
+    ClientAddr(client): ClientAddr,
     IdempotencyKey(key): IdempotencyKey,
     AppJson(body): AppJson<NewOrderBody>,
 ) -> Result<Response, Problem> {
+    state
+        .auth
+        .limiter
+        .order(&identity.member_id, client)
+        .await?;
     let Some(key) = key else {
         return Err(Problem::of(catalogue::IDEMPOTENCY_KEY_REQUIRED)
             .with_detail("send an Idempotency-Key, so that a retry never places a second order"));

@@ -19,7 +19,19 @@ on_both_backends!(
     the_log_refuses_an_oversell_the_stock_store_let_through,
     an_order_needs_the_product_on_sale_and_within_its_purchase_limit,
     what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_once,
+    orders_are_rate_limited_per_member,
 );
+
+/// A shop whose buyers may send many orders a minute (the tests burst from one member).
+async fn open(backend: Backend) -> Shop {
+    Shop::on(
+        crate::helpers::TestApp::spawn_with(backend, |c| {
+            c.auth.rate_limits.orders_per_member_per_minute = 100_000.try_into().unwrap();
+        })
+        .await,
+    )
+    .await
+}
 
 /// A product on sale with `units` of its first size (and none of the second).
 async fn on_sale(shop: &Shop, units: i64, limit: Option<u32>) -> (String, String, String) {
@@ -177,7 +189,7 @@ async fn stream_types(shop: &Shop, id: &str) -> Vec<String> {
 }
 
 async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backend: Backend) {
-    let shop = Shop::open(backend).await;
+    let shop = open(backend).await;
     let (product, variant, _) = on_sale(&shop, 10, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let body = order_body(&product, &variant, 2, &address, "tok_visa");
@@ -254,7 +266,7 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
 }
 
 async fn concurrent_orders_sell_exactly_the_units_there_are(backend: Backend) {
-    let shop = Arc::new(Shop::open(backend).await);
+    let shop = Arc::new(open(backend).await);
     let (product, variant, _) = on_sale(&shop, 25, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let tasks: Vec<_> = (0..120)
@@ -298,7 +310,7 @@ async fn concurrent_orders_sell_exactly_the_units_there_are(backend: Backend) {
 }
 
 async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
-    let shop = Shop::open(backend).await;
+    let shop = open(backend).await;
     let (product, variant, other_size) = on_sale(&shop, 10, None).await;
     let (other_product, other_variant, _) = on_sale(&shop, 5, None).await;
     let address = address_of(&shop, &shop.buyer).await;
@@ -398,7 +410,7 @@ async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
 async fn a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_retry(
     backend: Backend,
 ) {
-    let shop = Shop::open(backend).await;
+    let shop = open(backend).await;
     let (product, variant, _) = on_sale(&shop, 10, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let declined = order_body(&product, &variant, 3, &address, "tok_declined");
@@ -440,7 +452,7 @@ async fn a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_
 }
 
 async fn the_log_refuses_an_oversell_the_stock_store_let_through(backend: Backend) {
-    let shop = Shop::open(backend).await;
+    let shop = open(backend).await;
     let (product, variant, _) = on_sale(&shop, 1, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     // The store's counter made too high by hand, as a lost write would leave it.
@@ -498,7 +510,7 @@ async fn the_log_refuses_an_oversell_the_stock_store_let_through(backend: Backen
 }
 
 async fn an_order_needs_the_product_on_sale_and_within_its_purchase_limit(backend: Backend) {
-    let shop = Shop::open(backend).await;
+    let shop = open(backend).await;
     let (product, variant, _) = on_sale(&shop, 10, Some(2)).await;
     let address = address_of(&shop, &shop.buyer).await;
     let body = |q| order_body(&product, &variant, q, &address, "tok_visa");
@@ -569,7 +581,7 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
     backend: Backend,
 ) {
     use openrun::payment::PaymentGateway;
-    let shop = Shop::open(backend).await;
+    let shop = open(backend).await;
     let (product, variant, _) = on_sale(&shop, 10, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let buyer = openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap());
@@ -666,7 +678,7 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
 /// retry of an order placed before the flush lands on the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
-    let shop = Arc::new(Shop::open(Backend::MySql).await);
+    let shop = Arc::new(open(Backend::MySql).await);
     let (product, variant, _) = on_sale(&shop, 30, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let body = order_body(&product, &variant, 1, &address, "tok_visa");
@@ -722,4 +734,36 @@ async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
     let again = place(&shop, &shop.buyer, "before-0", &body).await;
     assert_eq!(again.status(), StatusCode::CREATED);
     assert!(placed.contains(again.json::<Value>().await.unwrap()["id"].as_str().unwrap()));
+}
+
+async fn orders_are_rate_limited_per_member(backend: Backend) {
+    let app = crate::helpers::TestApp::spawn_with(backend, |c| {
+        c.auth.rate_limits.orders_per_member_per_minute = 2.try_into().unwrap();
+    })
+    .await;
+    let shop = Shop::on(app).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    for i in 0..2 {
+        let answer = place(&shop, &shop.buyer, &format!("rate-{i}"), &body).await;
+        assert_eq!(answer.status(), StatusCode::CREATED);
+    }
+    let refused = place(&shop, &shop.buyer, "rate-2", &body).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+    // Another member has a budget of their own; nothing was held for the refused one.
+    let other = verified_member(&shop.app, 107).await;
+    let theirs = order_body(
+        &product,
+        &variant,
+        1,
+        &address_of(&shop, &other).await,
+        "tok_visa",
+    );
+    assert_eq!(
+        place(&shop, &other, "rate-3", &theirs).await.status(),
+        StatusCode::CREATED
+    );
+    wait_for_units(&shop, &variant, 7).await;
 }

@@ -26,6 +26,8 @@ fn limits() -> RateLimits {
         resends_per_address_per_hour: n(1),
         resends_per_member_per_hour: n(2),
         phone_changes_per_member_per_hour: n(1),
+        orders_per_member_per_minute: n(2),
+        orders_per_address_per_minute: n(100),
     }
 }
 
