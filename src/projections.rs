@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use openrun_projections::Projection;
+use openrun_projections::orders::Orders;
 use openrun_projections::runner::{self, RunnerConfig};
 use openrun_projections::schedule::Schedule;
 use openrun_projections::store::{self, Tables};
@@ -16,7 +17,7 @@ use crate::eventstore::{EventStore, LogSource};
 
 /// Every projection, by name.
 pub fn registry() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Streams), Arc::new(Schedule)]
+    vec![Arc::new(Streams), Arc::new(Schedule), Arc::new(Orders)]
 }
 
 /// The projection called `name`.

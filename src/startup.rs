@@ -107,6 +107,7 @@ impl Application {
             crate::payment::sandbox::SandboxGateway::new(db.clone(), Arc::clone(&clock)),
         );
         let orders = Arc::new(crate::orders::Orders::new(
+            db.clone(),
             commands.clone(),
             Arc::clone(&catalog),
             Arc::clone(&stock),

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod log;
+pub mod orders;
 pub mod rebuild;
 pub mod runner;
 pub mod schedule;

@@ -204,6 +204,63 @@ fn new_order(body: NewOrderBody) -> Result<NewOrder, Problem> {
     })
 }
 
+/// A page of orders.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct OrderList {
+    /// The orders, newest first.
+    pub items: Vec<crate::orders::OrderSummary>,
+    /// The page (from 1).
+    pub page: u32,
+    /// Orders per page.
+    pub size: u32,
+    /// All of the caller's orders.
+    pub total: u64,
+}
+
+/// Paging of a list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// The page, from 1 (default 1).
+    #[param(minimum = 1, maximum = 100000)]
+    pub page: Option<u32>,
+    /// Orders per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub size: Option<u32>,
+}
+
+/// The caller's orders, newest first. The list follows the log: an order placed a moment ago
+/// may be missing for that moment (`GET /v1/orders/{id}` has it at once).
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = OrderList), (status = 400, body = Problem),
+    (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    Auth(identity, _): Auth<Basic>,
+    super::extract::AppQuery(query): super::extract::AppQuery<PageQuery>,
+) -> Result<Json<OrderList>, Problem> {
+    let page = query.page.unwrap_or(1);
+    let size = query.size.unwrap_or(20);
+    if !(1..=100_000).contains(&page) {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "page",
+            "1 to 100000",
+        )]));
+    }
+    if !(1..=100).contains(&size) {
+        return Err(Problem::invalid(vec![FieldError::new("size", "1 to 100")]));
+    }
+    let buyer = actor(&identity)?.member_id;
+    let (items, total) = state.orders.list(buyer, page, size).await?;
+    Ok(Json(OrderList {
+        items,
+        page,
+        size,
+        total,
+    }))
+}
+
 /// One of the caller's orders (an admin may read any).
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
@@ -225,6 +282,6 @@ pub async fn get_order(
 /// The order routes.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(place_order))
+        .routes(routes!(place_order, list_orders))
         .routes(routes!(get_order))
 }

@@ -222,9 +222,26 @@ impl OrderView {
         }
     }
 }
+/// An order in a member's list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderSummary {
+    /// The order.
+    pub id: Uuid,
+    /// Its status.
+    pub status: String,
+    /// The total, in KRW.
+    pub total: i64,
+    /// Always `KRW`.
+    pub currency: &'static str,
+    /// Lines.
+    pub line_count: u32,
+    /// When it was placed.
+    pub placed_at: DateTime<Utc>,
+}
 
 /// The order service.
 pub struct Orders {
+    db: crate::db::Database,
     commands: Commands,
     catalog: Arc<LiveCatalog>,
     stock: Arc<dyn StockStore>,
@@ -244,6 +261,7 @@ struct Checked {
 impl Orders {
     /// The order service.
     pub fn new(
+        db: crate::db::Database,
         commands: Commands,
         catalog: Arc<LiveCatalog>,
         stock: Arc<dyn StockStore>,
@@ -253,6 +271,7 @@ impl Orders {
         policy: OrderPolicy,
     ) -> Self {
         Self {
+            db,
             commands,
             catalog,
             stock,
@@ -680,6 +699,56 @@ impl Orders {
             replayed: true,
             ..answer
         })
+    }
+
+    /// A page of `buyer`'s orders, newest first, from the order summaries (which follow the
+    /// log: an order placed a moment ago may be missing for that moment), and how many there
+    /// are.
+    pub async fn list(
+        &self,
+        buyer: MemberId,
+        page: u32,
+        size: u32,
+    ) -> Result<(Vec<OrderSummary>, u64), OrderFailure> {
+        use crate::db::with_pool;
+        let table = openrun_projections::orders::TABLE;
+        let buyer = buyer.to_string();
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(size);
+        let sql = format!(
+            "SELECT order_id, status, total, line_count, placed_at FROM {table} \
+             WHERE buyer_id = ? ORDER BY position DESC LIMIT ? OFFSET ?"
+        );
+        let count = format!("SELECT COUNT(*) FROM {table} WHERE buyer_id = ?");
+        let unavailable = |e: sqlx::Error| OrderFailure::Unavailable(e.into());
+        let (rows, total): (Vec<(String, String, i64, i64, String)>, i64) = with_pool!(&self.db, pool => {
+            let rows = sqlx::query_as(&sql)
+                .bind(&buyer)
+                .bind(i64::from(size))
+                .bind(offset)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?;
+            let total = sqlx::query_scalar(&count)
+                .bind(&buyer)
+                .fetch_one(pool)
+                .await
+                .map_err(unavailable)?;
+            (rows, total)
+        });
+        let items = rows
+            .into_iter()
+            .filter_map(|(id, status, total, lines, at)| {
+                Some(OrderSummary {
+                    id: id.parse().ok()?,
+                    status,
+                    total,
+                    currency: CURRENCY,
+                    line_count: u32::try_from(lines).unwrap_or(u32::MAX),
+                    placed_at: at.parse().ok()?,
+                })
+            })
+            .collect();
+        Ok((items, u64::try_from(total).unwrap_or(0)))
     }
 
     /// The order `id` as `actor` may see it: their own, or any for an admin.

@@ -244,6 +244,52 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
         "not-found",
     )
     .await;
+    // Their list shows it once the order summaries follow the log; the stranger's is empty.
+    let started = std::time::Instant::now();
+    let list = loop {
+        let list: Value = shop
+            .send(
+                Method::GET,
+                "/v1/orders?size=10",
+                Some(&shop.buyer.access),
+                None,
+                &[],
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if list["total"] == 1 {
+            break list;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert_eq!(list["items"][0]["status"], "prepared");
+    assert_eq!(list["items"][0]["total"], 438000);
+    let theirs: Value = shop
+        .send(Method::GET, "/v1/orders", Some(&stranger.access), None, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["total"], 0);
+    for bad in ["size=0", "size=1000", "page=0", "page=x"] {
+        let refused = shop
+            .send(
+                Method::GET,
+                &format!("/v1/orders?{bad}"),
+                Some(&shop.buyer.access),
+                None,
+                &[],
+            )
+            .await;
+        assert!(refused.status().is_client_error(), "{bad}");
+    }
     // The seller's stock view counts the units sold.
     let stock: Value = shop
         .send(
