@@ -222,6 +222,9 @@ impl OrderView {
         }
     }
 }
+/// A row of the order summaries: id, status, total, lines, placed at.
+type SummaryRow = (String, String, i64, i64, String);
+
 /// An order in a member's list.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderSummary {
@@ -260,6 +263,10 @@ struct Checked {
 
 impl Orders {
     /// The order service.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a service the order path calls; built once at start-up"
+    )]
     pub fn new(
         db: crate::db::Database,
         commands: Commands,
@@ -720,7 +727,7 @@ impl Orders {
         );
         let count = format!("SELECT COUNT(*) FROM {table} WHERE buyer_id = ?");
         let unavailable = |e: sqlx::Error| OrderFailure::Unavailable(e.into());
-        let (rows, total): (Vec<(String, String, i64, i64, String)>, i64) = with_pool!(&self.db, pool => {
+        let (rows, total): (Vec<SummaryRow>, i64) = with_pool!(&self.db, pool => {
             let rows = sqlx::query_as(&sql)
                 .bind(&buyer)
                 .bind(i64::from(size))
