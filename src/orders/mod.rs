@@ -366,6 +366,15 @@ impl Orders {
             HoldOutcome::Held { .. } | HoldOutcome::Resumed { .. } => {}
             HoldOutcome::Finished(answer) => return replayed(&answer),
             HoldOutcome::InFlight => return Err(OrderFailure::InFlight),
+            // Its record says in flight but its hold is gone: the request that held it
+            // placed or closed the order (the projector counted it) without recording the
+            // answer. The log has it.
+            HoldOutcome::CheckLog => {
+                return match self.placed_before(order_id, &fingerprint).await? {
+                    Some(answer) => Ok(answer),
+                    None => Err(OrderFailure::InFlight),
+                };
+            }
             HoldOutcome::KeyReused => return Err(OrderFailure::KeyReused),
             HoldOutcome::Rebuilding => {
                 return Err(OrderFailure::Unavailable(anyhow::anyhow!(
@@ -454,29 +463,57 @@ impl Orders {
                 .await
             }
             Err(CommandError::Conflict { .. }) => {
-                self.answer_from_stream(order_id, &fingerprint).await
+                let answer = self.answer_from_stream(order_id, &fingerprint).await;
+                if matches!(answer, Err(OrderFailure::Closed)) {
+                    // A sweep closed the stream while this request was charging: the charge
+                    // goes back now (once, by its refund id), not a grace period later.
+                    self.refund_after_close(order_id).await;
+                }
+                answer
             }
             Err(CommandError::GuardRefused { counter, value }) => {
                 tracing::warn!(order = %order_id, counter, value,
                     "the log refused an oversell the stock store let through");
-                self.fence(order_id, &fingerprint, VoidReason::SoldOut)
-                    .await?;
-                Err(OrderFailure::SoldOut {
-                    short: sold_out_in_log(&request.lines, &counter, value),
-                })
+                match self
+                    .fence(order_id, &fingerprint, VoidReason::SoldOut)
+                    .await?
+                {
+                    // The stream answers (it holds an order after all).
+                    Some(answer) => Ok(answer),
+                    None => Err(OrderFailure::SoldOut {
+                        short: sold_out_in_log(&request.lines, &counter, value),
+                    }),
+                }
             }
             Err(CommandError::OutcomeUnknown(e)) => {
                 tracing::error!(order = %order_id, error = %e, "an order's commit was lost; fencing it");
-                self.fence(order_id, &fingerprint, VoidReason::CommitLost)
-                    .await?;
-                Err(OrderFailure::Closed)
+                match self
+                    .fence(order_id, &fingerprint, VoidReason::CommitLost)
+                    .await
+                {
+                    // Not placed: closed, the charge refunded.
+                    Ok(None) => Err(OrderFailure::Closed),
+                    // Placed after all (or declined before): the stream's answer.
+                    Ok(Some(answer)) => Ok(answer),
+                    Err(OrderFailure::Closed) => Err(OrderFailure::Closed),
+                    // Still unknown: never "not placed". A retry with the same key re-runs
+                    // the version-0 fence and learns which.
+                    Err(_) => {
+                        self.keep_hold_for_retry(order_id).await;
+                        Err(OrderFailure::OutcomeUnknown)
+                    }
+                }
             }
             Err(CommandError::Rejected(e)) => {
                 // Checked above; a refusal here is a bug, and the charge goes back.
                 tracing::error!(order = %order_id, error = %e, "the domain refused a checked order");
-                self.fence(order_id, &fingerprint, VoidReason::CommitLost)
-                    .await?;
-                Err(OrderFailure::invalid("lines", e.to_string()))
+                match self
+                    .fence(order_id, &fingerprint, VoidReason::CommitLost)
+                    .await?
+                {
+                    Some(answer) => Ok(answer),
+                    None => Err(OrderFailure::invalid("lines", e.to_string())),
+                }
             }
             Err(CommandError::Store(e)) => {
                 // Not written: the hold and the charge stay for a retry with the same key
@@ -586,23 +623,31 @@ impl Orders {
         }
     }
 
-    /// Closes a stream that must not hold an order: if the close commits, the charge is
-    /// refunded (the counter projector gives the hold back when it applies the close);
-    /// otherwise the stream is answered from.
+    /// Closes a stream that must not hold an order. `None` when this call closed it (the
+    /// charge is refunded, and the counter projector gives the hold back when it applies the
+    /// close); otherwise the answer the stream records (an order placed after all, a
+    /// decline), or [`OrderFailure::Closed`] when something else closed it.
     async fn fence(
         &self,
         order_id: OrderId,
         fingerprint: &str,
         reason: VoidReason,
-    ) -> Result<(), OrderFailure> {
-        match self.void(order_id, reason).await {
-            Ok(true) => Ok(()),
-            Ok(false) => match self.answer_from_stream(order_id, fingerprint).await {
-                // Placed after all: the caller's failure does not stand.
-                Ok(_) | Err(OrderFailure::Closed) => Ok(()),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+    ) -> Result<Option<Answer>, OrderFailure> {
+        if self.void(order_id, reason).await? {
+            return Ok(None);
+        }
+        let answer = self.answer_from_stream(order_id, fingerprint).await;
+        if matches!(answer, Err(OrderFailure::Closed)) {
+            self.refund_after_close(order_id).await;
+        }
+        answer.map(Some)
+    }
+
+    /// Refunds the charge of an order whose stream is closed, or leaves it to the charge
+    /// sweep when the gateway cannot be reached.
+    async fn refund_after_close(&self, order_id: OrderId) {
+        if let Err(e) = self.refund_void(order_id).await {
+            tracing::warn!(order = %order_id, error = %e, "a closed order's charge is left to the charge sweep");
         }
     }
 
@@ -627,9 +672,9 @@ impl Orders {
             .await
         {
             Ok(_) => {
-                self.refund_void(order_id).await?;
-                // A retry with the same key is told so at once.
+                // A retry with the same key is told so at once, whatever the refund does.
                 self.finish(order_id, closed_answer(reason)).await?;
+                self.refund_after_close(order_id).await;
                 Ok(true)
             }
             Err(CommandError::Conflict { .. }) => Ok(false),

@@ -78,16 +78,26 @@ impl Sweeper {
     /// One round of both sweeps; returns how many holds and charges it settled.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
         let mut settled = 0;
+        // One item that fails (its refund, its stream) is logged and tried again next round;
+        // it never stops the items after it.
         let before = self.stock.now().await? - self.grace;
         for hold in self.stock.stale_holds(before, ROUND).await? {
-            if self.settle_hold(hold.order_id).await? {
-                settled += 1;
+            match self.settle_hold(hold.order_id).await {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(order = %hold.order_id, error = format!("{e:#}"), "a stale hold could not be settled")
+                }
             }
         }
         let before = self.clock.now() - self.grace;
         for charge in self.gateway.unsettled(before, ROUND).await? {
-            if self.settle_charge(charge.order_id).await? {
-                settled += 1;
+            match self.settle_charge(charge.order_id).await {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(order = %charge.order_id, error = format!("{e:#}"), "a charge could not be settled")
+                }
             }
         }
         if settled > 0 {
@@ -109,34 +119,34 @@ impl Sweeper {
     }
 
     async fn settle_hold(&self, order_id: OrderId) -> anyhow::Result<bool> {
-        if self
-            .orders
-            .void(order_id, VoidReason::Abandoned)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            tracing::info!(order = %order_id, "an abandoned hold was closed");
-            return Ok(true);
-        }
+        // The log first: a placed or closed order needs no append (a conflicting close on
+        // every placed order would cost every process an append per order).
+        let first = match self.first(order_id).await? {
+            Some(first) => Some(first),
+            None if self.void(order_id, VoidReason::Abandoned).await? => {
+                tracing::info!(order = %order_id, "an abandoned hold was closed");
+                return Ok(true);
+            }
+            None => self.first(order_id).await?,
+        };
         // The stream has an order or a close: the hold is a leftover once the projector
         // passed it (until then the projector settles it itself).
-        match self.first(order_id).await? {
+        match first {
             Some((_, position)) => Ok(self.stock.release_leftover(order_id, position).await?),
             None => Ok(false),
         }
     }
 
     async fn settle_charge(&self, order_id: OrderId) -> anyhow::Result<bool> {
-        if self
-            .orders
-            .void(order_id, VoidReason::OrphanedCharge)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            tracing::info!(order = %order_id, "a charge with no order was refunded");
-            return Ok(true);
-        }
-        match self.first(order_id).await? {
+        let first = match self.first(order_id).await? {
+            Some(first) => Some(first),
+            None if self.void(order_id, VoidReason::OrphanedCharge).await? => {
+                tracing::info!(order = %order_id, "a charge with no order was refunded");
+                return Ok(true);
+            }
+            None => self.first(order_id).await?,
+        };
+        match first {
             Some((event_type, _)) if event_type == "OrderPlaced" => {
                 self.gateway.settle(order_id).await?;
                 Ok(true)
@@ -151,5 +161,12 @@ impl Sweeper {
             }
             None => Ok(false),
         }
+    }
+
+    async fn void(&self, order_id: OrderId, reason: VoidReason) -> anyhow::Result<bool> {
+        self.orders
+            .void(order_id, reason)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -127,14 +127,20 @@ impl StockStore for MemoryStockStore {
             if record.fingerprint != request.fingerprint {
                 return Ok(HoldOutcome::KeyReused);
             }
-            return Ok(match &record.step {
-                Step::Done(answer) => HoldOutcome::Finished(answer.clone()),
-                Step::Held => HoldOutcome::InFlight,
-                Step::Retry => {
-                    record.step = Step::Held;
-                    HoldOutcome::Resumed { at: now }
-                }
-            });
+            if let Step::Done(answer) = &record.step {
+                return Ok(HoldOutcome::Finished(answer.clone()));
+            }
+            let retry = matches!(record.step, Step::Retry);
+            record.step = Step::Held;
+            let Some(hold) = state.holds.get_mut(&request.order_id) else {
+                return Ok(HoldOutcome::CheckLog);
+            };
+            if !retry {
+                return Ok(HoldOutcome::InFlight);
+            }
+            // The hold is fresh again: the sweeps measure its age from this retry.
+            hold.at = now;
+            return Ok(HoldOutcome::Resumed { at: now });
         }
         let Some(epoch) = state.current_epoch().map(str::to_owned) else {
             return Ok(HoldOutcome::Rebuilding);
@@ -236,19 +242,15 @@ impl StockStore for MemoryStockStore {
                 CounterChange::Supply { variant_id, delta } => {
                     *state.available.entry(*variant_id).or_default() += delta;
                 }
+                // Its hold gives back what it counted (of the current epoch only), and the
+                // order takes what it sold: a hold of other lines leaves no counter wrong.
                 CounterChange::Placed {
                     order_id,
                     buyer,
                     lines,
                 } => {
-                    let counted = state
-                        .holds
-                        .get(order_id)
-                        .is_some_and(|h| h.epoch == batch.epoch);
-                    state.holds.remove(order_id);
-                    if !counted {
-                        state.take(*buyer, lines, 1);
-                    }
+                    state.release(*order_id);
+                    state.take(*buyer, lines, 1);
                 }
                 CounterChange::Closed { order_id } => state.release(*order_id),
                 CounterChange::GivenBack { buyer, lines } => state.take(*buyer, lines, -1),
@@ -290,6 +292,21 @@ impl StockStore for MemoryStockStore {
             epoch: epoch.clone(),
         });
         Ok(Some(epoch))
+    }
+
+    async fn extend_rebuild(
+        &self,
+        epoch: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StockStoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        if !matches!(&state.meta, Some(Meta::Rebuilding { epoch: e }) if e == epoch) {
+            return Ok(false);
+        }
+        state.lease_until =
+            Some(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30)));
+        Ok(true)
     }
 
     async fn finish_rebuild(

@@ -10,8 +10,9 @@
 //! - The counters are a projection of the log with one owner, the counter projector
 //!   ([`projector`]): it applies the log in batches through [`StockStore::apply`], which skips
 //!   nothing and applies nothing twice (the batch names the watermark it follows). An
-//!   `OrderPlaced` whose hold is of the current epoch was counted when it was held; any other
-//!   takes its units then. A closed order (declined or voided) gives its hold back.
+//!   `OrderPlaced` releases its order's hold (which gives back what it took, when it is of
+//!   the current epoch) and takes the units it sold, so each order counts once whatever its
+//!   hold held. A closed order (declined or voided) gives its hold back.
 //! - When the store lost its data (the meta key, the sentinel, is gone: a flush, a restart
 //!   without persistence, a failover to an empty primary), one process under a lease starts a
 //!   new epoch, folds the log up to its head and installs every counter at once
@@ -92,6 +93,9 @@ pub enum HoldOutcome {
     },
     /// The same order is being placed by another request.
     InFlight,
+    /// The record says in flight but the order's hold is gone: the order was placed or
+    /// closed and its answer never recorded. Read the log.
+    CheckLog,
     /// The order was answered before: the stored answer.
     Finished(String),
     /// The key was used for another body.
@@ -247,6 +251,14 @@ pub trait StockStore: Send + Sync + 'static {
         &self,
         lease: std::time::Duration,
     ) -> Result<Option<String>, StockStoreError>;
+
+    /// Extends the lease of the rebuild of `epoch` by `lease` from now; false when the rebuild
+    /// lost it (another process rebuilds now).
+    async fn extend_rebuild(
+        &self,
+        epoch: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StockStoreError>;
 
     /// Installs the counters of `epoch`, folded from the log up to `watermark`, and opens the
     /// store again. False when the epoch is not the current one any more (the lease was lost).

@@ -248,6 +248,11 @@ impl CounterProjector {
                 }
             }
             after = last;
+            // A long log takes long: the lease follows the work, page by page.
+            if !self.store.extend_rebuild(&epoch, REBUILD_LEASE).await? {
+                tracing::warn!(epoch, "another process took over the rebuild");
+                return Ok(false);
+            }
         }
         let levels = Levels {
             available: available.into_iter().collect(),

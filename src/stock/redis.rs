@@ -146,6 +146,7 @@ impl StockStore for RedisStockStore {
                 at: instant(answer.get(1).map_or("", String::as_str))?,
             },
             Some("in_flight") => HoldOutcome::InFlight,
+            Some("check_log") => HoldOutcome::CheckLog,
             Some("finished") => HoldOutcome::Finished(answer.get(1).cloned().unwrap_or_default()),
             Some("key_reused") => HoldOutcome::KeyReused,
             Some("rebuilding") => HoldOutcome::Rebuilding,
@@ -287,6 +288,24 @@ impl StockStore for RedisStockStore {
             .await
             .map_err(anyhow::Error::from)?;
         Ok((begun == 1).then_some(epoch))
+    }
+
+    async fn extend_rebuild(
+        &self,
+        epoch: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StockStoreError> {
+        let extended: i64 = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+             return redis.call('PEXPIRE', KEYS[1], ARGV[2])",
+        )
+        .key(self.key("lease"))
+        .arg(epoch)
+        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(anyhow::Error::from)?;
+        Ok(extended == 1)
     }
 
     async fn finish_rebuild(

@@ -20,6 +20,7 @@ on_both_backends!(
     an_order_needs_the_product_on_sale_and_within_its_purchase_limit,
     what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_once,
     orders_are_rate_limited_per_member,
+    a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order,
 );
 
 /// A shop whose buyers may send many orders a minute (the tests burst from one member).
@@ -812,4 +813,182 @@ async fn orders_are_rate_limited_per_member(backend: Backend) {
         StatusCode::CREATED
     );
     wait_for_units(&shop, &variant, 7).await;
+}
+
+/// The log, losing the answer of every order append while `lose` is set: the append commits,
+/// the caller is told its outcome is unknown.
+struct LosingLog {
+    inner: Arc<dyn openrun::eventstore::EventStore>,
+    lose: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl openrun::eventstore::EventStore for LosingLog {
+    async fn append_moving(
+        &self,
+        stream: openrun::eventstore::StreamRef,
+        expected: openrun::eventstore::ExpectedVersion,
+        events: Vec<openrun::eventstore::EventData>,
+        metadata: openrun::eventstore::Metadata,
+        counters: Vec<openrun::eventstore::CounterMove>,
+    ) -> Result<openrun::eventstore::Appended, openrun::eventstore::EventStoreError> {
+        let order = stream.stream_type == "order";
+        let result = self
+            .inner
+            .append_moving(stream, expected, events, metadata, counters)
+            .await;
+        if order && self.lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(openrun::eventstore::EventStoreError::OutcomeUnknown(
+                Arc::new(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "lost",
+                ))),
+            ));
+        }
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &openrun::eventstore::StreamRef,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<openrun::eventstore::RecordedEvent>, openrun::eventstore::EventStoreError> {
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+
+    async fn read_streams(
+        &self,
+        streams: &[openrun::eventstore::StreamRef],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<openrun::eventstore::RecordedEvent>, openrun::eventstore::EventStoreError> {
+        self.inner.read_streams(streams, after, limit).await
+    }
+
+    async fn read_all_bounded(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<openrun::eventstore::RecordedEvent>, openrun::eventstore::EventStoreError> {
+        self.inner.read_all_bounded(after, limit, max_bytes).await
+    }
+
+    async fn head_position(&self) -> Result<u64, openrun::eventstore::EventStoreError> {
+        self.inner.head_position().await
+    }
+
+    async fn counters(
+        &self,
+        names: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, openrun::eventstore::EventStoreError> {
+        self.inner.counters(names).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+
+    async fn shutdown(&self) {}
+}
+
+/// The commit of `OrderPlaced` goes through but its answer is lost: the fence (a close at
+/// version 0) conflicts, and the stream answers 201, never "closed" (a second charge would
+/// follow). And a process that died after the append, before recording its answer, leaves
+/// a record "in flight" whose hold the projector took: the retry is answered from the log.
+async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backend: Backend) {
+    use openrun::payment::PaymentGateway;
+    let shop = open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let state = &shop.app.state;
+    let log = Arc::new(LosingLog {
+        inner: Arc::clone(&shop.app.events),
+        lose: std::sync::atomic::AtomicBool::new(true),
+    });
+    let commands = openrun::commands::Commands::new(log.clone(), openrun::clock::system());
+    let orders = openrun::orders::Orders::new(
+        shop.app.db.clone(),
+        commands,
+        Arc::clone(&state.catalog),
+        Arc::clone(&state.stock),
+        Arc::new(gateway(&shop)),
+        Arc::clone(&state.members),
+        openrun::clock::system(),
+        openrun_domain::OrderPolicy::default(),
+    );
+    let buyer = openrun_domain::Actor::new(
+        openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap()),
+        openrun_domain::Role::Basic,
+    );
+    let request = openrun::orders::NewOrder {
+        lines: vec![openrun::orders::NewLine {
+            product_id: openrun_domain::ProductId::from_uuid(product.parse().unwrap()),
+            variant_id: openrun_domain::VariantId::from_uuid(variant.parse().unwrap()),
+            quantity: 1,
+        }],
+        address_id: address.parse().unwrap(),
+        method: "sandbox".into(),
+        token: "tok_visa".into(),
+    };
+    let answer = orders.place(buyer, "lost", request.clone()).await.unwrap();
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let id = openrun::orders::Orders::order_id(buyer.member_id, "lost");
+    assert_eq!(stream_types(&shop, &id.to_string()).await, ["OrderPlaced"]);
+    let charge = gateway(&shop).charge_of(id).await.unwrap().unwrap();
+    assert_eq!(
+        charge.refunded.minor(),
+        0,
+        "a placed order keeps its charge"
+    );
+
+    // Died after the append: held, appended, never finished.
+    let died = openrun::orders::Orders::order_id(buyer.member_id, "died");
+    let hold = openrun::stock::HoldRequest {
+        order_id: died,
+        buyer: buyer.member_id,
+        fingerprint: openrun::orders::fingerprint(&request),
+        lines: vec![openrun::stock::HoldLine {
+            product_id: request.lines[0].product_id,
+            variant_id: request.lines[0].variant_id,
+            quantity: 1,
+        }],
+        terms: vec![],
+    };
+    assert!(matches!(
+        state.stock.hold(&hold).await.unwrap(),
+        openrun::stock::HoldOutcome::Held { .. }
+    ));
+    let placing = openrun_domain::order::OrderCommand::Place {
+        actor: buyer,
+        order_id: died,
+        lines: vec![openrun_domain::order::LineItem {
+            product_id: request.lines[0].product_id,
+            variant_id: request.lines[0].variant_id,
+            quantity: 1,
+            unit_price: openrun_domain::Money::from_minor(219000),
+        }],
+        shipping_address: openrun_domain::order::SealedAddress("sealed".into()),
+        payment: openrun_domain::order::Payment {
+            method: "sandbox".into(),
+            reference: "ch_died".into(),
+            amount: openrun_domain::Money::from_minor(219000),
+        },
+        policy: openrun_domain::OrderPolicy::default(),
+        fingerprint: openrun::orders::fingerprint(&request),
+    };
+    state
+        .commands
+        .create::<openrun_domain::order::Order>(&died.to_string(), placing, Default::default())
+        .await
+        .unwrap();
+    wait_for_projector(&shop).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let retry = place(&shop, &shop.buyer, "died", &body).await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.json::<Value>().await.unwrap()["id"], died.to_string());
+    wait_for_units(&shop, &variant, 8).await;
+    audit_passes(&shop).await;
 }

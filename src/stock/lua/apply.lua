@@ -21,15 +21,13 @@ while i <= #ARGV do
     redis.call('HINCRBY', avail_key, ARGV[i + 1], ARGV[i + 2])
     i = i + 3
   elseif kind == 'P' then
+    -- Its hold (whatever it holds, of whichever epoch) gives back what it counted, and the
+    -- order takes what it sold: a hold of other lines (a retry with another body after a
+    -- flush) leaves no counter wrong.
     local order, buyer, n = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    local hold_key = base .. 'h:' .. order
-    local held = redis.call('HGET', hold_key, 'epoch')
-    if held then
-      redis.call('DEL', hold_key)
-      redis.call('ZREM', holds_key, order)
-    end
+    release(order, epoch)
     i = i + 4
-    if held == epoch then i = i + 3 * n else units(buyer, n, 1) end
+    units(buyer, n, 1)
   elseif kind == 'C' then
     release(ARGV[i + 1], epoch)
     i = i + 2

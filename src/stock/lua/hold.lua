@@ -8,8 +8,13 @@ local record = redis.call('HMGET', record_key, 'fp', 'step', 'answer')
 if record[1] then
   if record[1] ~= fingerprint then return {'key_reused'} end
   if record[2] == 'done' then return {'finished', record[3]} end
+  local hold_key = base .. 'h:' .. order
+  if redis.call('EXISTS', hold_key) == 0 then return {'check_log'} end
   if record[2] == 'retry' then
+    -- The hold is fresh again: the sweeps measure its age from this retry.
     redis.call('HSET', record_key, 'step', 'held')
+    redis.call('HSET', hold_key, 'at', now)
+    redis.call('ZADD', holds_key, now, order)
     return {'resumed', tostring(now)}
   end
   return {'in_flight'}
