@@ -219,6 +219,7 @@ pub struct OrderList {
 
 /// Paging of a list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// The page, from 1 (default 1).
@@ -234,7 +235,8 @@ pub struct PageQuery {
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, body = OrderList), (status = 400, body = Problem),
-    (status = 401, body = Problem), (status = 403, body = Problem)))]
+    (status = 401, body = Problem), (status = 403, body = Problem),
+    (status = 422, body = Problem, description = "A page or size out of range")))]
 pub async fn list_orders(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Basic>,

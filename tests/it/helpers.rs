@@ -481,14 +481,33 @@ impl TestApp {
 /// Removes what the test made outside its database, even when the test panicked.
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // A test that panicked never stopped its server: stop it now, so that its workers
+        // (the counter projector would build the stock counters again) stop writing.
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
         if self.backend == Backend::MySql {
             let prefix = self.config.redis.key_prefix.clone();
-            // Drop may run inside the test's runtime; a thread of its own may block.
+            // Drop may run inside the test's runtime; a thread of its own may block. Keys a
+            // worker still wrote while it stopped are deleted too: until none are left over
+            // a quiet tenth of a second (5 s at most).
             let _ = std::thread::spawn(move || {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map(|rt| rt.block_on(delete_redis_keys(&prefix)))
+                    .map(|rt| {
+                        rt.block_on(async {
+                            let started = std::time::Instant::now();
+                            while delete_redis_keys(&prefix).await > 0
+                                && started.elapsed() < std::time::Duration::from_secs(5)
+                            {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                        })
+                    })
             })
             .join();
         }
@@ -498,8 +517,8 @@ impl Drop for TestApp {
     }
 }
 
-/// Deletes every key under `prefix` (a test's own).
-pub async fn delete_redis_keys(prefix: &str) {
+/// Deletes every key under `prefix` (a test's own); returns how many there were.
+pub async fn delete_redis_keys(prefix: &str) -> usize {
     let client = redis::Client::open(REDIS_URL).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -509,11 +528,12 @@ pub async fn delete_redis_keys(prefix: &str) {
         .unwrap();
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL")
-            .arg(keys)
+            .arg(&keys)
             .query_async(&mut conn)
             .await
             .unwrap();
     }
+    keys.len()
 }
 
 /// Runs `$body` with `$pool` bound to the test database's pool, whichever backend it is.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -991,4 +992,206 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
     assert_eq!(retry.json::<Value>().await.unwrap()["id"], died.to_string());
     wait_for_units(&shop, &variant, 8).await;
     audit_passes(&shop).await;
+}
+
+/// Two service processes on one MariaDB and one Redis sell one product between them: the
+/// sale opens at the same instant on both (judged on Redis's clock), no unit is sold twice,
+/// and the audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_mariadb_and_redis_sell_out_one_product_between_them() {
+    use chrono::SubsecRound;
+    use openrun::commands::Commands;
+    use openrun_domain::product::{NewVariant, ProductCommand, ProductStatus};
+    use openrun_domain::stock::StockCommand;
+    use openrun_domain::{
+        Actor, CategoryId, MemberId, Money, ProductId, Role, ScheduleId, VariantId,
+    };
+    let test_db = crate::helpers::TestDb::new(Backend::MySql).await;
+    let prefix = format!("{}:", crate::helpers::random_name("openrun_test_"));
+    let dir = std::env::temp_dir().join(crate::helpers::random_name("openrun_two_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.toml");
+    let command = |log: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"));
+        command
+            .current_dir(&dir)
+            .env("DATABASE_URL", &test_db.url)
+            .env("REDIS_URL", crate::helpers::REDIS_URL)
+            .env("REDIS_KEY_PREFIX", &prefix)
+            .env("OPENRUN_KEYS_FILE", &keys)
+            .env("ORDERS_PER_MEMBER_PER_MINUTE", "100000")
+            .env("RUST_LOG", "warn,openrun::startup=info");
+        (command, dir.join(log))
+    };
+    let (a_command, a_log) = command("a.log");
+    let (mut a, a_addr) = crate::helpers::spawn_serving(a_command, &a_log);
+    let (b_command, b_log) = command("b.log");
+    let (mut b, b_addr) = crate::helpers::spawn_serving(b_command, &b_log);
+    let client = reqwest::Client::new();
+    // Buyers: admins made with the command line (verified, with the processes' keys), each
+    // with an address, signed in on process a (the token is good on b: one key file).
+    let mut buyers = Vec::new();
+    for n in 0..3 {
+        let login = format!("buyer{n}");
+        let made = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"))
+            .args([
+                "admin",
+                "create",
+                "--login-id",
+                &login,
+                "--email",
+                &format!("{login}@example.com"),
+            ])
+            .current_dir(&dir)
+            .env("DATABASE_URL", &test_db.url)
+            .env("OPENRUN_KEYS_FILE", &keys)
+            .env("OPENRUN_ADMIN_PASSWORD", crate::members::PASSWORD)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let signed_in: Value = client
+            .post(format!("http://{a_addr}/v1/auth/login"))
+            .json(&json!({"login_id": login, "password": crate::members::PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = signed_in["access_token"].as_str().unwrap().to_owned();
+        let address: Value = client
+            .post(format!("http://{a_addr}/v1/members/me/addresses"))
+            .bearer_auth(&token)
+            .json(&json!({"line1": "서울시 강남구 테헤란로 1", "line2": "2층", "postal_code": "06236"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        buyers.push((token, address["id"].as_str().unwrap().to_owned()));
+    }
+    // The product: 40 units, on sale at `t`.
+    let db = test_db.connect().await;
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let commands = Commands::new(Arc::clone(&events), openrun::clock::system());
+    let seller = Actor::new(MemberId::from_uuid(uuid::Uuid::now_v7()), Role::Seller);
+    let product = ProductId::from_uuid(uuid::Uuid::now_v7());
+    let variant = VariantId::from_uuid(uuid::Uuid::now_v7());
+    let id = product.to_string();
+    let meta = openrun::eventstore::Metadata::default();
+    let register = ProductCommand::Register {
+        actor: seller,
+        product_id: product,
+        category_id: CategoryId::from_uuid(uuid::Uuid::now_v7()),
+        name: "Two-process sell-out".into(),
+        description: String::new(),
+        price: Money::from_minor(99_000),
+        variants: vec![NewVariant {
+            variant_id: variant,
+            label: "270".into(),
+        }],
+        purchase_limit: None,
+    };
+    commands
+        .create::<openrun_domain::product::Product>(&id, register, meta.clone())
+        .await
+        .unwrap();
+    let add = StockCommand::Add {
+        actor: seller,
+        owner: seller.member_id,
+        quantity: 40,
+        request_id: None,
+    };
+    commands
+        .stock(&variant.to_string(), add, meta.clone())
+        .await
+        .unwrap();
+    let waiting = ProductCommand::ChangeStatus {
+        actor: seller,
+        to: ProductStatus::Waiting,
+        reason: None,
+    };
+    commands.product(&id, waiting, meta.clone()).await.unwrap();
+    let t = Utc::now().trunc_subsecs(0) + chrono::Duration::seconds(12);
+    let schedule = ProductCommand::ScheduleStatusChange {
+        actor: seller,
+        schedule_id: ScheduleId::from_uuid(uuid::Uuid::now_v7()),
+        to: ProductStatus::OnSale,
+        due_at: t,
+    };
+    commands.product(&id, schedule, meta).await.unwrap();
+    let order = |addr: std::net::SocketAddr, buyer: usize, key: String| {
+        let (client, buyers, id) = (client.clone(), buyers.clone(), id.clone());
+        async move {
+            let (token, address) = &buyers[buyer];
+            let body = json!({
+                "lines": [{"product_id": id, "variant_id": variant.to_string(), "quantity": 1}],
+                "address_id": address,
+                "payment": {"method": "sandbox", "token": "tok_visa"},
+            });
+            let answer = client
+                .post(format!("http://{addr}/v1/orders"))
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            (status, answer.json::<Value>().await.unwrap())
+        }
+    };
+    // Just before the instant, neither process sells (once both know the product).
+    tokio::time::sleep(
+        ((t - chrono::Duration::milliseconds(1500)) - Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
+    .await;
+    for (i, addr) in [a_addr, b_addr].into_iter().enumerate() {
+        let (status, body) = order(addr, i, format!("early-{i}")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["type"], "/problems/not-on-sale", "{body}");
+    }
+    // From the instant, 120 orders over both processes: exactly the 40 units go.
+    tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await;
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a_addr } else { b_addr };
+            tokio::spawn(order(addr, i % 3, format!("drop-{i}")))
+        })
+        .collect();
+    let mut placed = std::collections::HashSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (StatusCode::CREATED, body) => {
+                assert!(placed.insert(body["id"].as_str().unwrap().to_owned()));
+            }
+            (StatusCode::CONFLICT, body) => {
+                assert_eq!(body["type"], "/problems/sold-out", "{body}")
+            }
+            (status, body) => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(
+        placed.len(),
+        40,
+        "exactly the supply, between both processes"
+    );
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let checks = openrun::ops::audit(&db, events.as_ref()).await.unwrap();
+    let failed: Vec<_> = checks.iter().filter(|c| !c.violations.is_empty()).collect();
+    assert!(failed.is_empty(), "the audit failed: {failed:?}");
+    events.shutdown().await;
+    crate::helpers::delete_redis_keys(&prefix).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
