@@ -994,159 +994,242 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
     audit_passes(&shop).await;
 }
 
+/// Service processes of one shop (one MariaDB, one Redis prefix, one key file), started as
+/// an operator starts them, with buyers made on the command line.
+struct Processes {
+    test_db: crate::helpers::TestDb,
+    prefix: String,
+    dir: std::path::PathBuf,
+    client: reqwest::Client,
+}
+
+impl Processes {
+    async fn new() -> Self {
+        let dir = std::env::temp_dir().join(crate::helpers::random_name("openrun_procs_"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            test_db: crate::helpers::TestDb::new(Backend::MySql).await,
+            prefix: format!("{}:", crate::helpers::random_name("openrun_test_")),
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"));
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env("DATABASE_URL", &self.test_db.url)
+            .env("REDIS_URL", crate::helpers::REDIS_URL)
+            .env("REDIS_KEY_PREFIX", &self.prefix)
+            .env("OPENRUN_KEYS_FILE", self.dir.join("keys.toml"))
+            .env("ORDERS_PER_MEMBER_PER_MINUTE", "100000")
+            // The sweeps wait three request deadlines: 3 s here.
+            .env("HTTP_REQUEST_TIMEOUT_SECS", "1")
+            .env("RUST_LOG", "warn,openrun::startup=info");
+        command
+    }
+
+    /// One more serving process, once it serves.
+    fn serve(&self, name: &str) -> (std::process::Child, std::net::SocketAddr) {
+        let command = self.command(&["serve"]);
+        crate::helpers::spawn_serving(command, &self.dir.join(format!("{name}.log")))
+    }
+
+    /// `n` buyers (admins made on the command line, verified), each signed in on `addr` and
+    /// with an address: `(token, address id)`.
+    async fn buyers(&self, addr: std::net::SocketAddr, n: usize) -> Vec<(String, String)> {
+        let mut buyers = Vec::new();
+        for i in 0..n {
+            let login = format!("buyer{i}");
+            let made = self
+                .command(&[
+                    "admin",
+                    "create",
+                    "--login-id",
+                    &login,
+                    "--email",
+                    &format!("{login}@example.com"),
+                ])
+                .env("OPENRUN_ADMIN_PASSWORD", crate::members::PASSWORD)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            let signed_in: Value = self
+                .client
+                .post(format!("http://{addr}/v1/auth/login"))
+                .json(&json!({"login_id": login, "password": crate::members::PASSWORD}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let token = signed_in["access_token"].as_str().unwrap().to_owned();
+            let address: Value = self
+                .client
+                .post(format!("http://{addr}/v1/members/me/addresses"))
+                .bearer_auth(&token)
+                .json(&json!({"line1": "서울시 강남구 테헤란로 1", "line2": "2층", "postal_code": "06236"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            buyers.push((token, address["id"].as_str().unwrap().to_owned()));
+        }
+        buyers
+    }
+
+    /// A product with `units` of one size, waiting, opening at `opens` (now when `None`);
+    /// returns it and its size.
+    async fn product(
+        &self,
+        units: i64,
+        opens: Option<chrono::DateTime<Utc>>,
+    ) -> (openrun_domain::ProductId, openrun_domain::VariantId) {
+        use openrun::commands::Commands;
+        use openrun_domain::product::{NewVariant, ProductCommand, ProductStatus};
+        use openrun_domain::stock::StockCommand;
+        use openrun_domain::{
+            Actor, CategoryId, MemberId, Money, ProductId, Role, ScheduleId, VariantId,
+        };
+        let db = self.test_db.connect().await;
+        let events = openrun::eventstore::open(&db, &Default::default());
+        let commands = Commands::new(Arc::clone(&events), openrun::clock::system());
+        let seller = Actor::new(MemberId::from_uuid(uuid::Uuid::now_v7()), Role::Seller);
+        let product = ProductId::from_uuid(uuid::Uuid::now_v7());
+        let variant = VariantId::from_uuid(uuid::Uuid::now_v7());
+        let id = product.to_string();
+        let meta = openrun::eventstore::Metadata::default();
+        let register = ProductCommand::Register {
+            actor: seller,
+            product_id: product,
+            category_id: CategoryId::from_uuid(uuid::Uuid::now_v7()),
+            name: "Processes".into(),
+            description: String::new(),
+            price: Money::from_minor(99_000),
+            variants: vec![NewVariant {
+                variant_id: variant,
+                label: "270".into(),
+            }],
+            purchase_limit: None,
+        };
+        commands
+            .create::<openrun_domain::product::Product>(&id, register, meta.clone())
+            .await
+            .unwrap();
+        let add = StockCommand::Add {
+            actor: seller,
+            owner: seller.member_id,
+            quantity: units,
+            request_id: None,
+        };
+        commands
+            .stock(&variant.to_string(), add, meta.clone())
+            .await
+            .unwrap();
+        let to = |status| ProductCommand::ChangeStatus {
+            actor: seller,
+            to: status,
+            reason: None,
+        };
+        commands
+            .product(&id, to(ProductStatus::Waiting), meta.clone())
+            .await
+            .unwrap();
+        match opens {
+            Some(at) => {
+                let schedule = ProductCommand::ScheduleStatusChange {
+                    actor: seller,
+                    schedule_id: ScheduleId::from_uuid(uuid::Uuid::now_v7()),
+                    to: ProductStatus::OnSale,
+                    due_at: at,
+                };
+                commands.product(&id, schedule, meta).await.unwrap();
+            }
+            None => {
+                commands
+                    .product(&id, to(ProductStatus::OnSale), meta)
+                    .await
+                    .unwrap();
+            }
+        }
+        events.shutdown().await;
+        db.close().await;
+        (product, variant)
+    }
+
+    /// One order of one unit of `variant` by `buyer` with `key` at `addr`.
+    async fn order(
+        &self,
+        addr: std::net::SocketAddr,
+        buyer: &(String, String),
+        key: &str,
+        product: openrun_domain::ProductId,
+        variant: openrun_domain::VariantId,
+    ) -> Result<(StatusCode, Value), reqwest::Error> {
+        let body = json!({
+            "lines": [{"product_id": product, "variant_id": variant, "quantity": 1}],
+            "address_id": buyer.1,
+            "payment": {"method": "sandbox", "token": "tok_visa"},
+        });
+        let answer = self
+            .client
+            .post(format!("http://{addr}/v1/orders"))
+            .bearer_auth(&buyer.0)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = answer.status();
+        Ok((status, answer.json::<Value>().await?))
+    }
+
+    /// `openrun audit` on the shop's log and ledger passes.
+    async fn audit_passes(&self) {
+        let db = self.test_db.connect().await;
+        let events = openrun::eventstore::open(&db, &Default::default());
+        let checks = openrun::ops::audit(&db, events.as_ref()).await.unwrap();
+        let failed: Vec<_> = checks.iter().filter(|c| !c.violations.is_empty()).collect();
+        assert!(failed.is_empty(), "the audit failed: {failed:?}");
+        events.shutdown().await;
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(crate::helpers::delete_redis_keys(&prefix)))
+        })
+        .join();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Two service processes on one MariaDB and one Redis sell one product between them: the
 /// sale opens at the same instant on both (judged on Redis's clock), no unit is sold twice,
 /// and the audit passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_mariadb_and_redis_sell_out_one_product_between_them() {
     use chrono::SubsecRound;
-    use openrun::commands::Commands;
-    use openrun_domain::product::{NewVariant, ProductCommand, ProductStatus};
-    use openrun_domain::stock::StockCommand;
-    use openrun_domain::{
-        Actor, CategoryId, MemberId, Money, ProductId, Role, ScheduleId, VariantId,
-    };
-    let test_db = crate::helpers::TestDb::new(Backend::MySql).await;
-    let prefix = format!("{}:", crate::helpers::random_name("openrun_test_"));
-    let dir = std::env::temp_dir().join(crate::helpers::random_name("openrun_two_"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let keys = dir.join("keys.toml");
-    let command = |log: &str| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"));
-        command
-            .current_dir(&dir)
-            .env("DATABASE_URL", &test_db.url)
-            .env("REDIS_URL", crate::helpers::REDIS_URL)
-            .env("REDIS_KEY_PREFIX", &prefix)
-            .env("OPENRUN_KEYS_FILE", &keys)
-            .env("ORDERS_PER_MEMBER_PER_MINUTE", "100000")
-            .env("RUST_LOG", "warn,openrun::startup=info");
-        (command, dir.join(log))
-    };
-    let (a_command, a_log) = command("a.log");
-    let (mut a, a_addr) = crate::helpers::spawn_serving(a_command, &a_log);
-    let (b_command, b_log) = command("b.log");
-    let (mut b, b_addr) = crate::helpers::spawn_serving(b_command, &b_log);
-    let client = reqwest::Client::new();
-    // Buyers: admins made with the command line (verified, with the processes' keys), each
-    // with an address, signed in on process a (the token is good on b: one key file).
-    let mut buyers = Vec::new();
-    for n in 0..3 {
-        let login = format!("buyer{n}");
-        let made = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"))
-            .args([
-                "admin",
-                "create",
-                "--login-id",
-                &login,
-                "--email",
-                &format!("{login}@example.com"),
-            ])
-            .current_dir(&dir)
-            .env("DATABASE_URL", &test_db.url)
-            .env("OPENRUN_KEYS_FILE", &keys)
-            .env("OPENRUN_ADMIN_PASSWORD", crate::members::PASSWORD)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let signed_in: Value = client
-            .post(format!("http://{a_addr}/v1/auth/login"))
-            .json(&json!({"login_id": login, "password": crate::members::PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = signed_in["access_token"].as_str().unwrap().to_owned();
-        let address: Value = client
-            .post(format!("http://{a_addr}/v1/members/me/addresses"))
-            .bearer_auth(&token)
-            .json(&json!({"line1": "서울시 강남구 테헤란로 1", "line2": "2층", "postal_code": "06236"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        buyers.push((token, address["id"].as_str().unwrap().to_owned()));
-    }
-    // The product: 40 units, on sale at `t`.
-    let db = test_db.connect().await;
-    let events = openrun::eventstore::open(&db, &Default::default());
-    let commands = Commands::new(Arc::clone(&events), openrun::clock::system());
-    let seller = Actor::new(MemberId::from_uuid(uuid::Uuid::now_v7()), Role::Seller);
-    let product = ProductId::from_uuid(uuid::Uuid::now_v7());
-    let variant = VariantId::from_uuid(uuid::Uuid::now_v7());
-    let id = product.to_string();
-    let meta = openrun::eventstore::Metadata::default();
-    let register = ProductCommand::Register {
-        actor: seller,
-        product_id: product,
-        category_id: CategoryId::from_uuid(uuid::Uuid::now_v7()),
-        name: "Two-process sell-out".into(),
-        description: String::new(),
-        price: Money::from_minor(99_000),
-        variants: vec![NewVariant {
-            variant_id: variant,
-            label: "270".into(),
-        }],
-        purchase_limit: None,
-    };
-    commands
-        .create::<openrun_domain::product::Product>(&id, register, meta.clone())
-        .await
-        .unwrap();
-    let add = StockCommand::Add {
-        actor: seller,
-        owner: seller.member_id,
-        quantity: 40,
-        request_id: None,
-    };
-    commands
-        .stock(&variant.to_string(), add, meta.clone())
-        .await
-        .unwrap();
-    let waiting = ProductCommand::ChangeStatus {
-        actor: seller,
-        to: ProductStatus::Waiting,
-        reason: None,
-    };
-    commands.product(&id, waiting, meta.clone()).await.unwrap();
+    let shop = Processes::new().await;
+    let (mut a, a_addr) = shop.serve("a");
+    let (mut b, b_addr) = shop.serve("b");
+    let buyers = shop.buyers(a_addr, 3).await;
     let t = Utc::now().trunc_subsecs(0) + chrono::Duration::seconds(12);
-    let schedule = ProductCommand::ScheduleStatusChange {
-        actor: seller,
-        schedule_id: ScheduleId::from_uuid(uuid::Uuid::now_v7()),
-        to: ProductStatus::OnSale,
-        due_at: t,
-    };
-    commands.product(&id, schedule, meta).await.unwrap();
-    let order = |addr: std::net::SocketAddr, buyer: usize, key: String| {
-        let (client, buyers, id) = (client.clone(), buyers.clone(), id.clone());
-        async move {
-            let (token, address) = &buyers[buyer];
-            let body = json!({
-                "lines": [{"product_id": id, "variant_id": variant.to_string(), "quantity": 1}],
-                "address_id": address,
-                "payment": {"method": "sandbox", "token": "tok_visa"},
-            });
-            let answer = client
-                .post(format!("http://{addr}/v1/orders"))
-                .bearer_auth(token)
-                .header("idempotency-key", key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = answer.status();
-            (status, answer.json::<Value>().await.unwrap())
-        }
-    };
+    let (product, variant) = shop.product(40, Some(t)).await;
     // Just before the instant, neither process sells (once both know the product).
     tokio::time::sleep(
         ((t - chrono::Duration::milliseconds(1500)) - Utc::now())
@@ -1155,16 +1238,26 @@ async fn two_processes_on_one_mariadb_and_redis_sell_out_one_product_between_the
     )
     .await;
     for (i, addr) in [a_addr, b_addr].into_iter().enumerate() {
-        let (status, body) = order(addr, i, format!("early-{i}")).await;
+        let (status, body) = shop
+            .order(addr, &buyers[i], &format!("early-{i}"), product, variant)
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(body["type"], "/problems/not-on-sale", "{body}");
     }
     // From the instant, 120 orders over both processes: exactly the 40 units go.
     tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await;
+    let shop = Arc::new(shop);
+    let buyers = Arc::new(buyers);
     let tasks: Vec<_> = (0..120)
         .map(|i| {
+            let (shop, buyers) = (Arc::clone(&shop), Arc::clone(&buyers));
             let addr = if i % 2 == 0 { a_addr } else { b_addr };
-            tokio::spawn(order(addr, i % 3, format!("drop-{i}")))
+            tokio::spawn(async move {
+                shop.order(addr, &buyers[i % 3], &format!("drop-{i}"), product, variant)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut placed = std::collections::HashSet::new();
@@ -1174,7 +1267,7 @@ async fn two_processes_on_one_mariadb_and_redis_sell_out_one_product_between_the
                 assert!(placed.insert(body["id"].as_str().unwrap().to_owned()));
             }
             (StatusCode::CONFLICT, body) => {
-                assert_eq!(body["type"], "/problems/sold-out", "{body}")
+                assert_eq!(body["type"], "/problems/sold-out", "{body}");
             }
             (status, body) => panic!("{status}: {body}"),
         }
@@ -1188,10 +1281,119 @@ async fn two_processes_on_one_mariadb_and_redis_sell_out_one_product_between_the
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let checks = openrun::ops::audit(&db, events.as_ref()).await.unwrap();
-    let failed: Vec<_> = checks.iter().filter(|c| !c.violations.is_empty()).collect();
-    assert!(failed.is_empty(), "the audit failed: {failed:?}");
+    shop.audit_passes().await;
+}
+
+/// The server is killed (SIGKILL) in the middle of a burst and started again: every order it
+/// answered 201 is in the log and in its buyer's list, what it held or charged for orders it
+/// never placed is given back and refunded by the sweeps, nothing is oversold, and the audit
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_burst_loses_no_acknowledged_order() {
+    let shop = Arc::new(Processes::new().await);
+    let (mut server, addr) = shop.serve("first");
+    let buyers = Arc::new(shop.buyers(addr, 3).await);
+    let (product, variant) = shop.product(60, None).await;
+    let tasks: Vec<_> = (0..150)
+        .map(|i| {
+            let (shop, buyers) = (Arc::clone(&shop), Arc::clone(&buyers));
+            tokio::spawn(async move {
+                let key = format!("burst-{i}");
+                let answer = shop
+                    .order(addr, &buyers[i % 3], &key, product, variant)
+                    .await;
+                (i % 3, key, answer)
+            })
+        })
+        .collect();
+    // Killed while the burst is under way: once some orders were answered.
+    let db = shop.test_db.connect().await;
+    let started = std::time::Instant::now();
+    loop {
+        let placed: i64 = match &db {
+            openrun::db::Database::MySql(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'OrderPlaced'")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+            openrun::db::Database::Sqlite(_) => unreachable!("MariaDB only"),
+        };
+        if placed >= 5 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no order was placed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        if let (buyer, key, Ok((StatusCode::CREATED, body))) = task.await.unwrap() {
+            acknowledged.push((buyer, key, body["id"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert!(!acknowledged.is_empty());
+    // Started again: every acknowledged order is in the log and in its buyer's list.
+    let (mut again, addr) = shop.serve("second");
+    let events = openrun::eventstore::open(&db, &Default::default());
+    for (buyer, _, id) in &acknowledged {
+        let stream = openrun::eventstore::StreamRef::new("order", id.as_str());
+        let types: Vec<String> = events
+            .read_stream(&stream, 1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(types, ["OrderPlaced"], "acknowledged order {id}");
+        let read = shop
+            .client
+            .get(format!("http://{addr}/v1/orders/{id}"))
+            .bearer_auth(&buyers[*buyer].0)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), StatusCode::OK, "{id}");
+    }
+    // The sweeps close what the dead process held or charged (3 s grace): then the units
+    // left and the log agree, and every charge is placed or refunded.
+    let started = std::time::Instant::now();
+    loop {
+        let db_events = events.as_ref();
+        let checks = openrun::ops::audit(&db, db_events).await.unwrap();
+        let unsettled: i64 = match &db {
+            openrun::db::Database::MySql(pool) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sandbox_charges c WHERE c.status = 'charged' \
+                 AND c.settled = FALSE AND c.refunded = 0",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+            openrun::db::Database::Sqlite(_) => unreachable!(),
+        };
+        if checks.iter().all(|c| c.violations.is_empty()) && unsettled == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the sweeps never settled: {unsettled} charges; {checks:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A retry of an acknowledged order gets the same order; the rest of the supply sells.
+    let (buyer, key, id) = &acknowledged[0];
+    let (status, body) = shop
+        .order(addr, &buyers[*buyer], key, product, variant)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], id.as_str());
+    again.kill().unwrap();
+    again.wait().unwrap();
     events.shutdown().await;
-    crate::helpers::delete_redis_keys(&prefix).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    shop.audit_passes().await;
 }
