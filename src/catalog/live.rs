@@ -450,6 +450,19 @@ impl LiveCatalog {
         }
     }
 
+    /// Whether `buyer` ever placed an order with a line of one of `products` (as far as this
+    /// catalog has followed the log).
+    pub fn has_bought(
+        &self,
+        buyer: MemberId,
+        products: impl IntoIterator<Item = ProductId>,
+    ) -> bool {
+        let inner = self.read();
+        products
+            .into_iter()
+            .any(|p| inner.buyers.contains(&(p, buyer)))
+    }
+
     /// Every product of `seller`, deleted ones included.
     pub fn products_of(&self, seller: MemberId) -> Vec<Arc<LiveProduct>> {
         self.read()

@@ -331,17 +331,28 @@ impl Orders {
         }
         let fingerprint = fingerprint(&order);
         let order_id = Self::order_id(actor.member_id, key);
-        let checked = self.check(&actor, &order)?;
-        let sealed = self
+        let checked = match self.check(&actor, &order) {
+            Ok(checked) => checked,
+            Err(failure) => {
+                return self
+                    .retry_or(order_id, &fingerprint, &actor, &order, failure)
+                    .await;
+            }
+        };
+        let sealed = match self
             .members
             .sealed_address(&actor.member_id.to_string(), &order.address_id.to_string())
             .await
-            .map_err(|e| match e {
-                MemberError::NotFound | MemberError::Forbidden => {
-                    OrderFailure::invalid("address_id", "not one of your addresses")
-                }
-                e => OrderFailure::Unavailable(anyhow::anyhow!("{e}")),
-            })?;
+        {
+            Ok(sealed) => sealed,
+            Err(MemberError::NotFound | MemberError::Forbidden) => {
+                let failure = OrderFailure::invalid("address_id", "not one of your addresses");
+                return self
+                    .retry_or(order_id, &fingerprint, &actor, &order, failure)
+                    .await;
+            }
+            Err(e) => return Err(OrderFailure::Unavailable(anyhow::anyhow!("{e}"))),
+        };
         let request = HoldRequest {
             order_id,
             buyer: actor.member_id,
@@ -370,7 +381,7 @@ impl Orders {
             // placed or closed the order (the projector counted it) without recording the
             // answer. The log has it.
             HoldOutcome::CheckLog => {
-                return match self.placed_before(order_id, &fingerprint).await? {
+                return match self.answer_in_log(order_id, &fingerprint).await? {
                     Some(answer) => Ok(answer),
                     None => Err(OrderFailure::InFlight),
                 };
@@ -384,7 +395,10 @@ impl Orders {
             refused => {
                 // No record (it expired, or the store lost it): a retry of an order placed
                 // before must land on that order, not on today's stock.
-                if let Some(answer) = self.placed_before(order_id, &fingerprint).await? {
+                if let Some(answer) = self
+                    .placed_before(actor.member_id, order_id, &fingerprint, &order)
+                    .await?
+                {
                     return Ok(answer);
                 }
                 return Err(refusal(refused, &request.lines));
@@ -692,8 +706,68 @@ impl Orders {
             .map_err(|e| OrderFailure::Unavailable(e.into()))
     }
 
-    /// The answer of an order placed (or closed) before with this key, if its stream exists.
+    /// A request refused before its hold (a product no longer on sale or visible, an address
+    /// deleted since) may be the retry of an order answered before: the answer recorded for
+    /// its key, else the one its stream holds; otherwise `failure`.
+    async fn retry_or(
+        &self,
+        order_id: OrderId,
+        fingerprint: &str,
+        actor: &Actor,
+        order: &NewOrder,
+        failure: OrderFailure,
+    ) -> Result<Answer, OrderFailure> {
+        if !matches!(
+            failure,
+            OrderFailure::Invalid { .. } | OrderFailure::NotOnSale { .. }
+        ) {
+            return Err(failure);
+        }
+        let recorded = self
+            .stock
+            .record(order_id)
+            .await
+            .map_err(|e| OrderFailure::Unavailable(e.into()))?;
+        match recorded {
+            Some(r) if r.fingerprint != fingerprint => Err(OrderFailure::KeyReused),
+            Some(r) => match r.answer {
+                Some(answer) => replayed(&answer),
+                None => Err(OrderFailure::InFlight),
+            },
+            None => match self
+                .placed_before(actor.member_id, order_id, fingerprint, order)
+                .await?
+            {
+                Some(answer) => Ok(answer),
+                None => Err(failure),
+            },
+        }
+    }
+
+    /// The answer of an order placed (or closed) before with this key, when the buyer could
+    /// have placed one: the live catalog knows every product each member bought, so a first
+    /// request of a buyer who never bought these products reads no database (in a sold-out
+    /// drop, that is nearly every refused request). An order placed within the catalog's lag
+    /// whose record the store lost in the same moment is the one case this misses: its retry
+    /// is refused like a new request while it stands in the buyer's list.
     async fn placed_before(
+        &self,
+        buyer: MemberId,
+        order_id: OrderId,
+        fingerprint: &str,
+        order: &NewOrder,
+    ) -> Result<Option<Answer>, OrderFailure> {
+        if !self
+            .catalog
+            .has_bought(buyer, order.lines.iter().map(|l| l.product_id))
+        {
+            return Ok(None);
+        }
+        self.answer_in_log(order_id, fingerprint).await
+    }
+
+    /// The answer of an order placed (or closed) before with this key, if its stream exists.
+    async fn answer_in_log(
         &self,
         order_id: OrderId,
         fingerprint: &str,

@@ -11,7 +11,7 @@ use openrun_domain::{MemberId, OrderId, ProductId, VariantId};
 
 use super::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
-    StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
+    Recorded, StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
 };
 use crate::clock::SharedClock;
 
@@ -202,6 +202,22 @@ impl StockStore for MemoryStockStore {
             },
         );
         Ok(HoldOutcome::Held { at: now })
+    }
+
+    async fn record(&self, order_id: OrderId) -> Result<Option<Recorded>, StockStoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()
+            .records
+            .get(&order_id)
+            .filter(|r| r.expires > now)
+            .map(|r| Recorded {
+                fingerprint: r.fingerprint.clone(),
+                answer: match &r.step {
+                    Step::Done(answer) => Some(answer.clone()),
+                    Step::Held | Step::Retry => None,
+                },
+            }))
     }
 
     async fn finish(&self, order_id: OrderId, answer: &str) -> Result<(), StockStoreError> {

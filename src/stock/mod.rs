@@ -123,6 +123,15 @@ pub enum HoldOutcome {
     Rebuilding,
 }
 
+/// An order's idempotency record, as a request that never reached the hold reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The fingerprint of the body it was made for.
+    pub fingerprint: String,
+    /// The recorded answer; `None` while the order is being placed.
+    pub answer: Option<String>,
+}
+
 /// A change the counter projector applies, decoded from one event of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CounterChange {
@@ -227,6 +236,10 @@ pub trait StockStore: Send + Sync + 'static {
     /// Checks the idempotency record, the sale windows and the purchase limits, and holds
     /// every line or none, in one atomic step.
     async fn hold(&self, request: &HoldRequest) -> Result<HoldOutcome, StockStoreError>;
+
+    /// The order's idempotency record, if there is one (read only; a request that fails
+    /// before its hold asks whether it is a retry of an order answered before).
+    async fn record(&self, order_id: OrderId) -> Result<Option<Recorded>, StockStoreError>;
 
     /// Records the order's answer for retries with the same key (kept [`RECORD_TTL`]).
     async fn finish(&self, order_id: OrderId, answer: &str) -> Result<(), StockStoreError>;

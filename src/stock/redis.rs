@@ -23,7 +23,7 @@ use redis::aio::ConnectionManager;
 
 use super::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
-    StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
+    Recorded, StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
 };
 use crate::redis::Keys;
 
@@ -173,6 +173,22 @@ impl StockStore for RedisStockStore {
                 );
             }
         })
+    }
+
+    async fn record(&self, order_id: OrderId) -> Result<Option<Recorded>, StockStoreError> {
+        let (fingerprint, step, answer): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.key(&format!("i:{order_id}")))
+                .arg("fp")
+                .arg("step")
+                .arg("answer")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(anyhow::Error::from)?;
+        Ok(fingerprint.map(|fingerprint| Recorded {
+            fingerprint,
+            answer: answer.filter(|_| step.as_deref() == Some("done")),
+        }))
     }
 
     async fn finish(&self, order_id: OrderId, answer: &str) -> Result<(), StockStoreError> {

@@ -22,6 +22,7 @@ on_both_backends!(
     what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_once,
     orders_are_rate_limited_per_member,
     a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order,
+    a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order,
 );
 
 /// A shop whose buyers may send many orders a minute (the tests burst from one member).
@@ -311,6 +312,68 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
     let counter = openrun::commands::units_counter(&variant);
     let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
     assert_eq!(values.get(&counter), Some(&8));
+}
+
+/// A retry is answered what its key was answered, whatever changed since: the address
+/// deleted, the sale ended, and the record of the answer lost (from the log then).
+async fn a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order(backend: Backend) {
+    let shop = open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let placed = place(&shop, &shop.buyer, "kept", &body).await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let id = placed.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let same_order = async |answer: reqwest::Response| {
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        assert_eq!(answer.headers()["idempotent-replayed"], "true");
+        assert_eq!(answer.json::<Value>().await.unwrap()["id"], id.as_str());
+    };
+    // The address is deleted: the retry still gets its order, a new order is refused.
+    let deleted = shop
+        .send(
+            Method::DELETE,
+            &format!("/v1/members/me/addresses/{address}"),
+            Some(&shop.buyer.access),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    same_order(place(&shop, &shop.buyer, "kept", &body).await).await;
+    problem(
+        place(&shop, &shop.buyer, "new", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await;
+    // The sale ends: the same.
+    shop.status(
+        &json!({"product_id": product}),
+        "ended",
+        &shop.seller.access,
+        StatusCode::OK,
+    )
+    .await;
+    same_order(place(&shop, &shop.buyer, "kept", &body).await).await;
+    // The record of the answer is lost: the log answers.
+    let buyer = openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap());
+    let order_id = openrun::orders::Orders::order_id(buyer, "kept");
+    shop.app.state.stock.forget(order_id).await.unwrap();
+    same_order(place(&shop, &shop.buyer, "kept", &body).await).await;
+    // Another body with the same key is still refused as such.
+    let other = order_body(&product, &variant, 2, &address, "tok_visa");
+    problem(
+        place(&shop, &shop.buyer, "kept", &other).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+    )
+    .await;
+    assert_eq!(stream_types(&shop, &id).await, ["OrderPlaced"]);
+    audit_passes(&shop).await;
 }
 
 async fn concurrent_orders_sell_exactly_the_units_there_are(backend: Backend) {
