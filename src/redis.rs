@@ -5,13 +5,33 @@
 //! runs share one Redis without colliding. Keys that one Lua script must touch together carry
 //! the same hash tag (`{...}`), so that on Redis Cluster they live in one slot.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use redis::aio::ConnectionManager;
 
-/// A connection to the Redis at `url`; the manager reconnects by itself afterwards.
+/// How long a command may wait for its answer unless `REDIS_RESPONSE_TIMEOUT_MS` says
+/// otherwise. The client's own default (500 ms) is shorter than a queue of commands takes to
+/// drain on a busy two-core host at a drop's first second, and each such timeout is a
+/// refused request.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection to the Redis at `url`, with the default response timeout; the manager
+/// reconnects by itself afterwards.
 pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
+    connect_with(url, DEFAULT_RESPONSE_TIMEOUT).await
+}
+
+/// A connection to the Redis at `url` whose commands fail after `response_timeout` without
+/// an answer (a command that timed out may still have run).
+pub async fn connect_with(
+    url: &str,
+    response_timeout: Duration,
+) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-    ConnectionManager::new(client)
+    let config =
+        redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(response_timeout));
+    ConnectionManager::new_with_config(client, config)
         .await
         .context("cannot connect to Redis (REDIS_URL)")
 }
@@ -47,11 +67,12 @@ impl Keys {
     }
 }
 
-/// The Redis settings as read (`REDIS_URL`, `REDIS_KEY_PREFIX`).
+/// The Redis settings as read (`REDIS_URL`, `REDIS_KEY_PREFIX`, `REDIS_RESPONSE_TIMEOUT_MS`).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct RawSettings {
     pub(crate) redis_url: Option<String>,
     pub(crate) redis_key_prefix: String,
+    pub(crate) redis_response_timeout_ms: u64,
 }
 
 impl Default for RawSettings {
@@ -59,17 +80,22 @@ impl Default for RawSettings {
         Self {
             redis_url: None,
             redis_key_prefix: "openrun:".into(),
+            redis_response_timeout_ms: u64::try_from(DEFAULT_RESPONSE_TIMEOUT.as_millis())
+                .unwrap_or(2000),
         }
     }
 }
 
-/// Redis, for sessions, refresh tokens and rate limits (in-process without it).
+/// Redis, for sessions, refresh tokens, rate limits and the hot stock (in-process without
+/// it).
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// The URL (may hold a password); in-process stores when `None`.
     pub url: Option<secrecy::SecretString>,
     /// Prefix of every key.
     pub key_prefix: String,
+    /// How long a command waits for its answer.
+    pub response_timeout: Duration,
 }
 
 impl RawSettings {
@@ -82,9 +108,16 @@ impl RawSettings {
                 "expected redis://host:port or rediss://...",
             ));
         }
+        if !(1..=60_000).contains(&self.redis_response_timeout_ms) {
+            return Err(crate::config::ConfigError::new(
+                "REDIS_RESPONSE_TIMEOUT_MS",
+                "expected 1 to 60000 milliseconds",
+            ));
+        }
         Ok(RedisSettings {
             url: self.redis_url.map(Into::into),
             key_prefix: self.redis_key_prefix,
+            response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
         })
     }
 }

@@ -58,8 +58,10 @@ impl Application {
         let listener = TcpListener::bind(config.http.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.listen_addr))?;
-        let (members, auth) = members_and_auth(config, &db, Arc::clone(&clock)).await?;
-        let stock = stock_store(config, Arc::clone(&clock)).await?;
+        let redis = redis_connection(config).await?;
+        let (members, auth) =
+            members_and_auth_on(config, &db, redis.clone(), Arc::clone(&clock)).await?;
+        let stock = stock_store(config, redis, Arc::clone(&clock)).await?;
         // Only now, with everything that can fail at start-up done, do the background workers
         // start: a start-up that fails holds no lease and no claim.
         let projectors = Projectors::start(&db, Arc::clone(&events)).await?;
@@ -227,20 +229,31 @@ impl Application {
 /// The order sweeps wait this many request deadlines before closing what a request left.
 const SWEEP_GRACE_DEADLINES: u32 = 3;
 
-/// The stock store: Redis when configured (its own connection; the store checks that Redis
-/// evicts nothing), else in this process.
-pub async fn stock_store(
+/// The process's one Redis connection (sessions, limits and stock share it), when Redis is
+/// configured.
+async fn redis_connection(
     config: &Config,
+) -> anyhow::Result<Option<redis::aio::ConnectionManager>> {
+    use secrecy::ExposeSecret;
+    match &config.redis.url {
+        Some(url) => Ok(Some(
+            crate::redis::connect_with(url.expose_secret(), config.redis.response_timeout).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The stock store: on Redis when connected (the store checks that Redis evicts nothing),
+/// else in this process.
+async fn stock_store(
+    config: &Config,
+    redis: Option<redis::aio::ConnectionManager>,
     clock: SharedClock,
 ) -> anyhow::Result<Arc<dyn crate::stock::StockStore>> {
-    use secrecy::ExposeSecret;
-    Ok(match &config.redis.url {
-        Some(url) => {
-            let conn = crate::redis::connect(url.expose_secret()).await?;
-            Arc::new(
-                crate::stock::redis::RedisStockStore::new(conn, &config.redis.key_prefix).await?,
-            )
-        }
+    Ok(match redis {
+        Some(conn) => Arc::new(
+            crate::stock::redis::RedisStockStore::new(conn, &config.redis.key_prefix).await?,
+        ),
         None => Arc::new(crate::stock::memory::MemoryStockStore::new(clock)),
     })
 }
@@ -264,11 +277,18 @@ pub async fn members_and_auth(
     db: &Database,
     clock: SharedClock,
 ) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
-    use secrecy::ExposeSecret;
-    let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match &config.redis.url {
-        Some(url) => {
-            // One connection for sessions and limits.
-            let conn = crate::redis::connect(url.expose_secret()).await?;
+    let redis = redis_connection(config).await?;
+    members_and_auth_on(config, db, redis, clock).await
+}
+
+async fn members_and_auth_on(
+    config: &Config,
+    db: &Database,
+    redis: Option<redis::aio::ConnectionManager>,
+    clock: SharedClock,
+) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
+    let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match redis {
+        Some(conn) => {
             let prefix = &config.redis.key_prefix;
             (
                 Arc::new(RedisTokenStore::new(conn.clone(), prefix)),

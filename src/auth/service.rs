@@ -185,6 +185,19 @@ impl AuthService {
             self.limiter.forgive_attempt(account).await?;
         }
         let member = member.ok_or(AuthError::InvalidCredentials)?;
+        self.open_session(&member.id, role_of(&member.role)?, device)
+            .await
+    }
+
+    /// Opens a device session for a member whose identity is already proven (by
+    /// [`Self::login`]'s password check, or by a tool that prepares buyers for a drill or a
+    /// test beside the server), with their current role.
+    pub async fn open_session(
+        &self,
+        member_id: &str,
+        role: Role,
+        device: Option<&str>,
+    ) -> Result<TokenPair, AuthError> {
         // Shown in the session list: no control or reordering characters (a name such as
         // "iPhone\u{202E}gnp.exe" would read as another), and not invisible.
         let device: String = device
@@ -204,7 +217,7 @@ impl AuthService {
         let now = self.clock.now();
         let session = Session {
             id: uuid::Uuid::now_v7().to_string(),
-            member_id: member.id.clone(),
+            member_id: member_id.to_owned(),
             device,
             created_at: now,
             last_used_at: now,
@@ -213,7 +226,7 @@ impl AuthService {
         self.store
             .create(&session, &token_hash(&secret), self.refresh_ttl)
             .await?;
-        self.pair(&session, role_of(&member.role)?, &secret)
+        self.pair(&session, role, &secret)
     }
 
     /// Exchanges a refresh token for a new pair; a rotated token ends its session.

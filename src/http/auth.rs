@@ -41,7 +41,17 @@ impl From<LimitError> for Problem {
     fn from(e: LimitError) -> Self {
         match e {
             LimitError::TooMany(t) => Problem::too_many(t.retry_after),
-            LimitError::Store(cause) => Problem::internal(&cause),
+            // Nothing was done: the request may be sent again in a moment.
+            LimitError::Store(cause) => {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "the rate limits could not be checked"
+                );
+                Problem::unavailable(
+                    "the request could not be checked against its rate limits; send it again",
+                    std::time::Duration::from_secs(1),
+                )
+            }
         }
     }
 }

@@ -368,12 +368,16 @@ impl Orders {
                 .collect(),
             terms: checked.terms.clone(),
         };
-        match self
-            .stock
-            .hold(&request)
-            .await
-            .map_err(|e| OrderFailure::Unavailable(e.into()))?
-        {
+        let held = match self.stock.hold(&request).await {
+            Ok(held) => held,
+            Err(e) => {
+                // The script may have run (a timeout after it was sent): let the retry with
+                // the same key resume whatever it held instead of waiting out the sweep.
+                self.keep_hold_for_retry(order_id).await;
+                return Err(OrderFailure::Unavailable(e.into()));
+            }
+        };
+        match held {
             HoldOutcome::Held { .. } | HoldOutcome::Resumed { .. } => {}
             HoldOutcome::Finished(answer) => return replayed(&answer),
             HoldOutcome::InFlight => return Err(OrderFailure::InFlight),

@@ -23,17 +23,169 @@ on_both_backends!(
     orders_are_rate_limited_per_member,
     a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order,
     a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order,
+    two_thousand_buyers_sell_out_four_products_of_a_hundred_exactly,
+    twenty_small_drops_in_a_row_never_oversell,
 );
 
-/// A shop whose buyers may send many orders a minute (the tests burst from one member).
+/// A shop whose buyers may send many orders a minute (the tests burst from one member, or
+/// from thousands of members on one client address).
 async fn open(backend: Backend) -> Shop {
     Shop::on(
         crate::helpers::TestApp::spawn_with(backend, |c| {
             c.auth.rate_limits.orders_per_member_per_minute = 100_000.try_into().unwrap();
+            c.auth.rate_limits.orders_per_address_per_minute = 1_000_000.try_into().unwrap();
         })
         .await,
     )
     .await
+}
+
+/// A buyer made beside the server: a verified member with one address and a session.
+#[derive(Clone)]
+struct Buyer {
+    access: String,
+    address: String,
+}
+
+/// `n` verified members, each with an address and signed in, made through the services
+/// rather than sign-up and login (a password hash each would take minutes for thousands);
+/// their password is unusable.
+async fn buyers(shop: &Shop, n: usize) -> Vec<Buyer> {
+    use futures_util::StreamExt;
+    let state = &shop.app.state;
+    futures_util::stream::iter(0..n)
+        .map(|i| async move {
+            let id = uuid::Uuid::now_v7().to_string();
+            let row = openrun::members::repository::MemberRow {
+                id: id.clone(),
+                login_id: format!("drop{i}_{}", &id[24..]),
+                password_hash: "!".into(),
+                role: "basic".into(),
+                name_enc: "-".into(),
+                email_enc: "-".into(),
+                email_bidx: format!("bidx-{id}"),
+                phone_enc: None,
+                phone_bidx: None,
+                created_at: Utc::now(),
+            };
+            openrun::members::repository::insert_member(&shop.app.db, &row, None)
+                .await
+                .unwrap();
+            let address = state
+                .members
+                .add_address(
+                    &id,
+                    openrun::members::service::AddressInput {
+                        line1: "서울시 강남구 테헤란로 1".into(),
+                        line2: format!("{i}호"),
+                        postal_code: None,
+                        is_default: None,
+                    },
+                )
+                .await
+                .unwrap();
+            let pair = state
+                .auth
+                .open_session(&id, openrun_domain::Role::Basic, Some("drop"))
+                .await
+                .unwrap();
+            Buyer {
+                access: pair.access_token,
+                address: address.id,
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+/// Every buyer sends one order of one unit of `products[i % len]`'s variant at once; the
+/// answers by product: `(placed ids, sold-out refusals)`.
+async fn burst(
+    shop: &Shop,
+    buyers: &[Buyer],
+    products: &[(String, String)],
+    round: usize,
+) -> Vec<(Vec<String>, usize)> {
+    let answers: Vec<_> =
+        futures_util::future::join_all(buyers.iter().enumerate().map(|(i, buyer)| {
+            let (product, variant) = &products[i % products.len()];
+            let body = order_body(product, variant, 1, &buyer.address, "tok_visa");
+            async move {
+                let answer = shop
+                    .app
+                    .client
+                    .post(shop.app.url("/v1/orders"))
+                    .bearer_auth(&buyer.access)
+                    .header("idempotency-key", format!("drop-{round}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status();
+                (
+                    i % products.len(),
+                    status,
+                    answer.json::<Value>().await.unwrap(),
+                )
+            }
+        }))
+        .await;
+    let mut by_product = vec![(Vec::new(), 0); products.len()];
+    for (p, status, body) in answers {
+        match status {
+            StatusCode::CREATED => by_product[p]
+                .0
+                .push(body["id"].as_str().unwrap().to_owned()),
+            StatusCode::CONFLICT if body["type"] == "/problems/sold-out" => {
+                assert_eq!(body["sold_out"][0]["available"], 0, "{body}");
+                by_product[p].1 += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    by_product
+}
+
+/// How many events of `event_type` the log holds.
+async fn count_events(shop: &Shop, event_type: &str) -> i64 {
+    let sql = "SELECT COUNT(*) FROM events WHERE event_type = ?";
+    match &shop.app.db {
+        openrun::db::Database::MySql(pool) => sqlx::query_scalar(sql)
+            .bind(event_type)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        openrun::db::Database::Sqlite(pool) => sqlx::query_scalar(sql)
+            .bind(event_type)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+    }
+}
+
+/// After a drop: each placed order in the log, every counter at zero, the stock store's
+/// refusals alone kept the sale within its supply (the log refused nothing), the audit passes.
+async fn sold_exactly(shop: &Shop, variants: &[&str], placed: &[String]) {
+    for id in placed {
+        assert_eq!(stream_types(shop, id).await, ["OrderPlaced"], "{id}");
+    }
+    for variant in variants {
+        let counter = openrun::commands::units_counter(variant);
+        let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
+        assert_eq!(
+            values.get(&counter),
+            Some(&0),
+            "the log's units of {variant}"
+        );
+        wait_for_units(shop, variant, 0).await;
+    }
+    assert_eq!(
+        count_events(shop, "OrderVoided").await,
+        0,
+        "the stock store let through more than there was"
+    );
+    audit_passes(shop).await;
 }
 
 /// A product on sale with `units` of its first size (and none of the second).
@@ -312,6 +464,41 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
     let counter = openrun::commands::units_counter(&variant);
     let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
     assert_eq!(values.get(&counter), Some(&8));
+}
+
+/// The old system's race, at scale: 2,000 distinct members over real HTTP at once against
+/// four products of 100 units: exactly 400 orders, 100 of each, every other buyer told sold
+/// out.
+async fn two_thousand_buyers_sell_out_four_products_of_a_hundred_exactly(backend: Backend) {
+    let shop = open(backend).await;
+    let mut products = Vec::new();
+    for _ in 0..4 {
+        let (product, variant, _) = on_sale(&shop, 100, None).await;
+        products.push((product, variant));
+    }
+    let buyers = buyers(&shop, 2000).await;
+    let answers = burst(&shop, &buyers, &products, 0).await;
+    let mut placed = Vec::new();
+    for (ids, sold_out) in answers {
+        assert_eq!((ids.len(), sold_out), (100, 400));
+        placed.extend(ids);
+    }
+    let variants: Vec<&str> = products.iter().map(|(_, v)| v.as_str()).collect();
+    sold_exactly(&shop, &variants, &placed).await;
+}
+
+/// Twenty drops one after another, each of 10 units for 40 buyers at once: never one unit
+/// more.
+async fn twenty_small_drops_in_a_row_never_oversell(backend: Backend) {
+    let shop = open(backend).await;
+    let buyers = buyers(&shop, 40).await;
+    for round in 0..20 {
+        let (product, variant, _) = on_sale(&shop, 10, None).await;
+        let answers = burst(&shop, &buyers, &[(product, variant.clone())], round).await;
+        let (placed, sold_out) = &answers[0];
+        assert_eq!((placed.len(), *sold_out), (10, 30), "round {round}");
+        sold_exactly(&shop, &[variant.as_str()], placed).await;
+    }
 }
 
 /// A retry is answered what its key was answered, whatever changed since: the address
