@@ -46,6 +46,19 @@ impl SandboxGateway {
     }
 }
 
+impl SandboxGateway {
+    /// Counts another charge call for an order charged (or declined) before, and reads what
+    /// the first one recorded.
+    async fn called_again(
+        &self,
+        order_id: &str,
+    ) -> anyhow::Result<Option<(i64, String, String, String)>> {
+        let sql = "UPDATE sandbox_charges SET calls = calls + 1 WHERE order_id = ?";
+        with_pool!(&self.db, pool => sqlx::query(sql).bind(order_id).execute(pool).await.map(drop))?;
+        self.recorded(order_id).await
+    }
+}
+
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -83,7 +96,7 @@ impl PaymentGateway for SandboxGateway {
                 status.to_owned(),
                 reference,
             ),
-            Err(e) if unique_violation(&e) => match self.recorded(&id).await {
+            Err(e) if unique_violation(&e) => match self.called_again(&id).await {
                 Ok(Some(row)) => row,
                 Ok(None) => return ChargeOutcome::Unknown("the charge vanished".into()),
                 Err(e) => return ChargeOutcome::Unknown(format!("{e:#}")),

@@ -25,6 +25,7 @@ on_both_backends!(
     a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order,
     two_thousand_buyers_sell_out_four_products_of_a_hundred_exactly,
     twenty_small_drops_in_a_row_never_oversell,
+    one_key_sent_fifty_times_at_once_places_one_order_and_charges_once,
 );
 
 /// A shop whose buyers may send many orders a minute (the tests burst from one member, or
@@ -145,6 +146,24 @@ async fn burst(
         }
     }
     by_product
+}
+
+/// The sandbox ledger's row of `order`: `(charge calls, amount, refunded)`.
+async fn ledger(shop: &Shop, order: &str) -> Option<(i64, i64, i64)> {
+    let sql =
+        "SELECT CAST(calls AS SIGNED), amount, refunded FROM sandbox_charges WHERE order_id = ?";
+    match &shop.app.db {
+        openrun::db::Database::MySql(pool) => sqlx::query_as(sql)
+            .bind(order)
+            .fetch_optional(pool)
+            .await
+            .unwrap(),
+        openrun::db::Database::Sqlite(pool) => sqlx::query_as(&sql.replace("SIGNED", "INTEGER"))
+            .bind(order)
+            .fetch_optional(pool)
+            .await
+            .unwrap(),
+    }
 }
 
 /// How many events of `event_type` the log holds.
@@ -501,6 +520,50 @@ async fn twenty_small_drops_in_a_row_never_oversell(backend: Backend) {
     }
 }
 
+/// A client that sends one request 50 times at once (a double click, a retrying proxy): one
+/// order, one charge call, nothing refunded; each answer is the order or "in flight".
+async fn one_key_sent_fifty_times_at_once_places_one_order_and_charges_once(backend: Backend) {
+    let shop = open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 2, &address, "tok_visa");
+    let answers = futures_util::future::join_all((0..50).map(|_| async {
+        let answer = place(&shop, &shop.buyer, "double-click", &body).await;
+        let status = answer.status();
+        (status, answer.json::<Value>().await.unwrap())
+    }))
+    .await;
+    let id = openrun::orders::Orders::order_id(
+        openrun_domain::MemberId::from_uuid(shop.buyer.id.parse().unwrap()),
+        "double-click",
+    )
+    .to_string();
+    let mut placed = 0;
+    for (status, body) in answers {
+        match status {
+            StatusCode::CREATED => {
+                assert_eq!(body["id"], id.as_str());
+                placed += 1;
+            }
+            StatusCode::CONFLICT => assert_eq!(body["type"], "/problems/order-in-flight", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(placed >= 1);
+    assert_eq!(stream_types(&shop, &id).await, ["OrderPlaced"]);
+    assert_eq!(
+        ledger(&shop, &id).await,
+        Some((1, 438_000, 0)),
+        "one charge call"
+    );
+    wait_for_units(&shop, &variant, 8).await;
+    let again = place(&shop, &shop.buyer, "double-click", &body).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(ledger(&shop, &id).await, Some((1, 438_000, 0)));
+    audit_passes(&shop).await;
+}
+
 /// A retry is answered what its key was answered, whatever changed since: the address
 /// deleted, the sale ended, and the record of the answer lost (from the log then).
 async fn a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order(backend: Backend) {
@@ -734,6 +797,11 @@ async fn a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_
     )
     .to_string();
     assert_eq!(stream_types(&shop, &id).await, ["OrderDeclined"]);
+    assert_eq!(
+        ledger(&shop, &id).await.map(|(calls, _, _)| calls),
+        Some(1),
+        "the retry never reached the gateway"
+    );
     // The hold goes back once the counter projector applies the decline.
     wait_for_units(&shop, &variant, 10).await;
     // The gateway failing: 502, the hold stays, a retry goes on with it (and fails again).
