@@ -52,6 +52,7 @@ fn metadata() -> Metadata {
         causation_id: None,
         actor: Some(format!("member:{}", Uuid::now_v7())),
         idempotency_key: None,
+        hold_id: None,
     }
 }
 

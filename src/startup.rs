@@ -97,6 +97,7 @@ impl Application {
             Arc::clone(&events),
             Arc::clone(&catalog),
             Arc::clone(&categories),
+            Arc::clone(&stock),
             db.clone(),
             Arc::clone(&clock),
         ));

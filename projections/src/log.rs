@@ -47,6 +47,10 @@ pub struct Metadata {
     /// The client's `Idempotency-Key`, when the command came with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The hold of units in the stock store that this append settles (a downward stock
+    /// adjustment holds what it takes, as an order does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<Uuid>,
 }
 
 /// An event as stored.

@@ -27,6 +27,7 @@ use crate::clock::SharedClock;
 use crate::commands::{CommandError, Commands, Committed};
 use crate::db::{Database, with_pool};
 use crate::eventstore::{EventStore, Metadata, RecordedEvent, StreamRef};
+use crate::stock::{StockStore, UnitsHeld};
 
 /// How long a write waits for the live catalog of its own process to apply it.
 const READ_YOUR_WRITE: Duration = Duration::from_secs(2);
@@ -216,6 +217,7 @@ pub struct Products {
     events: Arc<dyn EventStore>,
     catalog: Arc<LiveCatalog>,
     categories: Arc<Categories>,
+    stock: Arc<dyn StockStore>,
     db: Database,
     clock: SharedClock,
 }
@@ -289,6 +291,7 @@ impl Products {
         events: Arc<dyn EventStore>,
         catalog: Arc<LiveCatalog>,
         categories: Arc<Categories>,
+        stock: Arc<dyn StockStore>,
         db: Database,
         clock: SharedClock,
     ) -> Self {
@@ -297,6 +300,7 @@ impl Products {
             events,
             catalog,
             categories,
+            stock,
             db,
             clock,
         }
@@ -504,6 +508,54 @@ impl Products {
         }
     }
 
+    /// Holds the units a downward adjustment takes, as an order holds its lines, so that no
+    /// order in flight is left holding units the seller took away: refused when fewer are
+    /// left to sell. No hold (the log's guard alone decides) when the request cannot take
+    /// them anyway: a replay of a request already applied, or an `If-Match` this catalog
+    /// does not see as current (the command answers 412, or the guard decides).
+    async fn hold_units(
+        &self,
+        stream: &str,
+        variant_id: VariantId,
+        units: i64,
+        request_id: Option<Uuid>,
+        guard: Guard<'_>,
+        product: &LiveProduct,
+    ) -> Result<Option<Uuid>, ProductFailure> {
+        if guard
+            .version
+            .is_some_and(|v| v != product.level(variant_id).version)
+        {
+            return Ok(None);
+        }
+        let hold = Uuid::now_v7();
+        let unavailable = |e: crate::stock::StockStoreError| ProductFailure::Unavailable(e.into());
+        match self
+            .stock
+            .hold_units(hold, variant_id, units)
+            .await
+            .map_err(unavailable)?
+        {
+            UnitsHeld::Held => Ok(Some(hold)),
+            UnitsHeld::Rebuilding => Err(ProductFailure::Unavailable(anyhow::anyhow!(
+                "the stock counters are being rebuilt"
+            ))),
+            UnitsHeld::Short { available } => {
+                if let Some(id) = request_id {
+                    let loaded = self.commands.load::<Stock>(stream).await.map_err(|e| {
+                        ProductFailure::from_command(e, ProductFailure::StockRefused, false)
+                    })?;
+                    if loaded.state.requests.contains_key(&id) {
+                        return Ok(None);
+                    }
+                }
+                Err(ProductFailure::NotEnoughLeft {
+                    available: available.max(0),
+                })
+            }
+        }
+    }
+
     /// Changes the supply of one variant of the product (its owner or an admin); says whether
     /// the answer replays an earlier request with the same key (nothing appended).
     pub async fn change_supply(
@@ -563,7 +615,15 @@ impl Products {
             },
         };
         let stream = variant_id.to_string();
-        let meta = metadata(&actor, guard.key);
+        let mut meta = metadata(&actor, guard.key);
+        meta.hold_id = match &command {
+            StockCommand::Adjust { delta, .. } if *delta < 0 => {
+                self.hold_units(&stream, variant_id, -delta, request_id, guard, &product)
+                    .await?
+            }
+            _ => None,
+        };
+        let hold = meta.hold_id;
         let result = match guard.version {
             Some(expected) => {
                 self.commands
@@ -572,6 +632,17 @@ impl Products {
             }
             None => self.commands.stock(&stream, command, meta).await,
         };
+        if let Some(hold) = hold {
+            // The counter projector releases a hold whose change is (or may be) in the log;
+            // one whose change was not written, or wrote nothing (a replay), goes back now.
+            let taken = match &result {
+                Ok(committed) => committed.positions.is_some(),
+                Err(e) => e.maybe_written(),
+            };
+            if !taken && let Err(e) = self.stock.release_units(hold).await {
+                tracing::warn!(error = %e, "an adjustment's hold is left to the sweep");
+            }
+        }
         let committed = result.map_err(|e| {
             ProductFailure::from_command(e, ProductFailure::StockRefused, guard.version.is_some())
         })?;

@@ -126,6 +126,7 @@ fn metadata_of(value: &Value) -> Result<Metadata, PersistenceError> {
         causation_id: uuid(keys::CAUSATION_ID)?,
         actor: map.get(keys::ACTOR).cloned(),
         idempotency_key: map.get(keys::IDEMPOTENCY_KEY).cloned(),
+        hold_id: None,
     })
 }
 

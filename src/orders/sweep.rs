@@ -11,6 +11,10 @@
 //!   the same way and refunded (refund id UUIDv5(order, "void")); one whose order was placed
 //!   is marked settled.
 //!
+//! - An adjustment's hold (a downward supply change holds what it takes) past the grace
+//!   period is released: the change is in the log, where the counter projector takes its
+//!   units itself, or it never will be.
+//!
 //! Only whoever commits a closing event refunds, and a refund is keyed by its id, so a sweep
 //! racing a handler, another sweep or itself after a crash pays back at most once.
 
@@ -87,6 +91,16 @@ impl Sweeper {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(order = %hold.order_id, error = format!("{e:#}"), "a stale hold could not be settled")
+                }
+            }
+        }
+        // An adjustment's hold past the grace: its change is in the log (the projector takes
+        // its units whatever happens to the hold) or never will be.
+        for hold in self.stock.stale_unit_holds(before, ROUND).await? {
+            match self.stock.release_units(hold).await {
+                Ok(()) => settled += 1,
+                Err(e) => {
+                    tracing::warn!(hold = %hold, error = format!("{e:#}"), "an adjustment's hold could not be released")
                 }
             }
         }

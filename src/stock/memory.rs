@@ -11,7 +11,8 @@ use openrun_domain::{MemberId, OrderId, ProductId, VariantId};
 
 use super::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
-    Recorded, StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
+    Recorded, StaleHold, StockStore, StockStoreError, StoreState, UnitsHeld, new_epoch,
+    per_product,
 };
 use crate::clock::SharedClock;
 
@@ -32,7 +33,16 @@ struct State {
     bought: HashMap<(ProductId, MemberId), i64>,
     holds: HashMap<OrderId, Hold>,
     records: HashMap<OrderId, Record>,
+    unit_holds: HashMap<uuid::Uuid, UnitHold>,
     finished: usize,
+}
+
+/// A downward adjustment's hold.
+struct UnitHold {
+    epoch: String,
+    at: DateTime<Utc>,
+    variant: VariantId,
+    units: i64,
 }
 
 #[derive(Clone)]
@@ -101,6 +111,16 @@ impl State {
         }
         for (product, units) in per_product(&hold.lines) {
             *self.bought.entry((product, hold.buyer)).or_default() -= units;
+        }
+    }
+
+    /// Gives an adjustment's hold back when it is of the current epoch, and forgets it.
+    fn release_units(&mut self, hold_id: uuid::Uuid) {
+        let Some(hold) = self.unit_holds.remove(&hold_id) else {
+            return;
+        };
+        if self.current_epoch() == Some(hold.epoch.as_str()) {
+            *self.available.entry(hold.variant).or_default() += hold.units;
         }
     }
 
@@ -255,7 +275,14 @@ impl StockStore for MemoryStockStore {
         }
         for change in &batch.changes {
             match change {
-                CounterChange::Supply { variant_id, delta } => {
+                CounterChange::Supply {
+                    variant_id,
+                    delta,
+                    hold,
+                } => {
+                    if let Some(hold) = hold {
+                        state.release_units(*hold);
+                    }
                     *state.available.entry(*variant_id).or_default() += delta;
                 }
                 // Its hold gives back what it counted (of the current epoch only), and the
@@ -367,6 +394,55 @@ impl StockStore for MemoryStockStore {
         stale.sort_by_key(|h| (h.at, h.order_id.as_uuid()));
         stale.truncate(limit);
         Ok(stale)
+    }
+
+    async fn hold_units(
+        &self,
+        hold_id: uuid::Uuid,
+        variant: VariantId,
+        units: i64,
+    ) -> Result<UnitsHeld, StockStoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let Some(epoch) = state.current_epoch().map(str::to_owned) else {
+            return Ok(UnitsHeld::Rebuilding);
+        };
+        let left = state.available.get(&variant).copied().unwrap_or(0);
+        if left < units {
+            return Ok(UnitsHeld::Short { available: left });
+        }
+        *state.available.entry(variant).or_default() -= units;
+        state.unit_holds.insert(
+            hold_id,
+            UnitHold {
+                epoch,
+                at: now,
+                variant,
+                units,
+            },
+        );
+        Ok(UnitsHeld::Held)
+    }
+
+    async fn release_units(&self, hold_id: uuid::Uuid) -> Result<(), StockStoreError> {
+        self.lock().release_units(hold_id);
+        Ok(())
+    }
+
+    async fn stale_unit_holds(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<uuid::Uuid>, StockStoreError> {
+        let state = self.lock();
+        let mut stale: Vec<(DateTime<Utc>, uuid::Uuid)> = state
+            .unit_holds
+            .iter()
+            .filter(|(_, h)| h.at < before)
+            .map(|(id, h)| (h.at, *id))
+            .collect();
+        stale.sort();
+        Ok(stale.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
     async fn release_leftover(

@@ -132,6 +132,20 @@ pub struct Recorded {
     pub answer: Option<String>,
 }
 
+/// What holding a downward adjustment's units did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitsHeld {
+    /// Held.
+    Held,
+    /// Fewer units are left to sell: this many.
+    Short {
+        /// Units left.
+        available: i64,
+    },
+    /// The store is rebuilding its counters from the log: try again shortly.
+    Rebuilding,
+}
+
 /// A change the counter projector applies, decoded from one event of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CounterChange {
@@ -141,6 +155,9 @@ pub enum CounterChange {
         variant_id: VariantId,
         /// The change.
         delta: i64,
+        /// The hold the change took its units under (a downward adjustment's): released as
+        /// the change is applied, so the units count once.
+        hold: Option<uuid::Uuid>,
     },
     /// An order was placed.
     Placed {
@@ -298,6 +315,29 @@ pub trait StockStore: Send + Sync + 'static {
         order_id: OrderId,
         position: u64,
     ) -> Result<bool, StockStoreError>;
+
+    /// Holds `units` of `variant` for a downward supply adjustment under `hold_id`, as an
+    /// order holds its lines: refused when fewer are left. The adjustment's append names the
+    /// hold ([`crate::eventstore::Metadata::hold_id`]), and the counter projector releases
+    /// it as it applies the change.
+    async fn hold_units(
+        &self,
+        hold_id: uuid::Uuid,
+        variant: VariantId,
+        units: i64,
+    ) -> Result<UnitsHeld, StockStoreError>;
+
+    /// Releases an adjustment's hold (its append did not happen, or is past the grace
+    /// period). Always safe for the counters: an adjustment applied later takes its units
+    /// itself, whether its hold is still there or not.
+    async fn release_units(&self, hold_id: uuid::Uuid) -> Result<(), StockStoreError>;
+
+    /// Adjustment holds taken before `before` (the store's clock), at most `limit`.
+    async fn stale_unit_holds(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<uuid::Uuid>, StockStoreError>;
 
     /// Units left per variant (absent: none known).
     async fn available(&self, variants: &[VariantId]) -> Result<Vec<i64>, StockStoreError>;

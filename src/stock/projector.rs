@@ -139,11 +139,16 @@ impl CounterProjector {
         Ok(match recorded.stream_type.as_str() {
             "stock" => {
                 let variant_id = VariantId::from_uuid(recorded.stream_id.parse()?);
+                let hold = recorded.metadata.hold_id;
                 let delta = match self.commands.decode::<Stock>(recorded)? {
                     StockEvent::StockAdded { quantity, .. } => quantity,
                     StockEvent::StockAdjusted { delta, .. } => delta,
                 };
-                Some(CounterChange::Supply { variant_id, delta })
+                Some(CounterChange::Supply {
+                    variant_id,
+                    delta,
+                    hold,
+                })
             }
             "order" => {
                 let order_id = OrderId::from_uuid(recorded.stream_id.parse()?);
@@ -231,7 +236,9 @@ impl CounterProjector {
             };
             for recorded in page.into_iter().take_while(|e| e.global_position <= head) {
                 let (buyer, lines, sign) = match self.change(recorded).await? {
-                    Some(CounterChange::Supply { variant_id, delta }) => {
+                    Some(CounterChange::Supply {
+                        variant_id, delta, ..
+                    }) => {
                         *available.entry(variant_id).or_default() += delta;
                         continue;
                     }

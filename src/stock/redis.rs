@@ -10,6 +10,8 @@
 //! - `bought`: units held or bought per `product:member`.
 //! - `h:{order}`: an order's hold {epoch, at, buyer, lines}; `holds`: the holds by time.
 //! - `i:{order}`: the idempotency record {fp, step (`held` | `retry` | `done`), answer}.
+//! - `u:{hold}`: a downward adjustment's hold {epoch, at, variant, units}; `uholds`: those
+//!   holds by time.
 //! - `lease`: the rebuild's lease; `next:{epoch}:avail|bought`: a rebuild's counters.
 //!
 //! Redis must not evict these keys: the store refuses to start unless `maxmemory-policy` is
@@ -23,7 +25,8 @@ use redis::aio::ConnectionManager;
 
 use super::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
-    Recorded, StaleHold, StockStore, StockStoreError, StoreState, new_epoch, per_product,
+    Recorded, StaleHold, StockStore, StockStoreError, StoreState, UnitsHeld, new_epoch,
+    per_product,
 };
 use crate::redis::Keys;
 
@@ -45,6 +48,8 @@ pub struct RedisStockStore {
     begin_rebuild: redis::Script,
     finish_rebuild: redis::Script,
     release_leftover: redis::Script,
+    hold_units: redis::Script,
+    release_units: redis::Script,
 }
 
 impl RedisStockStore {
@@ -71,6 +76,8 @@ impl RedisStockStore {
             begin_rebuild: script(include_str!("lua/begin_rebuild.lua")),
             finish_rebuild: script(include_str!("lua/finish_rebuild.lua")),
             release_leftover: script(include_str!("lua/release_leftover.lua")),
+            hold_units: script(include_str!("lua/hold_units.lua")),
+            release_units: script(include_str!("lua/release_units.lua")),
         })
     }
 
@@ -235,8 +242,16 @@ impl StockStore for RedisStockStore {
         invocation.arg(&batch.epoch).arg(batch.after).arg(batch.to);
         for change in &batch.changes {
             match change {
-                CounterChange::Supply { variant_id, delta } => {
-                    invocation.arg("S").arg(variant_id.to_string()).arg(*delta);
+                CounterChange::Supply {
+                    variant_id,
+                    delta,
+                    hold,
+                } => {
+                    invocation
+                        .arg("S")
+                        .arg(variant_id.to_string())
+                        .arg(*delta)
+                        .arg(hold.map(|h| h.to_string()).unwrap_or_default());
                 }
                 CounterChange::Placed {
                     order_id,
@@ -413,6 +428,69 @@ impl StockStore for RedisStockStore {
             .await
             .map_err(anyhow::Error::from)?;
         Ok(released == 1)
+    }
+
+    async fn hold_units(
+        &self,
+        hold_id: uuid::Uuid,
+        variant: VariantId,
+        units: i64,
+    ) -> Result<UnitsHeld, StockStoreError> {
+        let answer: Vec<String> = self
+            .hold_units
+            .key(&self.base)
+            .arg(hold_id.to_string())
+            .arg(variant.to_string())
+            .arg(units)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(match answer.first().map(String::as_str) {
+            Some("held") => UnitsHeld::Held,
+            Some("short") => UnitsHeld::Short {
+                available: parse(answer.get(1))?,
+            },
+            Some("rebuilding") => UnitsHeld::Rebuilding,
+            other => {
+                return Err(anyhow::anyhow!(
+                    "unexpected answer from the adjustment hold script: {other:?}"
+                )
+                .into());
+            }
+        })
+    }
+
+    async fn release_units(&self, hold_id: uuid::Uuid) -> Result<(), StockStoreError> {
+        let _: i64 = self
+            .release_units
+            .key(&self.base)
+            .arg(hold_id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    async fn stale_unit_holds(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<uuid::Uuid>, StockStoreError> {
+        let found: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key("uholds"))
+            .arg("-inf")
+            .arg(format!("({}", before.timestamp_millis()))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        found
+            .iter()
+            .map(|id| Ok(id.parse().map_err(anyhow::Error::from)?))
+            .collect()
     }
 
     async fn available(&self, variants: &[VariantId]) -> Result<Vec<i64>, StockStoreError> {

@@ -341,6 +341,7 @@ async fn metadata_is_stored_with_every_event(backend: Backend) {
         causation_id: Some(Uuid::now_v7()),
         actor: Some("member:0190a1b2".into()),
         idempotency_key: Some("key-123".into()),
+        hold_id: Some(Uuid::now_v7()),
     };
     s.append(
         stream("a"),

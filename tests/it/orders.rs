@@ -26,6 +26,7 @@ on_both_backends!(
     two_thousand_buyers_sell_out_four_products_of_a_hundred_exactly,
     twenty_small_drops_in_a_row_never_oversell,
     one_key_sent_fifty_times_at_once_places_one_order_and_charges_once,
+    a_downward_adjustment_never_takes_units_an_order_holds,
 );
 
 /// A shop whose buyers may send many orders a minute (the tests burst from one member, or
@@ -564,6 +565,61 @@ async fn one_key_sent_fifty_times_at_once_places_one_order_and_charges_once(back
     audit_passes(&shop).await;
 }
 
+/// A seller taking units out of a drop while an order holds some: the adjustment holds what
+/// it takes as an order would, so it cannot take what the order holds (the log alone would
+/// let it, and the order would then be refused and refunded after its charge).
+async fn a_downward_adjustment_never_takes_units_an_order_holds(backend: Backend) {
+    let shop = open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    // The gateway does not answer: the order keeps its hold of 2 for its retry.
+    let waiting = order_body(&product, &variant, 2, &address, "tok_gateway_error");
+    problem(
+        place(&shop, &shop.buyer, "waiting", &waiting).await,
+        StatusCode::BAD_GATEWAY,
+        "payment-gateway",
+    )
+    .await;
+    wait_for_units(&shop, &variant, 8).await;
+    let adjust = async |delta: i64, key: &str| {
+        shop.send(
+            Method::POST,
+            &format!("/v1/products/{product}/variants/{variant}/stock"),
+            Some(&shop.seller.access),
+            Some(json!({"adjust": delta, "reason": "damaged in the warehouse"})),
+            &[("idempotency-key", key)],
+        )
+        .await
+    };
+    let refused = problem(
+        adjust(-9, "take-9").await,
+        StatusCode::CONFLICT,
+        "supply-conflict",
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains('8'),
+        "{refused}"
+    );
+    let units = openrun::commands::units_counter(&variant);
+    let counted = async || {
+        let values = shop.app.events.counters(&[units.as_str()]).await.unwrap();
+        values.get(&units).copied()
+    };
+    assert_eq!(counted().await, Some(10), "nothing written");
+    assert_eq!(adjust(-8, "take-8").await.status(), StatusCode::OK);
+    // Applied by the counter projector, the change counts once: none left, the order's 2
+    // still held.
+    wait_for_projector(&shop).await;
+    wait_for_units(&shop, &variant, 0).await;
+    assert_eq!(counted().await, Some(2));
+    // Its retry with the same key is the same answer, and takes nothing more.
+    assert_eq!(adjust(-8, "take-8").await.status(), StatusCode::OK);
+    wait_for_units(&shop, &variant, 0).await;
+    assert_eq!(counted().await, Some(2));
+    audit_passes(&shop).await;
+}
+
 /// A retry is answered what its key was answered, whatever changed since: the address
 /// deleted, the sale ended, and the record of the answer lost (from the log then).
 async fn a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order(backend: Backend) {
@@ -835,6 +891,7 @@ async fn the_log_refuses_an_oversell_the_stock_store_let_through(backend: Backen
         changes: vec![openrun::stock::CounterChange::Supply {
             variant_id: id,
             delta: 5,
+            hold: None,
         }],
     };
     assert_eq!(

@@ -10,7 +10,7 @@ use openrun::stock::memory::MemoryStockStore;
 use openrun::stock::redis::RedisStockStore;
 use openrun::stock::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, SaleTerms,
-    StockStore, StoreState,
+    StockStore, StoreState, UnitsHeld,
 };
 use openrun_domain::{MemberId, OrderId, ProductId, VariantId};
 use uuid::Uuid;
@@ -81,6 +81,7 @@ on_both_stores!(
     a_batch_applies_once_and_only_after_its_watermark,
     holds_of_an_older_epoch_count_for_nothing,
     stale_holds_are_listed_and_a_leftover_is_released_once_passed,
+    an_adjustment_holds_what_it_takes_and_counts_once,
 );
 
 const BUYER: MemberId = MemberId::from_uuid(Uuid::from_u128(0xb1));
@@ -395,6 +396,7 @@ async fn a_batch_applies_once_and_only_after_its_watermark(store: &Arc<dyn Stock
         vec![CounterChange::Supply {
             variant_id: variant(1),
             delta: 10,
+            hold: None,
         }],
     );
     assert_eq!(store.apply(&supply).await.unwrap(), Applied::Done);
@@ -552,4 +554,66 @@ async fn stale_holds_are_listed_and_a_leftover_is_released_once_passed(
     // Released once: a second release gives nothing more.
     assert!(store.release_leftover(order(1), 8).await.unwrap());
     assert_eq!(left(store, &[1]).await, vec![10]);
+}
+
+/// A downward adjustment holds its units as an order would (refused when fewer are left, so
+/// no order in flight loses what it holds), and its change counts once: applied with its hold
+/// still there, after its hold was released, or never (the hold released alone).
+async fn an_adjustment_holds_what_it_takes_and_counts_once(store: &Arc<dyn StockStore>) {
+    let epoch = ready(store, &[(1, 10)], 0).await;
+    // An order holds 4: 6 are left, so taking 7 away is refused and changes nothing.
+    assert!(matches!(
+        store
+            .hold(&request(1, vec![line(SHOE, 1, 4)]))
+            .await
+            .unwrap(),
+        HoldOutcome::Held { .. }
+    ));
+    let (first, second, third) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    assert_eq!(
+        store.hold_units(first, variant(1), 7).await.unwrap(),
+        UnitsHeld::Short { available: 6 }
+    );
+    assert_eq!(left(store, &[1]).await, vec![6]);
+    for hold in [first, second, third] {
+        assert_eq!(
+            store.hold_units(hold, variant(1), 2).await.unwrap(),
+            UnitsHeld::Held
+        );
+    }
+    assert_eq!(left(store, &[1]).await, vec![0]);
+    assert!(matches!(
+        store
+            .hold(&request(2, vec![line(SHOE, 1, 1)]))
+            .await
+            .unwrap(),
+        HoldOutcome::SoldOut { .. }
+    ));
+    // All three are stale a moment later.
+    let later = store.now().await.unwrap() + Duration::seconds(1);
+    let mut stale = store.stale_unit_holds(later, 10).await.unwrap();
+    stale.sort();
+    assert_eq!(stale, vec![first, second, third]);
+    // The first is applied with its hold; the second after its hold was released (the
+    // sweep); the third never (its append failed): each takes its 2 units once.
+    store.release_units(second).await.unwrap();
+    store.release_units(third).await.unwrap();
+    assert_eq!(left(store, &[1]).await, vec![4]);
+    let adjusted = |hold| CounterChange::Supply {
+        variant_id: variant(1),
+        delta: -2,
+        hold: Some(hold),
+    };
+    let batch = CounterBatch {
+        epoch,
+        after: 0,
+        to: 2,
+        changes: vec![adjusted(first), adjusted(second)],
+    };
+    assert_eq!(store.apply(&batch).await.unwrap(), Applied::Done);
+    assert_eq!(left(store, &[1]).await, vec![2], "10 - 4 held - 2 - 2");
+    assert!(store.stale_unit_holds(later, 10).await.unwrap().is_empty());
+    // A released hold released again changes nothing.
+    store.release_units(first).await.unwrap();
+    assert_eq!(left(store, &[1]).await, vec![2]);
 }

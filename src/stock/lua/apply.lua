@@ -1,5 +1,5 @@
 -- ARGV: epoch, after (the watermark the batch follows), to, then changes:
---   'S', variant, delta                          supply
+--   'S', variant, delta, hold or ''              supply (an adjustment's hold released)
 --   'P', order, buyer, n, n * (variant, product, qty)   placed
 --   'C', order                                   closed without an order
 --   'G', buyer, n, n * (variant, product, qty)   given back
@@ -18,8 +18,9 @@ end
 while i <= #ARGV do
   local kind = ARGV[i]
   if kind == 'S' then
+    if ARGV[i + 3] ~= '' then release_units(ARGV[i + 3], epoch) end
     redis.call('HINCRBY', avail_key, ARGV[i + 1], ARGV[i + 2])
-    i = i + 3
+    i = i + 4
   elseif kind == 'P' then
     -- Its hold (whatever it holds, of whichever epoch) gives back what it counted, and the
     -- order takes what it sold: a hold of other lines (a retry with another body after a

@@ -18,3 +18,16 @@ local function release(order, epoch)
     redis.call('HINCRBY', bought_key, product .. ':' .. hold[2], -tonumber(qty))
   end
 end
+
+-- Forgets a downward adjustment's hold; its units go back only when it is of the current
+-- epoch.
+local function release_units(id, epoch)
+  local hold_key = base .. 'u:' .. id
+  local hold = redis.call('HMGET', hold_key, 'epoch', 'variant', 'units')
+  if not hold[1] then return end
+  redis.call('DEL', hold_key)
+  redis.call('ZREM', base .. 'uholds', id)
+  if hold[1] == epoch then
+    redis.call('HINCRBY', avail_key, hold[2], tonumber(hold[3]))
+  end
+end
