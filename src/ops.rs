@@ -111,8 +111,13 @@ pub struct Check {
     pub violations: Vec<String>,
 }
 
-/// Re-derives the invariants from the log alone.
-pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec<Check>> {
+/// Re-derives the invariants from the log and the payment ledger, and checks the stock
+/// store's counters against the log when one is given.
+pub async fn audit(
+    db: &Database,
+    events: &dyn EventStore,
+    stock: Option<&dyn crate::stock::StockStore>,
+) -> anyhow::Result<Vec<Check>> {
     // Checkpoints first, then the head: a projection that keeps up with live traffic is
     // always at or behind a head read after its checkpoint.
     let statuses = projections::status(db, events).await?;
@@ -157,7 +162,46 @@ pub async fn audit(db: &Database, events: &dyn EventStore) -> anyhow::Result<Vec
         name: "every charge belongs to a placed order or is refunded, and no refund is more than its order's",
         violations: sales.charges(db).await?,
     });
+    if let Some(stock) = stock {
+        checks.push(Check {
+            name: "the stock store's counters equal the log, with the holds in flight",
+            violations: stock_counters(events, stock).await?,
+        });
+    }
     Ok(checks)
+}
+
+/// The stock store's units left plus what its holds take, per variant, against the log
+/// folded up to the store's watermark (read with its counters in one step).
+async fn stock_counters(
+    events: &dyn EventStore,
+    stock: &dyn crate::stock::StockStore,
+) -> anyhow::Result<Vec<String>> {
+    let Some(snapshot) = stock.snapshot().await? else {
+        return Ok(vec![
+            "the stock store has no counters now (lost, or being rebuilt from the log)".into(),
+        ]);
+    };
+    let sales = Sales::fold(events, snapshot.watermark).await?;
+    let mut stored: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for (variant, units) in snapshot.available.iter().chain(&snapshot.held) {
+        *stored.entry(variant.to_string()).or_default() += units;
+    }
+    let mut variants: Vec<&String> = stored.keys().chain(sales.units.keys()).collect();
+    variants.sort();
+    variants.dedup();
+    let mut violations = Vec::new();
+    for variant in variants {
+        let counted = stored.get(variant).copied().unwrap_or(0);
+        let folded = sales.units.get(variant).copied().unwrap_or(0);
+        if counted != folded && violations.len() < 20 {
+            violations.push(format!(
+                "variant {variant}: the store has {counted} left or held, the log up to {} says {folded}",
+                snapshot.watermark
+            ));
+        }
+    }
+    Ok(violations)
 }
 
 /// What the log says of stock and orders, folded in position order up to a head.

@@ -69,6 +69,7 @@ impl Application {
             commands: commands.clone(),
             db: db.clone(),
             events: Arc::clone(&events),
+            stock: Some(Arc::clone(&stock)),
             nightly_at: config.scheduler.nightly_at,
             clock: Arc::clone(&clock),
         });

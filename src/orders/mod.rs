@@ -377,8 +377,8 @@ impl Orders {
                 return Err(OrderFailure::Unavailable(e.into()));
             }
         };
-        match held {
-            HoldOutcome::Held { .. } | HoldOutcome::Resumed { .. } => {}
+        let epoch = match held {
+            HoldOutcome::Held { epoch, .. } | HoldOutcome::Resumed { epoch, .. } => epoch,
             HoldOutcome::Finished(answer) => return replayed(&answer),
             HoldOutcome::InFlight => return Err(OrderFailure::InFlight),
             // Its record says in flight but its hold is gone: the request that held it
@@ -407,7 +407,7 @@ impl Orders {
                 }
                 return Err(refusal(refused, &request.lines));
             }
-        }
+        };
         let id = order_id.to_string();
         let meta = Metadata {
             actor: Some(actor.member_id.to_string()),
@@ -491,7 +491,10 @@ impl Orders {
             }
             Err(CommandError::GuardRefused { counter, value }) => {
                 tracing::warn!(order = %order_id, counter, value,
-                    "the log refused an oversell the stock store let through");
+                    "the log refused an oversell the stock store let through; its counters are rebuilt");
+                if let Err(e) = self.stock.distrust(&epoch).await {
+                    tracing::warn!(error = %e, "the stock counters could not be dropped for a rebuild");
+                }
                 match self
                     .fence(order_id, &fingerprint, VoidReason::SoldOut)
                     .await?

@@ -82,6 +82,8 @@ pub struct Jobs {
     pub db: Database,
     /// The log, for the nightly audit.
     pub events: Arc<dyn EventStore>,
+    /// This process's stock store, for the nightly audit (its counters against the log).
+    pub stock: Option<Arc<dyn crate::stock::StockStore>>,
     /// When the nightly jobs run, in the server's time zone.
     pub nightly_at: NaiveTime,
     /// This host's clock, for planning the nightly runs (claims use the database's clock).

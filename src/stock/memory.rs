@@ -11,7 +11,7 @@ use openrun_domain::{MemberId, OrderId, ProductId, VariantId};
 
 use super::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
-    Recorded, StaleHold, StockStore, StockStoreError, StoreState, UnitsHeld, new_epoch,
+    Recorded, Snapshot, StaleHold, StockStore, StockStoreError, StoreState, UnitsHeld, new_epoch,
     per_product,
 };
 use crate::clock::SharedClock;
@@ -160,7 +160,10 @@ impl StockStore for MemoryStockStore {
             }
             // The hold is fresh again: the sweeps measure its age from this retry.
             hold.at = now;
-            return Ok(HoldOutcome::Resumed { at: now });
+            return Ok(HoldOutcome::Resumed {
+                at: now,
+                epoch: hold.epoch.clone(),
+            });
         }
         let Some(epoch) = state.current_epoch().map(str::to_owned) else {
             return Ok(HoldOutcome::Rebuilding);
@@ -207,7 +210,7 @@ impl StockStore for MemoryStockStore {
         state.holds.insert(
             request.order_id,
             Hold {
-                epoch,
+                epoch: epoch.clone(),
                 at: now,
                 buyer: request.buyer,
                 lines: request.lines.clone(),
@@ -221,7 +224,7 @@ impl StockStore for MemoryStockStore {
                 expires: expiry(now),
             },
         );
-        Ok(HoldOutcome::Held { at: now })
+        Ok(HoldOutcome::Held { at: now, epoch })
     }
 
     async fn record(&self, order_id: OrderId) -> Result<Option<Recorded>, StockStoreError> {
@@ -396,6 +399,14 @@ impl StockStore for MemoryStockStore {
         Ok(stale)
     }
 
+    async fn distrust(&self, epoch: &str) -> Result<(), StockStoreError> {
+        let mut state = self.lock();
+        if state.current_epoch() == Some(epoch) {
+            state.meta = None;
+        }
+        Ok(())
+    }
+
     async fn hold_units(
         &self,
         hold_id: uuid::Uuid,
@@ -443,6 +454,27 @@ impl StockStore for MemoryStockStore {
             .collect();
         stale.sort();
         Ok(stale.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn snapshot(&self) -> Result<Option<Snapshot>, StockStoreError> {
+        let state = self.lock();
+        let Some(Meta::Ready { epoch, watermark }) = &state.meta else {
+            return Ok(None);
+        };
+        let mut held: HashMap<VariantId, i64> = HashMap::new();
+        for hold in state.holds.values().filter(|h| h.epoch == *epoch) {
+            for line in &hold.lines {
+                *held.entry(line.variant_id).or_default() += i64::from(line.quantity);
+            }
+        }
+        for hold in state.unit_holds.values().filter(|h| h.epoch == *epoch) {
+            *held.entry(hold.variant).or_default() += hold.units;
+        }
+        Ok(Some(Snapshot {
+            watermark: *watermark,
+            available: state.available.iter().map(|(v, n)| (*v, *n)).collect(),
+            held: held.into_iter().collect(),
+        }))
     }
 
     async fn release_leftover(

@@ -85,11 +85,15 @@ pub enum HoldOutcome {
     Held {
         /// The store's clock.
         at: DateTime<Utc>,
+        /// The epoch of the counters that held it.
+        epoch: String,
     },
     /// A retry of an order whose payment outcome was unknown: its hold is still there.
     Resumed {
         /// The store's clock.
         at: DateTime<Utc>,
+        /// The epoch of the counters that held it.
+        epoch: String,
     },
     /// The same order is being placed by another request.
     InFlight,
@@ -144,6 +148,18 @@ pub enum UnitsHeld {
     },
     /// The store is rebuilding its counters from the log: try again shortly.
     Rebuilding,
+}
+
+/// The counters at one instant, with the units every hold of their epoch takes: what the
+/// audit compares with the log up to the watermark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last log position the counters include.
+    pub watermark: u64,
+    /// Units left per variant.
+    pub available: Vec<(VariantId, i64)>,
+    /// Units held per variant, by orders and adjustments in flight of the current epoch.
+    pub held: Vec<(VariantId, i64)>,
 }
 
 /// A change the counter projector applies, decoded from one event of the log.
@@ -316,6 +332,11 @@ pub trait StockStore: Send + Sync + 'static {
         position: u64,
     ) -> Result<bool, StockStoreError>;
 
+    /// The log refused what the counters of `epoch` let through: they lost writes (a
+    /// failover to a replica that had not seen them). Drops the sentinel, so that one process
+    /// rebuilds them from the log; nothing when the counters are of another epoch already.
+    async fn distrust(&self, epoch: &str) -> Result<(), StockStoreError>;
+
     /// Holds `units` of `variant` for a downward supply adjustment under `hold_id`, as an
     /// order holds its lines: refused when fewer are left. The adjustment's append names the
     /// hold ([`crate::eventstore::Metadata::hold_id`]), and the counter projector releases
@@ -338,6 +359,10 @@ pub trait StockStore: Send + Sync + 'static {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<uuid::Uuid>, StockStoreError>;
+
+    /// The counters and what the holds of their epoch take, read in one atomic step; `None`
+    /// while there are no counters (lost, or being rebuilt).
+    async fn snapshot(&self) -> Result<Option<Snapshot>, StockStoreError>;
 
     /// Units left per variant (absent: none known).
     async fn available(&self, variants: &[VariantId]) -> Result<Vec<i64>, StockStoreError>;

@@ -25,7 +25,7 @@ use redis::aio::ConnectionManager;
 
 use super::{
     Applied, CounterBatch, CounterChange, HoldLine, HoldOutcome, HoldRequest, Levels, RECORD_TTL,
-    Recorded, StaleHold, StockStore, StockStoreError, StoreState, UnitsHeld, new_epoch,
+    Recorded, Snapshot, StaleHold, StockStore, StockStoreError, StoreState, UnitsHeld, new_epoch,
     per_product,
 };
 use crate::redis::Keys;
@@ -50,6 +50,7 @@ pub struct RedisStockStore {
     release_leftover: redis::Script,
     hold_units: redis::Script,
     release_units: redis::Script,
+    snapshot: redis::Script,
 }
 
 impl RedisStockStore {
@@ -78,6 +79,7 @@ impl RedisStockStore {
             release_leftover: script(include_str!("lua/release_leftover.lua")),
             hold_units: script(include_str!("lua/hold_units.lua")),
             release_units: script(include_str!("lua/release_units.lua")),
+            snapshot: script(include_str!("lua/snapshot.lua")),
         })
     }
 
@@ -148,9 +150,11 @@ impl StockStore for RedisStockStore {
         Ok(match answer.first().map(String::as_str) {
             Some("held") => HoldOutcome::Held {
                 at: instant(answer.get(1).map_or("", String::as_str))?,
+                epoch: answer.get(2).cloned().unwrap_or_default(),
             },
             Some("resumed") => HoldOutcome::Resumed {
                 at: instant(answer.get(1).map_or("", String::as_str))?,
+                epoch: answer.get(2).cloned().unwrap_or_default(),
             },
             Some("in_flight") => HoldOutcome::InFlight,
             Some("check_log") => HoldOutcome::CheckLog,
@@ -430,6 +434,20 @@ impl StockStore for RedisStockStore {
         Ok(released == 1)
     }
 
+    async fn distrust(&self, epoch: &str) -> Result<(), StockStoreError> {
+        let _: i64 = redis::Script::new(
+            "local meta = redis.call('HMGET', KEYS[1], 'state', 'epoch') \
+             if meta[1] ~= 'ready' or meta[2] ~= ARGV[1] then return 0 end \
+             return redis.call('DEL', KEYS[1])",
+        )
+        .key(self.key("meta"))
+        .arg(epoch)
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
     async fn hold_units(
         &self,
         hold_id: uuid::Uuid,
@@ -491,6 +509,33 @@ impl StockStore for RedisStockStore {
             .iter()
             .map(|id| Ok(id.parse().map_err(anyhow::Error::from)?))
             .collect()
+    }
+
+    async fn snapshot(&self) -> Result<Option<Snapshot>, StockStoreError> {
+        let (ready, watermark, available, held): (i64, u64, Vec<String>, Vec<String>) = self
+            .snapshot
+            .key(&self.base)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
+        if ready == 0 {
+            return Ok(None);
+        }
+        let pairs = |flat: Vec<String>| -> anyhow::Result<Vec<(VariantId, i64)>> {
+            flat.chunks(2)
+                .map(|pair| {
+                    Ok((
+                        VariantId::from_uuid(parse(pair.first())?),
+                        parse(pair.get(1))?,
+                    ))
+                })
+                .collect()
+        };
+        Ok(Some(Snapshot {
+            watermark,
+            available: pairs(available)?,
+            held: pairs(held)?,
+        }))
     }
 
     async fn available(&self, variants: &[VariantId]) -> Result<Vec<i64>, StockStoreError> {

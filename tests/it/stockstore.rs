@@ -518,7 +518,7 @@ async fn stale_holds_are_listed_and_a_leftover_is_released_once_passed(
 ) {
     let epoch = ready(store, &[(1, 10)], 5).await;
     let hold = request(1, vec![line(SHOE, 1, 4)]);
-    let HoldOutcome::Held { at } = store.hold(&hold).await.unwrap() else {
+    let HoldOutcome::Held { at, .. } = store.hold(&hold).await.unwrap() else {
         panic!("not held");
     };
     assert!(

@@ -15,7 +15,7 @@ if record[1] then
     redis.call('HSET', record_key, 'step', 'held')
     redis.call('HSET', hold_key, 'at', now)
     redis.call('ZADD', holds_key, now, order)
-    return {'resumed', tostring(now)}
+    return {'resumed', tostring(now), redis.call('HGET', hold_key, 'epoch')}
   end
   return {'in_flight'}
 end
@@ -67,4 +67,4 @@ redis.call('HSET', base .. 'h:' .. order, 'epoch', meta[2], 'at', now, 'buyer', 
 redis.call('ZADD', holds_key, now, order)
 redis.call('HSET', record_key, 'fp', fingerprint, 'step', 'held')
 redis.call('EXPIRE', record_key, ttl)
-return {'held', tostring(now)}
+return {'held', tostring(now), meta[2]}
