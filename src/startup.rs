@@ -289,17 +289,21 @@ async fn members_and_auth_on(
     redis: Option<redis::aio::ConnectionManager>,
     clock: SharedClock,
 ) -> anyhow::Result<(Arc<Members>, Arc<AuthService>)> {
-    let (store, limiter): (Arc<dyn TokenStore>, Limiter) = match redis {
+    use crate::members::mirror::{AddressMirror, LocalAddressMirror, RedisAddressMirror};
+    type Stores = (Arc<dyn TokenStore>, Limiter, Arc<dyn AddressMirror>);
+    let (store, limiter, mirror): Stores = match redis {
         Some(conn) => {
             let prefix = &config.redis.key_prefix;
             (
                 Arc::new(RedisTokenStore::new(conn.clone(), prefix)),
-                Limiter::on_redis(&config.auth.rate_limits, conn, prefix),
+                Limiter::on_redis(&config.auth.rate_limits, conn.clone(), prefix),
+                Arc::new(RedisAddressMirror::new(conn, prefix)),
             )
         }
         None => (
             Arc::new(MemoryTokenStore::default()),
             Limiter::new(&config.auth.rate_limits, clock.clone()),
+            Arc::new(LocalAddressMirror::default()),
         ),
     };
     let members = Members::new(
@@ -310,6 +314,7 @@ async fn members_and_auth_on(
         &config.members.public_base_url,
         config.members.verification_ttl,
         Arc::clone(&clock),
+        mirror,
     )?;
     let auth = AuthService::new(
         db.clone(),

@@ -39,6 +39,16 @@ impl From<MemberError> for Problem {
             E::RoleNotRaised => Problem::of(catalogue::ROLE_NOT_RAISED)
                 .with_detail("the member has a higher role; roles are granted, never lowered"),
             E::AlreadyVerified => Problem::of(catalogue::ALREADY_VERIFIED),
+            E::Unavailable(cause) => {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "a member change could not be made"
+                );
+                Problem::unavailable(
+                    "nothing was changed; send the request again",
+                    std::time::Duration::from_secs(1),
+                )
+            }
             E::Internal(cause) => Problem::internal(&cause),
         }
     }

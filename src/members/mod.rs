@@ -2,6 +2,7 @@
 //! tables rather than event streams, so personal data stays erasable; every piece of personal
 //! data is encrypted (see [`crate::crypto`]) before it reaches a table.
 
+pub mod mirror;
 pub mod repository;
 pub mod service;
 pub mod settings;

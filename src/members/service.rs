@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Role;
+use super::mirror::{AddressMirror, Mirrored};
 use super::repository::{self, AddressRow, MemberRow, TokenUse, Unique, WriteError};
 use super::validation::{self, FieldError};
 use crate::clock::SharedClock;
@@ -60,6 +61,9 @@ pub enum MemberError {
     /// The member is verified already (409).
     #[error("already verified")]
     AlreadyVerified,
+    /// A store the change depends on could not be reached; nothing was changed (503).
+    #[error("unavailable: {0}")]
+    Unavailable(anyhow::Error),
     /// Anything else (logged, never shown).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -186,6 +190,7 @@ pub struct Members {
     verify_url: url::Url,
     verification_ttl: Duration,
     clock: SharedClock,
+    mirror: Arc<dyn AddressMirror>,
 }
 
 const NAME: &str = "member.name";
@@ -216,6 +221,12 @@ fn duplicate(fields: &[Unique]) -> MemberError {
 
 impl Members {
     /// Wires the pieces together; `public_base_url` is where the verification link points.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a piece the service needs, built once at start-up; the mirror must \
+                  be chosen with the deployment (one in process would serve stale addresses \
+                  beside other processes)"
+    )]
     pub fn new(
         db: Database,
         keys: KeyRing,
@@ -224,6 +235,7 @@ impl Members {
         public_base_url: &url::Url,
         verification_ttl: Duration,
         clock: SharedClock,
+        mirror: Arc<dyn AddressMirror>,
     ) -> anyhow::Result<Self> {
         // Relative to the base's path, so a service under https://shop.example/api works.
         let mut base = public_base_url.clone();
@@ -239,6 +251,7 @@ impl Members {
             verify_url,
             verification_ttl,
             clock,
+            mirror,
         })
     }
 

@@ -2,6 +2,7 @@
 //! SQLite files), every test in a fresh database of its own. One binary, a module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod addressmirror;
 mod api;
 mod apidoc;
 mod auth;

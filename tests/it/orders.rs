@@ -27,6 +27,7 @@ on_both_backends!(
     twenty_small_drops_in_a_row_never_oversell,
     one_key_sent_fifty_times_at_once_places_one_order_and_charges_once,
     a_downward_adjustment_never_takes_units_an_order_holds,
+    the_address_comes_from_the_mirror_and_follows_every_change,
 );
 
 /// A shop whose buyers may send many orders a minute (the tests burst from one member, or
@@ -620,6 +621,85 @@ async fn a_downward_adjustment_never_takes_units_an_order_holds(backend: Backend
     wait_for_units(&shop, &variant, 0).await;
     assert_eq!(counted().await, Some(2));
     audit_passes(&shop).await;
+}
+
+/// The shipping address an order seals, decrypted from its `OrderPlaced`.
+async fn sealed_line1(shop: &Shop, order: &str) -> String {
+    let first = shop
+        .app
+        .events
+        .read_stream(&openrun::eventstore::StreamRef::new("order", order), 1, 1)
+        .await
+        .unwrap();
+    let sealed = first[0].payload["data"]["shipping_address"].as_str().unwrap();
+    let plain = shop
+        .app
+        .config
+        .secrets
+        .keys
+        .decrypt(openrun::members::service::ORDER_ADDRESS, sealed)
+        .unwrap();
+    serde_json::from_str::<Value>(&plain).unwrap()["line1"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The order path reads the buyer's address from the mirror, not the database (a row taken
+/// away behind the service's back is not noticed), and an order placed after a change seals
+/// the address as changed.
+async fn the_address_comes_from_the_mirror_and_follows_every_change(backend: Backend) {
+    let shop = open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let placed = async |key: &str| {
+        let answer = place(&shop, &shop.buyer, key, &body).await;
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        answer.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = placed("first").await;
+    let original = sealed_line1(&shop, &first).await;
+    let changed = shop
+        .send(
+            Method::PUT,
+            &format!("/v1/members/me/addresses/{address}"),
+            Some(&shop.buyer.access),
+            Some(json!({"line1": "부산시 해운대구 센텀로 9", "line2": "3층"})),
+            &[],
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let second = placed("second").await;
+    assert_eq!(
+        sealed_line1(&shop, &second).await,
+        "부산시 해운대구 센텀로 9"
+    );
+    assert_ne!(original, "부산시 해운대구 센텀로 9");
+    // Taken away behind the service's back: the mirror still has it, and the order path
+    // never asks the database.
+    let sql = "DELETE FROM addresses WHERE id = ?";
+    match &shop.app.db {
+        openrun::db::Database::MySql(pool) => sqlx::query(sql)
+            .bind(&address)
+            .execute(pool)
+            .await
+            .map(drop),
+        openrun::db::Database::Sqlite(pool) => sqlx::query(sql)
+            .bind(&address)
+            .execute(pool)
+            .await
+            .map(drop),
+    }
+    .unwrap();
+    let third = placed("third").await;
+    assert_eq!(
+        sealed_line1(&shop, &third).await,
+        "부산시 해운대구 센텀로 9"
+    );
 }
 
 /// A retry is answered what its key was answered, whatever changed since: the address

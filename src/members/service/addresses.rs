@@ -76,15 +76,63 @@ impl Members {
 
     /// One of the member's addresses sealed for an order's history: its lines as JSON,
     /// encrypted under the current data key (the order keeps it whatever the member changes
-    /// later, and a dump of the log shows none of it).
+    /// later, and a dump of the log shows none of it). From the address mirror when it holds
+    /// a current copy, so that the order path reads no database; else from the database,
+    /// and the copy is offered to the mirror.
     pub async fn sealed_address(&self, member_id: &str, id: &str) -> Result<String, MemberError> {
+        let current = format!("{}:", self.keys.current_key_id());
+        let ticket = match self.mirror.get(member_id, id).await {
+            Ok(Mirrored::Sealed { sealed, .. }) if sealed.starts_with(&current) => {
+                return Ok(sealed);
+            }
+            Ok(Mirrored::Sealed { ticket, .. } | Mirrored::Missing { ticket }) => Some(ticket),
+            Ok(Mirrored::Changing) => None,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the address mirror could not be read"
+                );
+                None
+            }
+        };
         let address = self.get_address(member_id, id).await?;
         let snapshot = serde_json::json!({
             "line1": address.line1,
             "line2": address.line2,
             "postal_code": address.postal_code,
         });
-        Ok(self.keys.encrypt(ORDER_ADDRESS, &snapshot.to_string()))
+        let sealed = self.keys.encrypt(ORDER_ADDRESS, &snapshot.to_string());
+        if let Some(ticket) = ticket
+            && let Err(e) = self.mirror.fill(member_id, id, ticket, &sealed).await
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "the address mirror could not be filled"
+            );
+        }
+        Ok(sealed)
+    }
+
+    /// Runs `change` of the member's existing address `id` between the mirror's brackets, so
+    /// that no order is sealed with the address as it was before.
+    async fn changing<T>(
+        &self,
+        member_id: &str,
+        id: &str,
+        change: impl std::future::Future<Output = Result<T, MemberError>>,
+    ) -> Result<T, MemberError> {
+        self.mirror
+            .begin_change(member_id, id)
+            .await
+            .map_err(MemberError::Unavailable)?;
+        let result = change.await;
+        if let Err(e) = self.mirror.end_change(member_id, id).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "an address change was left pending in the mirror; orders read the address from the database until it expires"
+            );
+        }
+        result
     }
 
     /// Why the member has no address `id`: it belongs to someone else (403) or does not
@@ -134,7 +182,12 @@ impl Members {
             return Err(MemberError::Invalid(errors));
         };
         row.created_at = current.created_at;
-        if !repository::update_address(&self.db, &mut row).await? {
+        let updated = self
+            .changing(member_id, id, async {
+                Ok(repository::update_address(&self.db, &mut row).await?)
+            })
+            .await?;
+        if !updated {
             return Err(self.not_theirs(id).await);
         }
         self.address(row)
@@ -142,7 +195,12 @@ impl Members {
 
     /// Deletes one of the member's addresses.
     pub async fn delete_address(&self, member_id: &str, id: &str) -> Result<(), MemberError> {
-        if repository::delete_address(&self.db, member_id, id).await? {
+        let deleted = self
+            .changing(member_id, id, async {
+                Ok(repository::delete_address(&self.db, member_id, id).await?)
+            })
+            .await?;
+        if deleted {
             Ok(())
         } else {
             Err(self.not_theirs(id).await)
