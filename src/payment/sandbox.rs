@@ -1,12 +1,17 @@
 //! The sandbox gateway: test cards that succeed (`tok_visa`), are declined (`tok_declined`)
 //! or fail at the gateway (`tok_gateway_error`: no answer, nothing charged). Its ledger is two
 //! tables of the shop's database (`sandbox_charges`, `sandbox_refunds`); a charge is answered
-//! once its row is committed.
+//! once its row is committed, through a group commit of its own: the charges of many orders
+//! at once share one transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use openrun_domain::{Money, OrderId};
 use sqlx::Row;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Charge, ChargeOutcome, GatewayError, PaymentGateway, RefundOutcome};
@@ -26,41 +31,178 @@ pub const TOKENS: [&str; 3] = [TOKEN_OK, TOKEN_DECLINED, TOKEN_GATEWAY_ERROR];
 pub struct SandboxGateway {
     db: Database,
     clock: SharedClock,
+    charges: mpsc::Sender<Pending>,
+    batches: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
 }
 
+/// Charges written in one transaction at most.
+const CHARGE_BATCH: usize = 256;
+
+/// A charge waiting for the ledger's writer.
+struct Pending {
+    order_id: String,
+    amount: i64,
+    token: String,
+    status: &'static str,
+    reference: String,
+    at: DateTime<Utc>,
+    /// The row as recorded (this charge's, or the first one's for the order).
+    reply: oneshot::Sender<anyhow::Result<Recorded>>,
+}
+
+/// A ledger row: amount, token, status, reference.
+type Recorded = (i64, String, String, String);
+
 impl SandboxGateway {
-    /// The gateway on `db` (migrated).
+    /// The gateway on `db` (migrated), with its ledger's writer on this runtime.
     pub fn new(db: Database, clock: SharedClock) -> Self {
-        Self { db, clock }
+        let (charges, queue) = mpsc::channel(CHARGE_BATCH * 16);
+        let batches = Arc::new(AtomicU64::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_charges(
+            db.clone(),
+            queue,
+            Arc::clone(&batches),
+            Arc::clone(&in_flight),
+        ));
+        Self {
+            db,
+            clock,
+            charges,
+            batches,
+            in_flight,
+        }
     }
 
-    async fn recorded(
-        &self,
-        order_id: &str,
-    ) -> anyhow::Result<Option<(i64, String, String, String)>> {
-        let sql = "SELECT amount, token, status, reference FROM sandbox_charges WHERE order_id = ?";
-        Ok(with_pool!(&self.db, pool => sqlx::query_as(sql)
-            .bind(order_id)
-            .fetch_optional(pool)
-            .await)?)
+    /// Transactions the ledger's writer has begun.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::SeqCst)
+    }
+
+    /// Charges handed to the writer and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
-impl SandboxGateway {
-    /// Counts another charge call for an order charged (or declined) before, and reads what
-    /// the first one recorded.
-    async fn called_again(
-        &self,
-        order_id: &str,
-    ) -> anyhow::Result<Option<(i64, String, String, String)>> {
-        let sql = "UPDATE sandbox_charges SET calls = calls + 1 WHERE order_id = ?";
-        with_pool!(&self.db, pool => sqlx::query(sql).bind(order_id).execute(pool).await.map(drop))?;
-        self.recorded(order_id).await
+/// The ledger's group commit: every charge waiting is written in one transaction (a charge of
+/// an order charged before counts one more call and keeps the first row), and each is
+/// answered with its order's row once the transaction committed. A failed batch answers
+/// every charge in it with the error: the commit may have happened, so each is unknown.
+async fn write_charges(
+    db: Database,
+    mut queue: mpsc::Receiver<Pending>,
+    batches: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+) {
+    let mut batch = Vec::with_capacity(CHARGE_BATCH);
+    while queue.recv_many(&mut batch, CHARGE_BATCH).await > 0 {
+        batches.fetch_add(1, Ordering::SeqCst);
+        metrics::histogram!("openrun_sandbox_charge_batch").record(batch.len() as f64);
+        match commit_charges(&db, &batch).await {
+            Ok(rows) => {
+                for pending in batch.drain(..) {
+                    let row = rows
+                        .get(&pending.order_id)
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("the charge is not in the ledger"));
+                    // Ignored error: the caller stopped waiting.
+                    let _ = pending.reply.send(row);
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) => {
+                let cause = format!("{e:#}");
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(anyhow::anyhow!("{cause}")));
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
     }
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// One transaction of charges: inserted (or counted again), then read back.
+async fn commit_charges(
+    db: &Database,
+    batch: &[Pending],
+) -> anyhow::Result<std::collections::HashMap<String, Recorded>> {
+    fn insert<'a, DB: sqlx::Database>(
+        batch: &'a [Pending],
+        on_duplicate: &str,
+    ) -> sqlx::QueryBuilder<'a, DB>
+    where
+        &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        DateTime<Utc>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        let mut query = sqlx::QueryBuilder::<DB>::new(
+            "INSERT INTO sandbox_charges (order_id, amount, token, status, reference, created_at) ",
+        );
+        query.push_values(batch, |mut row, p| {
+            row.push_bind(p.order_id.as_str())
+                .push_bind(p.amount)
+                .push_bind(p.token.as_str())
+                .push_bind(p.status)
+                .push_bind(p.reference.as_str())
+                .push_bind(p.at);
+        });
+        query.push(on_duplicate);
+        query
+    }
+    fn select<'a, DB: sqlx::Database>(batch: &'a [Pending]) -> sqlx::QueryBuilder<'a, DB>
+    where
+        &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        let mut query = sqlx::QueryBuilder::<DB>::new(
+            "SELECT order_id, amount, token, status, reference FROM sandbox_charges \
+             WHERE order_id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for pending in batch {
+            ids.push_bind(pending.order_id.as_str());
+        }
+        query.push(")");
+        query
+    }
+    let rows: Vec<(String, i64, String, String, String)> = match db {
+        Database::MySql(pool) => {
+            let mut tx = pool.begin().await?;
+            insert::<sqlx::MySql>(batch, " ON DUPLICATE KEY UPDATE calls = calls + 1")
+                .build()
+                .execute(&mut *tx)
+                .await?;
+            let rows = select::<sqlx::MySql>(batch)
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            rows
+        }
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            insert::<sqlx::Sqlite>(
+                batch,
+                " ON CONFLICT (order_id) DO UPDATE SET calls = calls + 1",
+            )
+            .build()
+            .execute(&mut *tx)
+            .await?;
+            let rows = select::<sqlx::Sqlite>(batch)
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            rows
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(order, amount, token, status, reference)| {
+            (order, (amount, token, status, reference))
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -69,40 +211,31 @@ impl PaymentGateway for SandboxGateway {
         if token == TOKEN_GATEWAY_ERROR {
             return ChargeOutcome::Unknown("the sandbox gateway failed (tok_gateway_error)".into());
         }
-        let id = order_id.to_string();
         let (status, reference) = if token == TOKEN_OK {
             ("charged", format!("ch_{}", order_id.as_uuid().simple()))
         } else {
             ("declined", String::new())
         };
-        let sql = "INSERT INTO sandbox_charges \
-                   (order_id, amount, token, status, reference, created_at) \
-                   VALUES (?, ?, ?, ?, ?, ?)";
-        let now = self.clock.now();
-        let inserted = with_pool!(&self.db, pool => sqlx::query(sql)
-            .bind(&id)
-            .bind(amount.minor())
-            .bind(token)
-            .bind(status)
-            .bind(&reference)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(drop));
-        let (recorded_amount, recorded_token, status, reference) = match inserted {
-            Ok(()) => (
-                amount.minor(),
-                token.to_owned(),
-                status.to_owned(),
-                reference,
-            ),
-            Err(e) if unique_violation(&e) => match self.called_again(&id).await {
-                Ok(Some(row)) => row,
-                Ok(None) => return ChargeOutcome::Unknown("the charge vanished".into()),
-                Err(e) => return ChargeOutcome::Unknown(format!("{e:#}")),
-            },
-            // The row may have committed before the answer was lost.
-            Err(e) => return ChargeOutcome::Unknown(e.to_string()),
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            order_id: order_id.to_string(),
+            amount: amount.minor(),
+            token: token.to_owned(),
+            status,
+            reference,
+            at: self.clock.now(),
+            reply,
+        };
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.charges.send(pending).await.is_err() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return ChargeOutcome::Unknown("the sandbox ledger's writer stopped".into());
+        }
+        let (recorded_amount, recorded_token, status, reference) = match answer.await {
+            Ok(Ok(row)) => row,
+            // The batch may have committed before its answer was lost.
+            Ok(Err(e)) => return ChargeOutcome::Unknown(format!("{e:#}")),
+            Err(_) => return ChargeOutcome::Unknown("the sandbox ledger's writer stopped".into()),
         };
         if recorded_amount != amount.minor() || recorded_token != token {
             return ChargeOutcome::Mismatch;

@@ -17,6 +17,7 @@ mod mail;
 mod members;
 mod ops;
 mod orders;
+mod payment;
 mod products;
 mod projections;
 mod ratelimit;

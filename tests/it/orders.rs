@@ -631,7 +631,9 @@ async fn sealed_line1(shop: &Shop, order: &str) -> String {
         .read_stream(&openrun::eventstore::StreamRef::new("order", order), 1, 1)
         .await
         .unwrap();
-    let sealed = first[0].payload["data"]["shipping_address"].as_str().unwrap();
+    let sealed = first[0].payload["data"]["shipping_address"]
+        .as_str()
+        .unwrap();
     let plain = shop
         .app
         .config
