@@ -170,8 +170,24 @@ pub async fn place_order(
             .with_detail("send an Idempotency-Key, so that a retry never places a second order"));
     };
     let order = new_order(body)?;
-    let placed = state.orders.place(actor(&identity)?, &key, order).await?;
-    Ok(answer(placed))
+    let actor = actor(&identity)?;
+    // The order is placed in a task of its own, never cut off half-way: past the hard
+    // deadline the client is told the outcome is unknown (its retry with the same key is
+    // answered "in flight" until the task ends, then what it did), and the sweeps' grace
+    // period is a few such deadlines.
+    let orders = std::sync::Arc::clone(&state.orders);
+    let placing = tokio::spawn(async move { orders.place(actor, &key, order).await });
+    match tokio::time::timeout(state.http.request_timeout, placing).await {
+        Ok(Ok(placed)) => Ok(answer(placed?)),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "placing an order failed half-way");
+            Err(OrderFailure::OutcomeUnknown.into())
+        }
+        Err(_) => {
+            tracing::warn!("an order passed its deadline; it is still being placed");
+            Err(OrderFailure::OutcomeUnknown.into())
+        }
+    }
 }
 
 fn new_order(body: NewOrderBody) -> Result<NewOrder, Problem> {

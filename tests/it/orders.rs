@@ -1198,6 +1198,62 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
     wait_for_units(&shop, &variant, 9).await;
 }
 
+/// An order that passes its hard deadline (the payment ledger is locked) is answered
+/// "outcome unknown" at the deadline, never cut off: it goes on placing, a retry meanwhile is
+/// told it is in flight, and once it is done the retry gets the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_past_its_deadline_is_answered_unknown_and_still_placed() {
+    let shop = Shop::on(
+        crate::helpers::TestApp::spawn_with(Backend::MySql, |c| {
+            c.auth.rate_limits.orders_per_member_per_minute = 100_000.try_into().unwrap();
+            c.http.limits.request_timeout = std::time::Duration::from_secs(1);
+        })
+        .await,
+    )
+    .await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let openrun::db::Database::MySql(pool) = &shop.app.db else {
+        unreachable!("MariaDB only")
+    };
+    let mut lock = pool.acquire().await.unwrap();
+    sqlx::query("LOCK TABLES sandbox_charges WRITE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let late = place(&shop, &shop.buyer, "late", &body).await;
+    problem(late, StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown").await;
+    problem(
+        place(&shop, &shop.buyer, "late", &body).await,
+        StatusCode::CONFLICT,
+        "order-in-flight",
+    )
+    .await;
+    sqlx::query("UNLOCK TABLES")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    drop(lock);
+    let started = std::time::Instant::now();
+    let placed = loop {
+        let answer = place(&shop, &shop.buyer, "late", &body).await;
+        if answer.status() == StatusCode::CREATED {
+            break answer.json::<Value>().await.unwrap();
+        }
+        problem(answer, StatusCode::CONFLICT, "order-in-flight").await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the order was never placed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let id = placed["id"].as_str().unwrap();
+    assert_eq!(stream_types(&shop, id).await, ["OrderPlaced"]);
+    wait_for_units(&shop, &variant, 9).await;
+    audit_passes(&shop).await;
+}
+
 /// Redis loses everything in the middle of a drop: orders wait (503) while the counters are
 /// rebuilt from the log under a new epoch, then go on; exactly the supply is sold, and a
 /// retry of an order placed before the flush lands on the same order.
