@@ -28,6 +28,8 @@ on_both_backends!(
     one_key_sent_fifty_times_at_once_places_one_order_and_charges_once,
     a_downward_adjustment_never_takes_units_an_order_holds,
     the_address_comes_from_the_mirror_and_follows_every_change,
+    orders_are_rate_limited_per_client_address,
+    a_buyer_s_orders_are_listed_newest_first_in_pages,
 );
 
 /// A shop whose buyers may send many orders a minute (the tests burst from one member, or
@@ -822,7 +824,34 @@ async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
         json!({"lines": lines, "address_id": address,
             "payment": {"method": "sandbox", "token": "tok_visa"}})
     };
-    let many: Vec<Value> = (0..21).map(|_| line(&product, &variant, 1)).collect();
+    // 21 lines of 21 sizes of one product: one line more than an order takes.
+    let sized = shop
+        .send(
+            Method::POST,
+            "/v1/products",
+            Some(&shop.seller.access),
+            Some(
+                json!({"category_id": shop.category, "name": "Runner", "price": 1000,
+                "variants": (230..251).map(|n| n.to_string()).collect::<Vec<_>>()}),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(sized.status(), StatusCode::CREATED);
+    let sized: Value = sized.json().await.unwrap();
+    let many: Vec<Value> = sized["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            line(
+                sized["product_id"].as_str().unwrap(),
+                v["variant_id"].as_str().unwrap(),
+                1,
+            )
+        })
+        .collect();
+    assert_eq!(many.len(), 21);
     let cases = [
         with_lines(vec![line(&product, &variant, 0)]),
         with_lines(vec![line(&product, &variant, -1)]),
@@ -851,8 +880,10 @@ async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
     for (i, body) in cases.iter().enumerate() {
         let answer = place(&shop, &shop.buyer, &format!("bad-{i}"), body).await;
         let status = answer.status();
+        let media = answer.headers()["content-type"].clone();
         let text = answer.text().await.unwrap();
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "case {i}: {text}");
+        assert_eq!(media, "application/problem+json", "case {i}");
         assert!(text.contains("/problems/validation"), "case {i}: {text}");
     }
     // No key, an over-long one, a malformed body.
@@ -906,6 +937,13 @@ async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
         .filter(|e| e.stream_type == "order")
         .count();
     assert_eq!(orders, 0, "no order stream among {head} events");
+    let charges = "SELECT COUNT(*) FROM sandbox_charges";
+    let charged: i64 = match &shop.app.db {
+        openrun::db::Database::MySql(pool) => sqlx::query_scalar(charges).fetch_one(pool).await,
+        openrun::db::Database::Sqlite(pool) => sqlx::query_scalar(charges).fetch_one(pool).await,
+    }
+    .unwrap();
+    assert_eq!(charged, 0, "nothing reached the payment gateway");
 }
 
 async fn a_declined_card_is_recorded_and_a_failing_gateway_keeps_the_hold_for_a_retry(
@@ -1254,9 +1292,10 @@ async fn an_order_past_its_deadline_is_answered_unknown_and_still_placed() {
     audit_passes(&shop).await;
 }
 
-/// Redis loses everything in the middle of a drop: orders wait (503) while the counters are
-/// rebuilt from the log under a new epoch, then go on; exactly the supply is sold, and a
-/// retry of an order placed before the flush lands on the same order.
+/// Redis loses everything in the middle of a drop, while orders hold units: orders wait
+/// (503 with `Retry-After`, never sold out) while the counters are rebuilt from the log under
+/// a new epoch, then go on; exactly the supply is sold (every buyer of the 20 units left gets
+/// one), and a retry of an order placed before the flush lands on the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
     let shop = Arc::new(open(Backend::MySql).await);
@@ -1274,19 +1313,25 @@ async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
                 .to_owned(),
         );
     }
-    crate::helpers::delete_redis_keys(&shop.app.config.redis.key_prefix).await;
-    let tasks: Vec<_> = (0..40)
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let tasks: Vec<_> = (0..20)
         .map(|i| {
-            let (shop, body) = (Arc::clone(&shop), body.clone());
+            let (shop, body, answered) = (Arc::clone(&shop), body.clone(), Arc::clone(&answered));
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 loop {
                     let answer = place(&shop, &shop.buyer, &format!("after-{i}"), &body).await;
                     let status = answer.status();
+                    let retry_after = answer.headers().get("retry-after").cloned();
                     let body: Value = answer.json().await.unwrap();
+                    answered.notify_one();
                     if status != StatusCode::SERVICE_UNAVAILABLE {
                         return (status, body);
                     }
+                    assert!(
+                        retry_after.is_some(),
+                        "a 503 says when to come back: {body}"
+                    );
                     assert!(
                         started.elapsed() < std::time::Duration::from_secs(30),
                         "orders never resumed: {body}"
@@ -1296,12 +1341,14 @@ async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
             })
         })
         .collect();
+    // Flushed once the burst is under way.
+    answered.notified().await;
+    crate::helpers::delete_redis_keys(&shop.app.config.redis.key_prefix).await;
     for task in tasks {
         match task.await.unwrap() {
             (StatusCode::CREATED, body) => {
                 assert!(placed.insert(body["id"].as_str().unwrap().to_owned()));
             }
-            (StatusCode::CONFLICT, body) => assert_eq!(body["type"], "/problems/sold-out"),
             (status, body) => panic!("{status}: {body}"),
         }
     }
@@ -1349,11 +1396,115 @@ async fn orders_are_rate_limited_per_member(backend: Backend) {
     wait_for_units(&shop, &variant, 7).await;
 }
 
+/// Many members behind one client address share its budget.
+async fn orders_are_rate_limited_per_client_address(backend: Backend) {
+    let app = crate::helpers::TestApp::spawn_with(backend, |c| {
+        c.auth.rate_limits.orders_per_address_per_minute = 3.try_into().unwrap();
+    })
+    .await;
+    let shop = Shop::on(app).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let buyers = buyers(&shop, 4).await;
+    for (i, buyer) in buyers.iter().enumerate() {
+        let answer = shop
+            .app
+            .client
+            .post(shop.app.url("/v1/orders"))
+            .bearer_auth(&buyer.access)
+            .header("idempotency-key", "one")
+            .json(&order_body(
+                &product,
+                &variant,
+                1,
+                &buyer.address,
+                "tok_visa",
+            ))
+            .send()
+            .await
+            .unwrap();
+        if i < 3 {
+            assert_eq!(answer.status(), StatusCode::CREATED, "buyer {i}");
+        } else {
+            assert!(answer.headers().contains_key("retry-after"));
+            problem(answer, StatusCode::TOO_MANY_REQUESTS, "rate-limited").await;
+        }
+    }
+    wait_for_units(&shop, &variant, 7).await;
+}
+
+/// `GET /v1/orders`: the caller's orders, newest first, a page at a time; an admin reads any
+/// order.
+async fn a_buyer_s_orders_are_listed_newest_first_in_pages(backend: Backend) {
+    let shop = open(backend).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let mut ids = Vec::new();
+    for q in 1..=3 {
+        let body = order_body(&product, &variant, q, &address, "tok_visa");
+        let answer = place(&shop, &shop.buyer, &format!("list-{q}"), &body).await;
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        ids.push(
+            answer.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let page = async |n: u32| -> Value {
+        shop.send(
+            Method::GET,
+            &format!("/v1/orders?size=2&page={n}"),
+            Some(&shop.buyer.access),
+            None,
+            &[],
+        )
+        .await
+        .json()
+        .await
+        .unwrap()
+    };
+    let started = std::time::Instant::now();
+    while page(1).await["total"] != 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the order summaries never followed the log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let listed = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = page(1).await;
+    assert_eq!(listed(&first), [ids[2].clone(), ids[1].clone()]);
+    assert_eq!(first["items"][0]["total"], 3 * 219000);
+    assert_eq!(listed(&page(2).await), [ids[0].clone()]);
+    assert!(listed(&page(3).await).is_empty());
+    let read = shop
+        .send(
+            Method::GET,
+            &format!("/v1/orders/{}", ids[0]),
+            Some(&shop.admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.json::<Value>().await.unwrap()["total"], 219000);
+}
+
 /// The log, losing the answer of every order append while `lose` is set: the append commits,
 /// the caller is told its outcome is unknown.
 struct LosingLog {
     inner: Arc<dyn openrun::eventstore::EventStore>,
     lose: std::sync::atomic::AtomicBool,
+    /// The next order append is not written at all, and the caller is told its outcome is
+    /// unknown.
+    drop: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -1367,6 +1518,14 @@ impl openrun::eventstore::EventStore for LosingLog {
         counters: Vec<openrun::eventstore::CounterMove>,
     ) -> Result<openrun::eventstore::Appended, openrun::eventstore::EventStoreError> {
         let order = stream.stream_type == "order";
+        if order && self.drop.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(openrun::eventstore::EventStoreError::OutcomeUnknown(
+                Arc::new(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "lost before it was written",
+                ))),
+            ));
+        }
         let result = self
             .inner
             .append_moving(stream, expected, events, metadata, counters)
@@ -1440,6 +1599,7 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
     let log = Arc::new(LosingLog {
         inner: Arc::clone(&shop.app.events),
         lose: std::sync::atomic::AtomicBool::new(true),
+        drop: std::sync::atomic::AtomicBool::new(false),
     });
     let commands = openrun::commands::Commands::new(log.clone(), openrun::clock::system());
     let orders = openrun::orders::Orders::new(
@@ -1476,6 +1636,23 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
         0,
         "a placed order keeps its charge"
     );
+
+    // Lost before it was written: the fence commits, so the order was not placed; its
+    // charge goes back, and so does its hold.
+    log.drop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let lost = orders.place(buyer, "never-written", request.clone()).await;
+    assert!(
+        matches!(lost, Err(openrun::orders::OrderFailure::Closed)),
+        "{lost:?}"
+    );
+    let never = openrun::orders::Orders::order_id(buyer.member_id, "never-written");
+    assert_eq!(
+        stream_types(&shop, &never.to_string()).await,
+        ["OrderVoided"]
+    );
+    let charge = gateway(&shop).charge_of(never).await.unwrap().unwrap();
+    assert_eq!(charge.refunded, charge.amount, "the charge went back");
+    wait_for_units(&shop, &variant, 9).await;
 
     // Died after the append: held, appended, never finished.
     let died = openrun::orders::Orders::order_id(buyer.member_id, "died");
