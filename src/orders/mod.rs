@@ -37,7 +37,7 @@ use openrun_domain::order::{
     Closure, LineItem, Order, OrderCommand, OrderError, OrderState, Payment, SealedAddress,
     VoidReason,
 };
-use openrun_domain::product::ProductStatus;
+use openrun_domain::product::{ProductStatus, ScheduleState};
 use openrun_domain::{Actor, Issuer, MemberId, Money, OrderId, OrderPolicy, ProductId, VariantId};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -960,7 +960,16 @@ fn sale_terms(product: &LiveProduct, now: DateTime<Utc>) -> Result<SaleTerms, Or
         .filter_map(|(due, _, to)| to.map(|to| (due, to)))
         .collect();
     let (opens_at, rest) = if state.status == ProductStatus::OnSale {
-        (None, &steps[..])
+        // Opened by a schedule: its instant still decides, on the store's clock. The
+        // scheduler fires on the database's clock, and a node whose catalog saw the change
+        // before the store's clock reached the instant must not open early.
+        let opened = state
+            .schedules
+            .values()
+            .filter(|s| s.state == ScheduleState::Fired && s.to == ProductStatus::OnSale)
+            .map(|s| s.due_at)
+            .max();
+        (opened, &steps[..])
     } else {
         // Only the next step may open it, and only soon (or past: not fired yet).
         match steps.first() {
@@ -1046,4 +1055,96 @@ pub fn fingerprint(order: &NewOrder) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+    use openrun_domain::product::{
+        NewVariant, Product, ProductCommand, ProductStatus, apply, decide,
+    };
+    use openrun_domain::{
+        Actor, CategoryId, Issuer, MemberId, Money, ProductId, Role, ScheduleId, VariantId,
+    };
+    use uuid::Uuid;
+
+    use super::sale_terms;
+    use crate::catalog::live::LiveProduct;
+
+    fn run(product: &mut Product, command: ProductCommand, now: DateTime<Utc>) {
+        for event in decide(product, command, now).unwrap() {
+            apply(product, &event);
+        }
+    }
+
+    fn waiting(seller: Actor, id: u128, now: DateTime<Utc>) -> Product {
+        let mut product = Product::default();
+        let register = ProductCommand::Register {
+            actor: seller,
+            product_id: ProductId::from_uuid(Uuid::from_u128(id)),
+            category_id: CategoryId::from_uuid(Uuid::from_u128(4)),
+            name: "Dunk".into(),
+            description: String::new(),
+            price: Money::from_minor(1000),
+            variants: vec![NewVariant {
+                variant_id: VariantId::from_uuid(Uuid::from_u128(id + 100)),
+                label: "270".into(),
+            }],
+            purchase_limit: None,
+        };
+        run(&mut product, register, now);
+        run(&mut product, status(seller, ProductStatus::Waiting), now);
+        product
+    }
+
+    fn status(actor: Actor, to: ProductStatus) -> ProductCommand {
+        ProductCommand::ChangeStatus {
+            actor,
+            to,
+            reason: None,
+        }
+    }
+
+    fn live(product: &Product, now: DateTime<Utc>) -> LiveProduct {
+        LiveProduct::from_stream(product.state.clone().unwrap(), 1, now)
+    }
+
+    #[test]
+    fn a_drop_opened_by_its_schedule_still_opens_at_its_instant_on_the_store_s_clock() {
+        let seller = Actor::new(MemberId::from_uuid(Uuid::from_u128(1)), Role::Seller);
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        let opens = t0 + Duration::minutes(5);
+        let schedule_id = ScheduleId::from_uuid(Uuid::from_u128(3));
+        let mut product = waiting(seller, 2, t0);
+        let schedule = ProductCommand::ScheduleStatusChange {
+            actor: seller,
+            schedule_id,
+            to: ProductStatus::OnSale,
+            due_at: opens,
+        };
+        run(&mut product, schedule, t0);
+        assert_eq!(
+            sale_terms(&live(&product, opens), opens).unwrap().opens_at,
+            Some(opens)
+        );
+        // Fired (on the database's clock): on sale in the catalog, from the same instant.
+        let fire = ProductCommand::FireScheduledStatusChange {
+            issuer: Issuer::System,
+            schedule_id,
+        };
+        run(&mut product, fire, opens);
+        assert_eq!(
+            product.state.as_ref().unwrap().status,
+            ProductStatus::OnSale
+        );
+        assert_eq!(
+            sale_terms(&live(&product, opens), opens).unwrap().opens_at,
+            Some(opens)
+        );
+        // Put on sale by hand: no instant to wait for.
+        let mut by_hand = waiting(seller, 6, t0);
+        run(&mut by_hand, status(seller, ProductStatus::OnSale), t0);
+        assert_eq!(sale_terms(&live(&by_hand, t0), t0).unwrap().opens_at, None);
+    }
 }
