@@ -309,6 +309,15 @@ impl StockStore for MemoryStockStore {
         Ok(Applied::Done)
     }
 
+    async fn lead(
+        &self,
+        _owner: &str,
+        _lease: std::time::Duration,
+    ) -> Result<bool, StockStoreError> {
+        // One process owns the store: its projector always leads.
+        Ok(true)
+    }
+
     async fn state(&self) -> Result<StoreState, StockStoreError> {
         Ok(match &self.lock().meta {
             None => StoreState::Missing,

@@ -288,6 +288,12 @@ pub trait StockStore: Send + Sync + 'static {
     /// Applies a batch of the log (the counter projector only).
     async fn apply(&self, batch: &CounterBatch) -> Result<Applied, StockStoreError>;
 
+    /// Takes or keeps the counter projector's lease for `owner` for `lease` from now: true
+    /// while `owner` is the one projector that applies the log (the others wait, and take
+    /// over once it lapses). Applying stays safe without it (a batch names the watermark it
+    /// follows); the lease keeps every process from reading the log for nothing.
+    async fn lead(&self, owner: &str, lease: std::time::Duration) -> Result<bool, StockStoreError>;
+
     /// The state of the counters.
     async fn state(&self) -> Result<StoreState, StockStoreError>;
 

@@ -1,5 +1,6 @@
-//! The counter projector: the one writer of the stock store's counters. It follows the log
-//! from the store's watermark and applies each page in one atomic step that names the
+//! The counter projector: the one writer of the stock store's counters, leased to one process
+//! at a time (the others take over when its lease lapses). It follows the log from the
+//! store's watermark and applies each page in one atomic step that names the
 //! watermark it follows ([`StockStore::apply`]), so a page is never applied twice or skipped,
 //! whichever process gets there first. When the store lost its data it rebuilds the counters
 //! from the log under a new epoch.
@@ -27,6 +28,8 @@ const PAGE_BYTES: usize = 4 * 1024 * 1024;
 const POLL: Duration = Duration::from_millis(50);
 /// How long a rebuild may run before another process may take over.
 const REBUILD_LEASE: Duration = Duration::from_secs(60);
+/// How long the leading projector's lease lasts unrenewed (renewed at every step).
+const LEAD_LEASE: Duration = Duration::from_secs(5);
 
 /// The counter projector of this process.
 pub struct CounterProjector {
@@ -35,6 +38,8 @@ pub struct CounterProjector {
     commands: Commands,
     /// Buyers of orders seen, for give-backs (their events do not name the buyer).
     buyers: moka::sync::Cache<OrderId, MemberId>,
+    /// This projector's name in the lease.
+    owner: String,
 }
 
 impl CounterProjector {
@@ -49,6 +54,7 @@ impl CounterProjector {
             events,
             commands,
             buyers: moka::sync::Cache::new(100_000),
+            owner: uuid::Uuid::now_v7().to_string(),
         }
     }
 
@@ -94,6 +100,10 @@ impl CounterProjector {
             StoreState::Rebuilding { .. } => {
                 let rebuilt = self.rebuild().await?;
                 Ok(rebuilt)
+            }
+            // One projector applies the log; the others wait to take over.
+            StoreState::Ready { .. } if !self.store.lead(&self.owner, LEAD_LEASE).await? => {
+                Ok(false)
             }
             StoreState::Ready { epoch, watermark } => self.apply_page(epoch, watermark).await,
         }

@@ -12,7 +12,7 @@
 //! - `i:{order}`: the idempotency record {fp, step (`held` | `retry` | `done`), answer}.
 //! - `u:{hold}`: a downward adjustment's hold {epoch, at, variant, units}; `uholds`: those
 //!   holds by time.
-//! - `lease`: the rebuild's lease; `next:{epoch}:avail|bought`: a rebuild's counters.
+//! - `projector`: the counter projector's lease; `lease`: the rebuild's lease; `next:{epoch}:avail|bought`: a rebuild's counters.
 //!
 //! Redis must not evict these keys: the store refuses to start unless `maxmemory-policy` is
 //! `noeviction`.
@@ -286,6 +286,22 @@ impl StockStore for RedisStockStore {
         } else {
             Applied::Stale
         })
+    }
+
+    async fn lead(&self, owner: &str, lease: std::time::Duration) -> Result<bool, StockStoreError> {
+        let led: i64 = redis::Script::new(
+            "local current = redis.call('GET', KEYS[1]) \
+             if current and current ~= ARGV[1] then return 0 end \
+             redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+             return 1",
+        )
+        .key(self.key("projector"))
+        .arg(owner)
+        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1))
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(anyhow::Error::from)?;
+        Ok(led == 1)
     }
 
     async fn state(&self) -> Result<StoreState, StockStoreError> {

@@ -9,7 +9,8 @@ use crate::helpers::{Backend, TestDb, on_both_backends};
 
 on_both_backends!(
     replay_prints_a_stream_as_a_timeline_or_json,
-    audit_passes_a_sound_log_and_fails_a_broken_one
+    audit_passes_a_sound_log_and_fails_a_broken_one,
+    audit_names_an_oversell_a_kept_charge_and_a_refunded_live_order,
 );
 
 fn openrun(db: &TestDb, args: &[&str]) -> (bool, String, String) {
@@ -197,4 +198,76 @@ async fn audit_passes_a_sound_log_and_fails_a_broken_one(backend: Backend) {
         "{out}"
     );
     assert!(err.contains("violations"), "{err}");
+}
+
+/// What the guards and the sweeps prevent, written behind their backs: an order of more units
+/// than there are, a charge of an order never placed kept for ten minutes, and a placed
+/// order's charge refunded though its stream records no refund.
+async fn audit_names_an_oversell_a_kept_charge_and_a_refunded_live_order(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.connect().await;
+    an_order(&db).await;
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let placed = events
+        .read_stream(&StreamRef::new("order", "o1"), 1, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut payload = placed.payload.clone();
+    payload["data"]["lines"][0]["quantity"] = 10.into();
+    let variant = payload["data"]["lines"][0]["variant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    events
+        .append(
+            StreamRef::new("order", "o2"),
+            ExpectedVersion::NO_STREAM,
+            vec![EventData::json("OrderPlaced", &placed.event_version, &payload).unwrap()],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    events.shutdown().await;
+    let long_ago = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let charge = "INSERT INTO sandbox_charges \
+                  (order_id, amount, token, status, reference, refunded, created_at) \
+                  VALUES (?, 219000, 'tok_visa', 'charged', 'ch', ?, ?)";
+    for (order, refunded) in [("o3", 0), ("o1", 219_000)] {
+        match &db {
+            Database::MySql(pool) => sqlx::query(charge)
+                .bind(order)
+                .bind(refunded)
+                .bind(long_ago)
+                .execute(pool)
+                .await
+                .map(drop),
+            Database::Sqlite(pool) => sqlx::query(charge)
+                .bind(order)
+                .bind(refunded)
+                .bind(long_ago)
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .unwrap();
+    }
+    let (ok, out, _) = openrun(&test_db, &["audit"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL no variant sold beyond its supply at any point of the log"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("variant {variant} is 6 units short")),
+        "{out}"
+    );
+    assert!(
+        out.contains("order o3 was never placed but 219000 of its charge of 219000 is kept"),
+        "{out}"
+    );
+    assert!(
+        out.contains("order o1: 219000 refunded, its stream records 0"),
+        "{out}"
+    );
 }

@@ -617,3 +617,65 @@ async fn an_adjustment_holds_what_it_takes_and_counts_once(store: &Arc<dyn Stock
     store.release_units(first).await.unwrap();
     assert_eq!(left(store, &[1]).await, vec![2]);
 }
+
+/// A Redis that may evict keys would drop counters and sell what is not there: the store
+/// refuses to start on one.
+#[tokio::test]
+async fn the_redis_store_refuses_a_redis_that_may_evict() {
+    let port = crate::helpers::free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let url = format!("redis://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let conn = loop {
+        match openrun::redis::connect(&url).await {
+            Ok(conn) => break conn,
+            Err(e) => {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "{e:#}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let refused = RedisStockStore::new(conn, "openrun_test:").await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let error = format!("{:#}", refused.err().expect("refused"));
+    assert!(
+        error.contains("allkeys-lru") && error.contains("noeviction"),
+        "{error}"
+    );
+}
+
+/// One counter projector leads at a time; another takes over once its lease lapses.
+#[tokio::test]
+async fn one_projector_leads_until_its_lease_lapses() {
+    let f = Fixture::redis().await;
+    let lease = std::time::Duration::from_millis(300);
+    assert!(f.store.lead("first", lease).await.unwrap());
+    assert!(!f.store.lead("second", lease).await.unwrap());
+    assert!(f.store.lead("first", lease).await.unwrap(), "renewed");
+    let started = std::time::Instant::now();
+    while !f.store.lead("second", lease).await.unwrap() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never lapsed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!f.store.lead("first", lease).await.unwrap(), "taken over");
+    f.cleanup().await;
+}
