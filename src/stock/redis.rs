@@ -203,19 +203,19 @@ impl StockStore for RedisStockStore {
     }
 
     async fn finish(&self, order_id: OrderId, answer: &str) -> Result<(), StockStoreError> {
-        let key = self.key(&format!("i:{order_id}"));
-        redis::pipe()
-            .atomic()
-            .hset_multiple(&key, &[("step", "done"), ("answer", answer)])
-            .ignore()
-            .expire(
-                &key,
-                i64::try_from(RECORD_TTL.as_secs()).unwrap_or(i64::MAX),
-            )
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(anyhow::Error::from)?;
+        // Only an existing record (a flush may have taken it): one without the request's
+        // fingerprint would answer nobody.
+        let _: i64 = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+             redis.call('HSET', KEYS[1], 'step', 'done', 'answer', ARGV[1]) \
+             return redis.call('EXPIRE', KEYS[1], ARGV[2])",
+        )
+        .key(self.key(&format!("i:{order_id}")))
+        .arg(answer)
+        .arg(RECORD_TTL.as_secs())
+        .invoke_async(&mut self.conn())
+        .await
+        .map_err(anyhow::Error::from)?;
         Ok(())
     }
 

@@ -144,6 +144,8 @@ async fn burst(
                 .push(body["id"].as_str().unwrap().to_owned()),
             StatusCode::CONFLICT if body["type"] == "/problems/sold-out" => {
                 assert_eq!(body["sold_out"][0]["available"], 0, "{body}");
+                assert_eq!(body["sold_out"][0]["product_id"], products[p].0.as_str());
+                assert_eq!(body["sold_out"][0]["variant_id"], products[p].1.as_str());
                 by_product[p].1 += 1;
             }
             other => panic!("{other}: {body}"),
