@@ -1905,6 +1905,38 @@ impl Processes {
         Ok((status, answer.json::<Value>().await?))
     }
 
+    /// Waits (30 s at most) until the process at `addr` shows `product` on sale and the
+    /// stock store holds `units` of `variant`.
+    async fn selling(
+        &self,
+        addr: std::net::SocketAddr,
+        product: openrun_domain::ProductId,
+        variant: openrun_domain::VariantId,
+        units: i64,
+    ) {
+        use openrun::stock::StockStore;
+        let stock = self.stock().await;
+        let started = std::time::Instant::now();
+        loop {
+            let view = self
+                .client
+                .get(format!("http://{addr}/v1/products/{product}"))
+                .send()
+                .await
+                .unwrap();
+            let on_sale = view.status() == StatusCode::OK
+                && view.json::<Value>().await.unwrap()["status"] == "on_sale";
+            if on_sale && stock.available(&[variant]).await.unwrap()[0] == units {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the product never went on sale with {units} units"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The shop's stock store in Redis.
     async fn stock(&self) -> openrun::stock::redis::RedisStockStore {
         let conn = openrun::redis::connect(crate::helpers::REDIS_URL)
@@ -2019,6 +2051,7 @@ async fn a_server_killed_during_a_burst_loses_no_acknowledged_order() {
     let (mut server, addr) = shop.serve("first");
     let buyers = Arc::new(shop.buyers(addr, 3).await);
     let (product, variant) = shop.product(60, None).await;
+    shop.selling(addr, product, variant, 60).await;
     let answered = Arc::new(tokio::sync::Notify::new());
     let placed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..150)
@@ -2077,6 +2110,41 @@ async fn a_server_killed_during_a_burst_loses_no_acknowledged_order() {
             .await
             .unwrap();
         assert_eq!(read.status(), StatusCode::OK, "{id}");
+    }
+    // And in its buyer's list, once the order summaries follow the log.
+    for (n, (token, _)) in buyers.iter().enumerate() {
+        let mine: std::collections::HashSet<&str> = acknowledged
+            .iter()
+            .filter(|(buyer, _, _)| *buyer == n)
+            .map(|(_, _, id)| id.as_str())
+            .collect();
+        let started = std::time::Instant::now();
+        loop {
+            let list: Value = shop
+                .client
+                .get(format!("http://{addr}/v1/orders?size=100"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let listed: std::collections::HashSet<&str> = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|o| o["id"].as_str())
+                .collect();
+            if mine.is_subset(&listed) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "buyer {n} does not see every order they were answered 201 for"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     // The sweeps close what the dead process held or charged (3 s grace): then the units
     // left and the log agree, and every charge is placed or refunded.
