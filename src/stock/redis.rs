@@ -90,6 +90,28 @@ impl RedisStockStore {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+
+    /// Members of the sorted set `name` (holds by the time they were taken) taken before
+    /// `before`, oldest first, at most `limit`, with their times in milliseconds.
+    async fn taken_before(
+        &self,
+        name: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(String, f64)>, StockStoreError> {
+        Ok(redis::cmd("ZRANGE")
+            .arg(self.key(name))
+            .arg("-inf")
+            .arg(format!("({}", before.timestamp_millis()))
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?)
+    }
 }
 
 fn millis(at: DateTime<Utc>) -> String {
@@ -410,19 +432,8 @@ impl StockStore for RedisStockStore {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<StaleHold>, StockStoreError> {
-        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(self.key("holds"))
-            .arg("-inf")
-            .arg(format!("({}", before.timestamp_millis()))
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .arg("WITHSCORES")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(anyhow::Error::from)?;
-        found
+        self.taken_before("holds", before, limit)
+            .await?
             .into_iter()
             .map(|(order, at)| {
                 Ok(StaleHold {
@@ -510,20 +521,10 @@ impl StockStore for RedisStockStore {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<uuid::Uuid>, StockStoreError> {
-        let found: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.key("uholds"))
-            .arg("-inf")
-            .arg(format!("({}", before.timestamp_millis()))
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(anyhow::Error::from)?;
-        found
+        self.taken_before("uholds", before, limit)
+            .await?
             .iter()
-            .map(|id| Ok(id.parse().map_err(anyhow::Error::from)?))
+            .map(|(id, _)| Ok(id.parse().map_err(anyhow::Error::from)?))
             .collect()
     }
 
