@@ -74,6 +74,9 @@ pub enum ProductFailure {
     /// The stream kept moving under the command; nothing was written.
     #[error("changed concurrently")]
     Conflict,
+    /// Another request with the same key is making this change now: send it again.
+    #[error("a request with the same key is in flight")]
+    InFlight,
     /// The commit was lost: the change may or may not be in the log.
     #[error("the outcome is unknown")]
     OutcomeUnknown,
@@ -510,25 +513,25 @@ impl Products {
 
     /// Holds the units a downward adjustment takes, as an order holds its lines, so that no
     /// order in flight is left holding units the seller took away: refused when fewer are
-    /// left to sell. No hold (the log's guard alone decides) when the request cannot take
-    /// them anyway: a replay of a request already applied, or an `If-Match` this catalog
-    /// does not see as current (the command answers 412, or the guard decides).
+    /// left to sell. Only for the product's seller or an admin (anyone else is refused by the
+    /// stock aggregate, and must neither take units off sale for a moment nor learn how many
+    /// are left). When fewer are left, a request that could not take them anyway is answered
+    /// as such: a replay of a request already applied goes on (it writes nothing), and a
+    /// stale `If-Match` is 412.
     async fn hold_units(
         &self,
-        stream: &str,
+        actor: &Actor,
         variant_id: VariantId,
         units: i64,
         request_id: Option<Uuid>,
         guard: Guard<'_>,
         product: &LiveProduct,
     ) -> Result<Option<Uuid>, ProductFailure> {
-        if guard
-            .version
-            .is_some_and(|v| v != product.level(variant_id).version)
-        {
+        if !actor.is_admin() && actor.member_id != product.state.seller_id {
             return Ok(None);
         }
-        let hold = Uuid::now_v7();
+        // One hold per keyed request: a retry while the first is still at work finds it.
+        let hold = request_id.map_or_else(Uuid::now_v7, |id| Uuid::new_v5(&id, b"hold"));
         let unavailable = |e: crate::stock::StockStoreError| ProductFailure::Unavailable(e.into());
         match self
             .stock
@@ -537,15 +540,22 @@ impl Products {
             .map_err(unavailable)?
         {
             UnitsHeld::Held => Ok(Some(hold)),
+            UnitsHeld::AlreadyHeld => Err(ProductFailure::InFlight),
             UnitsHeld::Rebuilding => Err(ProductFailure::Unavailable(anyhow::anyhow!(
                 "the stock counters are being rebuilt"
             ))),
             UnitsHeld::Short { available } => {
-                if let Some(id) = request_id {
-                    let loaded = self.commands.load::<Stock>(stream).await.map_err(|e| {
+                if request_id.is_some() || guard.version.is_some() {
+                    let stream = variant_id.to_string();
+                    let loaded = self.commands.load::<Stock>(&stream).await.map_err(|e| {
                         ProductFailure::from_command(e, ProductFailure::StockRefused, false)
                     })?;
-                    if loaded.state.requests.contains_key(&id) {
+                    if guard.version.is_some_and(|v| v != loaded.version) {
+                        return Err(ProductFailure::PreconditionFailed {
+                            actual: loaded.version,
+                        });
+                    }
+                    if request_id.is_some_and(|id| loaded.state.requests.contains_key(&id)) {
                         return Ok(None);
                     }
                 }
@@ -618,7 +628,11 @@ impl Products {
         let mut meta = metadata(&actor, guard.key);
         meta.hold_id = match &command {
             StockCommand::Adjust { delta, .. } if *delta < 0 => {
-                self.hold_units(&stream, variant_id, -delta, request_id, guard, &product)
+                let units = delta.checked_neg().ok_or(ProductFailure::Invalid {
+                    field: "adjust",
+                    message: "out of range".into(),
+                })?;
+                self.hold_units(&actor, variant_id, units, request_id, guard, &product)
                     .await?
             }
             _ => None,

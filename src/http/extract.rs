@@ -118,10 +118,19 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// The part of a serde message that is safe to show: serde's messages can quote a value, so
-/// only "missing field" ones are passed on.
+/// only its own "missing field `name`" is passed on, and only when the whole message is that
+/// (after the extractor's prefix) and the name is one a struct could have: a client's key or
+/// value that merely contains the words is never echoed.
 fn safe_detail(text: &str) -> Option<String> {
-    text.find("missing field")
-        .map(|at| text[at..].split(" at line").next().unwrap_or("").to_owned())
+    let message = text.rsplit_once(": ").map_or(text, |(_, m)| m);
+    let message = message.split(" at line").next().unwrap_or("");
+    let name = message.strip_prefix("missing field `")?.strip_suffix('`')?;
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    plain.then(|| format!("missing field `{name}`"))
 }
 
 /// A query string; a malformed one is a 400 problem that never repeats its values.
@@ -279,6 +288,32 @@ impl FromRequestParts<AppState> for ClientAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_serde_s_own_missing_field_message_is_shown() {
+        assert_eq!(
+            safe_detail("Failed to deserialize query string: missing field `token`").as_deref(),
+            Some("missing field `token`")
+        );
+        assert_eq!(
+            safe_detail(
+                "Failed to deserialize the JSON body into the target type: missing field \
+                 `line1` at line 1 column 2"
+            )
+            .as_deref(),
+            Some("missing field `line1`")
+        );
+        for echoed in [
+            "Failed to deserialize the JSON body into the target type: unknown field \
+             `missing field <script>alert(1)</script>`, expected `lines` at line 1 column 9",
+            "Failed to deserialize the JSON body into the target type: lines[0].quantity: \
+             invalid type: string \"missing field LEAKED\", expected i64 at line 1 column 40",
+            "Failed to deserialize query string: unknown field `a: missing field `x``",
+            "Failed to deserialize query string: missing field `Token<b>`",
+        ] {
+            assert_eq!(safe_detail(echoed), None, "{echoed}");
+        }
+    }
 
     #[test]
     fn the_client_is_the_nearest_untrusted_forwarded_address_behind_a_trusted_peer() {

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openrun_domain::{OrderId, ProductId, VariantId};
 use serde::Deserialize;
+use tracing::Instrument;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -176,7 +177,9 @@ pub async fn place_order(
     // answered "in flight" until the task ends, then what it did), and the sweeps' grace
     // period is a few such deadlines.
     let orders = std::sync::Arc::clone(&state.orders);
-    let placing = tokio::spawn(async move { orders.place(actor, &key, order).await });
+    let placing = tokio::spawn(
+        async move { orders.place(actor, &key, order).await }.instrument(tracing::Span::current()),
+    );
     match tokio::time::timeout(state.http.request_timeout, placing).await {
         Ok(Ok(placed)) => Ok(answer(placed?)),
         Ok(Err(e)) => {

@@ -140,6 +140,10 @@ impl From<ProductFailure> for Problem {
             }
             ProductFailure::Conflict => Problem::of(catalogue::CONFLICT)
                 .with_detail("the product kept changing; read it and try again"),
+            ProductFailure::InFlight => Problem::of(catalogue::CONFLICT).with_detail(
+                "a request with this Idempotency-Key is making the change now; send it again \
+                 in a moment",
+            ),
             ProductFailure::OutcomeUnknown => Problem::of(catalogue::OUTCOME_UNKNOWN).with_detail(
                 "the change may have been recorded: read the resource before sending it again",
             ),

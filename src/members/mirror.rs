@@ -30,8 +30,10 @@ use crate::redis::Keys;
 /// How long a Redis entry left pending by a change that never ended keeps readers on the
 /// database.
 pub const PENDING_TTL: Duration = Duration::from_secs(3600);
-/// How long a filled Redis entry lives unread before it is dropped (and filled again).
-pub const FILLED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a filled Redis entry lives before it is dropped (and filled again): also how
+/// long a copy can outlive a change whose bracket Redis lost (a failover to a replica that
+/// had not seen it).
+pub const FILLED_TTL: Duration = Duration::from_secs(3600);
 /// Entries the in-process mirror keeps (an evicted one is read from the database again).
 const LOCAL_CAPACITY: u64 = 200_000;
 
@@ -76,7 +78,8 @@ pub trait AddressMirror: Send + Sync + 'static {
     /// when this fails.
     async fn begin_change(&self, member: &str, address: &str) -> anyhow::Result<()>;
 
-    /// After the change, whether it committed or not.
+    /// After the change committed, or was refused. A change whose outcome is unknown (its
+    /// commit's answer was lost) is left pending: it may still be committing.
     async fn end_change(&self, member: &str, address: &str) -> anyhow::Result<()>;
 }
 

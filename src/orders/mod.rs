@@ -724,10 +724,19 @@ impl Orders {
         order: &NewOrder,
         failure: OrderFailure,
     ) -> Result<Answer, OrderFailure> {
-        if !matches!(
-            failure,
-            OrderFailure::Invalid { .. } | OrderFailure::NotOnSale { .. }
-        ) {
+        // Only what may have changed since a first request passed: the product (hidden,
+        // ended, a size retired) or the address. The shape of the body is the same for the
+        // same body, and was refused the first time too.
+        let changeable = match &failure {
+            OrderFailure::NotOnSale { .. } => true,
+            OrderFailure::Invalid { field, .. } => {
+                field == "address_id"
+                    || (field.starts_with("lines[")
+                        && (field.ends_with(".product_id") || field.ends_with(".variant_id")))
+            }
+            _ => false,
+        };
+        if !changeable {
             return Err(failure);
         }
         let recorded = self
@@ -739,7 +748,11 @@ impl Orders {
             Some(r) if r.fingerprint != fingerprint => Err(OrderFailure::KeyReused),
             Some(r) => match r.answer {
                 Some(answer) => replayed(&answer),
-                None => Err(OrderFailure::InFlight),
+                // Being placed, or placed without its answer recorded (the log has it).
+                None => match self.answer_in_log(order_id, fingerprint).await? {
+                    Some(answer) => Ok(answer),
+                    None => Err(OrderFailure::InFlight),
+                },
             },
             None => match self
                 .placed_before(actor.member_id, order_id, fingerprint, order)
@@ -755,8 +768,10 @@ impl Orders {
     /// have placed one: the live catalog knows every product each member bought, so a first
     /// request of a buyer who never bought these products reads no database (in a sold-out
     /// drop, that is nearly every refused request). An order placed within the catalog's lag
-    /// whose record the store lost in the same moment is the one case this misses: its retry
-    /// is refused like a new request while it stands in the buyer's list.
+    /// whose record the store lost in the same moment is one case this misses: its retry is
+    /// refused like a new request while it stands in the buyer's list. A declined or closed
+    /// order whose record is gone is the other: its retry is answered as a new request
+    /// (sold out, not on sale) rather than 402 or closed; nothing was charged either way.
     async fn placed_before(
         &self,
         buyer: MemberId,

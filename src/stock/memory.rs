@@ -258,7 +258,13 @@ impl StockStore for MemoryStockStore {
     }
 
     async fn allow_retry(&self, order_id: OrderId) -> Result<(), StockStoreError> {
-        if let Some(record) = self.lock().records.get_mut(&order_id) {
+        // Only a record in flight whose hold is there: a finished one keeps its answer.
+        let mut state = self.lock();
+        let held = state.holds.contains_key(&order_id);
+        if let Some(record) = state.records.get_mut(&order_id)
+            && held
+            && matches!(record.step, Step::Held)
+        {
             record.step = Step::Retry;
         }
         Ok(())
@@ -410,7 +416,9 @@ impl StockStore for MemoryStockStore {
 
     async fn distrust(&self, epoch: &str) -> Result<(), StockStoreError> {
         let mut state = self.lock();
-        if state.current_epoch() == Some(epoch) {
+        let settled = state.holds.values().all(|h| h.epoch == epoch)
+            && state.unit_holds.values().all(|h| h.epoch == epoch);
+        if state.current_epoch() == Some(epoch) && settled {
             state.meta = None;
         }
         Ok(())
@@ -427,6 +435,9 @@ impl StockStore for MemoryStockStore {
         let Some(epoch) = state.current_epoch().map(str::to_owned) else {
             return Ok(UnitsHeld::Rebuilding);
         };
+        if state.unit_holds.contains_key(&hold_id) {
+            return Ok(UnitsHeld::AlreadyHeld);
+        }
         let left = state.available.get(&variant).copied().unwrap_or(0);
         if left < units {
             return Ok(UnitsHeld::Short { available: left });

@@ -141,6 +141,8 @@ pub struct Recorded {
 pub enum UnitsHeld {
     /// Held.
     Held,
+    /// A hold under this id is there already (the same request, still at work).
+    AlreadyHeld,
     /// Fewer units are left to sell: this many.
     Short {
         /// Units left.
@@ -340,7 +342,10 @@ pub trait StockStore: Send + Sync + 'static {
 
     /// The log refused what the counters of `epoch` let through: they lost writes (a
     /// failover to a replica that had not seen them). Drops the sentinel, so that one process
-    /// rebuilds them from the log; nothing when the counters are of another epoch already.
+    /// rebuilds them from the log. Nothing when the counters are of another epoch already, or
+    /// while holds of an older epoch remain: those orders are still landing, uncounted by
+    /// the counters a rebuild installed, and the log refusing some of them is expected
+    /// (another rebuild would only start it again).
     async fn distrust(&self, epoch: &str) -> Result<(), StockStoreError>;
 
     /// Holds `units` of `variant` for a downward supply adjustment under `hold_id`, as an

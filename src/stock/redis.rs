@@ -51,6 +51,7 @@ pub struct RedisStockStore {
     hold_units: redis::Script,
     release_units: redis::Script,
     snapshot: redis::Script,
+    distrust: redis::Script,
 }
 
 impl RedisStockStore {
@@ -80,6 +81,7 @@ impl RedisStockStore {
             hold_units: script(include_str!("lua/hold_units.lua")),
             release_units: script(include_str!("lua/release_units.lua")),
             snapshot: script(include_str!("lua/snapshot.lua")),
+            distrust: script(include_str!("lua/distrust.lua")),
         })
     }
 
@@ -242,12 +244,15 @@ impl StockStore for RedisStockStore {
     }
 
     async fn allow_retry(&self, order_id: OrderId) -> Result<(), StockStoreError> {
-        // Only an existing record: one that expired stays gone.
+        // Only a record in flight whose hold is there: a finished one keeps its answer, and
+        // one that expired stays gone.
         let _: i64 = redis::Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+            "if redis.call('HGET', KEYS[1], 'step') ~= 'held' \
+               or redis.call('EXISTS', KEYS[2]) == 0 then return 0 end \
              return redis.call('HSET', KEYS[1], 'step', 'retry')",
         )
         .key(self.key(&format!("i:{order_id}")))
+        .key(self.key(&format!("h:{order_id}")))
         .invoke_async(&mut self.conn())
         .await
         .map_err(anyhow::Error::from)?;
@@ -462,16 +467,13 @@ impl StockStore for RedisStockStore {
     }
 
     async fn distrust(&self, epoch: &str) -> Result<(), StockStoreError> {
-        let _: i64 = redis::Script::new(
-            "local meta = redis.call('HMGET', KEYS[1], 'state', 'epoch') \
-             if meta[1] ~= 'ready' or meta[2] ~= ARGV[1] then return 0 end \
-             return redis.call('DEL', KEYS[1])",
-        )
-        .key(self.key("meta"))
-        .arg(epoch)
-        .invoke_async(&mut self.conn())
-        .await
-        .map_err(anyhow::Error::from)?;
+        let _: i64 = self
+            .distrust
+            .key(&self.base)
+            .arg(epoch)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(anyhow::Error::from)?;
         Ok(())
     }
 
@@ -492,6 +494,7 @@ impl StockStore for RedisStockStore {
             .map_err(anyhow::Error::from)?;
         Ok(match answer.first().map(String::as_str) {
             Some("held") => UnitsHeld::Held,
+            Some("already_held") => UnitsHeld::AlreadyHeld,
             Some("short") => UnitsHeld::Short {
                 available: parse(answer.get(1))?,
             },

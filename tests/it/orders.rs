@@ -624,7 +624,64 @@ async fn a_downward_adjustment_never_takes_units_an_order_holds(backend: Backend
     assert_eq!(adjust(-8, "take-8").await.status(), StatusCode::OK);
     wait_for_units(&shop, &variant, 0).await;
     assert_eq!(counted().await, Some(2));
+    // Another seller holds nothing and learns nothing (the order's 2 come back first).
+    let bought_back = shop
+        .send(
+            Method::POST,
+            &format!("/v1/products/{product}/variants/{variant}/stock"),
+            Some(&shop.seller.access),
+            Some(json!({"add": 10})),
+            &[("idempotency-key", "more")],
+        )
+        .await;
+    assert_eq!(bought_back.status(), StatusCode::OK);
+    wait_for_units(&shop, &variant, 10).await;
+    let stranger = shop
+        .send(
+            Method::POST,
+            &format!("/v1/products/{product}/variants/{variant}/stock"),
+            Some(&shop.other_seller.access),
+            Some(json!({"adjust": -50, "reason": "not mine"})),
+            &[("idempotency-key", "theirs")],
+        )
+        .await;
+    assert!(
+        matches!(
+            stranger.status(),
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        ),
+        "{}",
+        stranger.status()
+    );
+    assert_eq!(
+        shop.app
+            .state
+            .stock
+            .available(&[variant_id(&variant)])
+            .await
+            .unwrap()[0],
+        10
+    );
+    // One adjustment sent twice at once: applied once; the other answer is the same change
+    // or "in flight", never "not enough left".
+    let (first, second) = tokio::join!(adjust(-6, "twice"), adjust(-6, "twice"));
+    for answer in [first, second] {
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap();
+        assert!(
+            status == StatusCode::OK
+                || (status == StatusCode::CONFLICT && body["type"] == "/problems/conflict"),
+            "{status}: {body}"
+        );
+    }
+    wait_for_projector(&shop).await;
+    assert_eq!(counted().await, Some(6));
+    wait_for_units(&shop, &variant, 4).await;
     audit_passes(&shop).await;
+}
+
+fn variant_id(variant: &str) -> openrun_domain::VariantId {
+    openrun_domain::VariantId::from_uuid(variant.parse().unwrap())
 }
 
 /// The shipping address an order seals, decrypted from its `OrderPlaced`.
@@ -669,10 +726,11 @@ async fn the_address_comes_from_the_mirror_and_follows_every_change(backend: Bac
     };
     let first = placed("first").await;
     let original = sealed_line1(&shop, &first).await;
+    // Named in another spelling of its id: the same address, in the database and the mirror.
     let changed = shop
         .send(
             Method::PUT,
-            &format!("/v1/members/me/addresses/{address}"),
+            &format!("/v1/members/me/addresses/{}", address.to_uppercase()),
             Some(&shop.buyer.access),
             Some(json!({"line1": "부산시 해운대구 센텀로 9", "line2": "3층"})),
             &[],
@@ -706,6 +764,34 @@ async fn the_address_comes_from_the_mirror_and_follows_every_change(backend: Bac
         sealed_line1(&shop, &third).await,
         "부산시 해운대구 센텀로 9"
     );
+    // Deleted through the service (the row is gone already): the mirror's copy goes too.
+    let deleted = shop
+        .send(
+            Method::DELETE,
+            &format!("/v1/members/me/addresses/{}", address.to_uppercase()),
+            Some(&shop.buyer.access),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NOT_FOUND);
+    problem(
+        place(&shop, &shop.buyer, "fourth", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await;
+    // Not a UUID at all: no address.
+    let padded = shop
+        .send(
+            Method::GET,
+            &format!("/v1/members/me/addresses/{address}%20"),
+            Some(&shop.buyer.access),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(padded.status(), StatusCode::NOT_FOUND);
 }
 
 /// A retry is answered what its key was answered, whatever changed since: the address

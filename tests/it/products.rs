@@ -787,6 +787,10 @@ async fn stock_supply_is_added_once_per_key_and_only_at_the_named_version(backen
             json!({"adjust": -1000, "reason": "counted"}),
             "supply-conflict",
         ),
+        (
+            json!({"adjust": i64::MIN, "reason": "counted"}),
+            "validation",
+        ),
     ] {
         let refused = add(body, vec![("idempotency-key", format!("refused-{kind}"))]).await;
         let status = if kind == "validation" {

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// An address id in its one spelling (lower-case, hyphenated), so that the database (whose
+/// comparison ignores case and trailing spaces) and the mirror (which compares bytes) name
+/// the same address; anything that is not a UUID is no address.
+fn canonical(id: &str) -> Result<String, MemberError> {
+    uuid::Uuid::try_parse(id)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| MemberError::NotFound)
+}
+
 impl Members {
     pub(super) fn address_row(
         &self,
@@ -68,6 +77,7 @@ impl Members {
 
     /// One of the member's addresses.
     pub async fn get_address(&self, member_id: &str, id: &str) -> Result<Address, MemberError> {
+        let id = &canonical(id)?;
         match repository::address(&self.db, member_id, id).await? {
             Some(row) => self.address(row),
             None => Err(self.not_theirs(id).await),
@@ -80,6 +90,7 @@ impl Members {
     /// a current copy, so that the order path reads no database; else from the database,
     /// and the copy is offered to the mirror.
     pub async fn sealed_address(&self, member_id: &str, id: &str) -> Result<String, MemberError> {
+        let id = &canonical(id)?;
         let current = format!("{}:", self.keys.current_key_id());
         let ticket = match self.mirror.get(member_id, id).await {
             Ok(Mirrored::Sealed { sealed, .. }) if sealed.starts_with(&current) => {
@@ -126,7 +137,11 @@ impl Members {
             .await
             .map_err(MemberError::Unavailable)?;
         let result = change.await;
-        if let Err(e) = self.mirror.end_change(member_id, id).await {
+        // A database error may hide a commit still under way: then the entry stays pending,
+        // and orders read this address from the database until it expires.
+        if result.is_ok()
+            && let Err(e) = self.mirror.end_change(member_id, id).await
+        {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "an address change was left pending in the mirror; orders read the address from the database until it expires"
@@ -171,6 +186,7 @@ impl Members {
         id: &str,
         input: AddressInput,
     ) -> Result<Address, MemberError> {
+        let id = &canonical(id)?;
         let mut errors = Vec::new();
         let Some(current) = repository::address(&self.db, member_id, id).await? else {
             return Err(self.not_theirs(id).await);
@@ -195,6 +211,7 @@ impl Members {
 
     /// Deletes one of the member's addresses.
     pub async fn delete_address(&self, member_id: &str, id: &str) -> Result<(), MemberError> {
+        let id = &canonical(id)?;
         let deleted = self
             .changing(member_id, id, async {
                 Ok(repository::delete_address(&self.db, member_id, id).await?)

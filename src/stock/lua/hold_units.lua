@@ -3,6 +3,7 @@
 local meta = redis.call('HMGET', meta_key, 'state', 'epoch')
 if meta[1] ~= 'ready' then return {'rebuilding'} end
 local id, variant, units = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', base .. 'u:' .. id) == 1 then return {'already_held'} end
 local left = tonumber(redis.call('HGET', avail_key, variant) or '0')
 if left < units then return {'short', tostring(left)} end
 local t = redis.call('TIME')
