@@ -177,9 +177,11 @@ if n >= tonumber(ARGV[1]) then
   local left = redis.call('PTTL', KEYS[1])
   if left < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    left = tonumber(ARGV[2])
+    return tonumber(ARGV[2])
   end
-  return left
+  -- PTTL rounds down (0 while under a millisecond is left): one more, so that whoever waits
+  -- that long finds the window over.
+  return math.min(left + 1, tonumber(ARGV[2]))
 end
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return -1
