@@ -199,21 +199,6 @@ async fn with_log(config: &Config, command: Command) -> anyhow::Result<()> {
     result
 }
 
-/// The shop's Redis stock store, when it has one (the in-process store lives in the serving
-/// process, whose nightly audit checks it).
-async fn shared_stock_store(
-    config: &Config,
-) -> anyhow::Result<Option<Arc<dyn crate::stock::StockStore>>> {
-    use secrecy::ExposeSecret;
-    let Some(url) = &config.redis.url else {
-        return Ok(None);
-    };
-    let conn =
-        crate::redis::connect_with(url.expose_secret(), config.redis.response_timeout).await?;
-    let store = crate::stock::redis::RedisStockStore::new(conn, &config.redis.key_prefix).await?;
-    Ok(Some(Arc::new(store)))
-}
-
 async fn run_on_log(
     config: &Config,
     db: &crate::db::Database,
@@ -238,7 +223,7 @@ async fn run_on_log(
             }
         }
         Command::Audit => {
-            let stock = shared_stock_store(config).await?;
+            let stock = startup::shared_stock_store(config).await?;
             let checks = ops::audit(db, events.as_ref(), stock.as_deref()).await?;
             if !ops::write_report(&mut out, &checks)? {
                 bail!("the audit found violations");

@@ -23,7 +23,10 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub use openrun_projections::store::Pool as Database;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either backend (the queries are
-/// the same text; only the driver differs).
+/// the same text; only the driver differs). Exported for the integration tests, which check
+/// what the tables hold.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -32,7 +35,7 @@ macro_rules! with_pool {
         }
     };
 }
-pub(crate) use with_pool;
+pub use crate::with_pool;
 
 /// Makes the SQLite file readable by its owner only (0600), creating it empty if missing, so
 /// that SQLite, which gives the WAL and shared-memory files the database file's permissions,

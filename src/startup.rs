@@ -252,11 +252,29 @@ async fn stock_store(
     redis: Option<redis::aio::ConnectionManager>,
     clock: SharedClock,
 ) -> anyhow::Result<Arc<dyn crate::stock::StockStore>> {
-    Ok(match redis {
-        Some(conn) => Arc::new(
-            crate::stock::redis::RedisStockStore::new(conn, &config.redis.key_prefix).await?,
-        ),
+    Ok(match redis_stock_store(config, redis).await? {
+        Some(store) => store,
         None => Arc::new(crate::stock::memory::MemoryStockStore::new(clock)),
+    })
+}
+
+/// The shop's stock store on Redis, when Redis is configured (for tools beside the server:
+/// an in-process store lives in the serving process only).
+pub async fn shared_stock_store(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn crate::stock::StockStore>>> {
+    redis_stock_store(config, redis_connection(config).await?).await
+}
+
+async fn redis_stock_store(
+    config: &Config,
+    redis: Option<redis::aio::ConnectionManager>,
+) -> anyhow::Result<Option<Arc<dyn crate::stock::StockStore>>> {
+    Ok(match redis {
+        Some(conn) => Some(Arc::new(
+            crate::stock::redis::RedisStockStore::new(conn, &config.redis.key_prefix).await?,
+        )),
+        None => None,
     })
 }
 

@@ -97,16 +97,17 @@ impl Sweeper {
         // An adjustment's hold past the grace, once the projector has applied the log up to
         // its head (a change in the log released its hold then): its change never came, or
         // comes later still, when the projector takes its units whatever became of the hold.
-        let head = self.events.head_position().await?;
-        let caught_up = matches!(
-            self.stock.state().await?,
-            crate::stock::StoreState::Ready { watermark, .. } if watermark >= head
-        );
-        let stale = if caught_up {
-            self.stock.stale_unit_holds(before, ROUND).await?
-        } else {
-            Vec::new()
-        };
+        let mut stale = self.stock.stale_unit_holds(before, ROUND).await?;
+        if !stale.is_empty() {
+            let head = self.events.head_position().await?;
+            let caught_up = matches!(
+                self.stock.state().await?,
+                crate::stock::StoreState::Ready { watermark, .. } if watermark >= head
+            );
+            if !caught_up {
+                stale.clear();
+            }
+        }
         for hold in stale {
             match self.stock.release_units(hold).await {
                 Ok(()) => settled += 1,

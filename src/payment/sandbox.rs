@@ -166,37 +166,19 @@ async fn commit_charges(
         query.push(")");
         query
     }
-    let rows: Vec<(String, i64, String, String, String)> = match db {
-        Database::MySql(pool) => {
-            let mut tx = pool.begin().await?;
-            insert::<sqlx::MySql>(batch, " ON DUPLICATE KEY UPDATE calls = calls + 1")
-                .build()
-                .execute(&mut *tx)
-                .await?;
-            let rows = select::<sqlx::MySql>(batch)
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            rows
-        }
-        Database::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            insert::<sqlx::Sqlite>(
-                batch,
-                " ON CONFLICT (order_id) DO UPDATE SET calls = calls + 1",
-            )
-            .build()
-            .execute(&mut *tx)
-            .await?;
-            let rows = select::<sqlx::Sqlite>(batch)
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            rows
-        }
+    // A charge of an order charged before counts one more call and keeps the first row.
+    let on_duplicate = if db.is_sqlite() {
+        " ON CONFLICT (order_id) DO UPDATE SET calls = calls + 1"
+    } else {
+        " ON DUPLICATE KEY UPDATE calls = calls + 1"
     };
+    let rows: Vec<(String, i64, String, String, String)> = with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        insert(batch, on_duplicate).build().execute(&mut *tx).await?;
+        let rows = select(batch).build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows
+    });
     Ok(rows
         .into_iter()
         .map(|(order, amount, token, status, reference)| {

@@ -570,6 +570,25 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
+/// Asks `check` again and again (as soon as each answer is in, never after a fixed pause)
+/// until it gives a value, for 30 s at most; `what` names what is awaited.
+pub async fn eventually<T, Fut>(what: &str, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A free port on the loopback interface, for addresses where nothing must listen.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -234,23 +234,10 @@ async fn audit_names_an_oversell_a_kept_charge_and_a_refunded_live_order(backend
                   (order_id, amount, token, status, reference, refunded, created_at) \
                   VALUES (?, 219000, 'tok_visa', 'charged', 'ch', ?, ?)";
     for (order, refunded) in [("o3", 0), ("o1", 219_000)] {
-        match &db {
-            Database::MySql(pool) => sqlx::query(charge)
-                .bind(order)
-                .bind(refunded)
-                .bind(long_ago)
-                .execute(pool)
-                .await
-                .map(drop),
-            Database::Sqlite(pool) => sqlx::query(charge)
-                .bind(order)
-                .bind(refunded)
-                .bind(long_ago)
-                .execute(pool)
-                .await
-                .map(drop),
-        }
-        .unwrap();
+        openrun::db::with_pool!(&db, pool => {
+            let insert = sqlx::query(charge).bind(order).bind(refunded).bind(long_ago);
+            insert.execute(pool).await.unwrap();
+        });
     }
     let (ok, out, _) = openrun(&test_db, &["audit"]);
     assert!(!ok, "{out}");

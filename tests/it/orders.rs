@@ -8,7 +8,7 @@ use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, on_both_backends};
+use crate::helpers::{Backend, eventually, on_both_backends};
 use crate::members::{Member, verified_member};
 use crate::products::Shop;
 
@@ -158,35 +158,17 @@ async fn burst(
 async fn ledger(shop: &Shop, order: &str) -> Option<(i64, i64, i64)> {
     let sql =
         "SELECT CAST(calls AS SIGNED), amount, refunded FROM sandbox_charges WHERE order_id = ?";
-    match &shop.app.db {
-        openrun::db::Database::MySql(pool) => sqlx::query_as(sql)
-            .bind(order)
-            .fetch_optional(pool)
-            .await
-            .unwrap(),
-        openrun::db::Database::Sqlite(pool) => sqlx::query_as(&sql.replace("SIGNED", "INTEGER"))
-            .bind(order)
-            .fetch_optional(pool)
-            .await
-            .unwrap(),
-    }
+    openrun::db::with_pool!(&shop.app.db, pool => {
+        sqlx::query_as(sql).bind(order).fetch_optional(pool).await.unwrap()
+    })
 }
 
 /// How many events of `event_type` the log holds.
 async fn count_events(shop: &Shop, event_type: &str) -> i64 {
     let sql = "SELECT COUNT(*) FROM events WHERE event_type = ?";
-    match &shop.app.db {
-        openrun::db::Database::MySql(pool) => sqlx::query_scalar(sql)
-            .bind(event_type)
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-        openrun::db::Database::Sqlite(pool) => sqlx::query_scalar(sql)
-            .bind(event_type)
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-    }
+    openrun::db::with_pool!(&shop.app.db, pool => {
+        sqlx::query_scalar(sql).bind(event_type).fetch_one(pool).await.unwrap()
+    })
 }
 
 /// After a drop: each placed order in the log, every counter at zero, the stock store's
@@ -263,21 +245,16 @@ async fn on_sale(shop: &Shop, units: i64, limit: Option<u32>) -> (String, String
     (product, variant, other)
 }
 
-/// Waits (10 s at most) until the stock store has `units` of `variant` left.
+/// Waits until the stock store has `units` of `variant` left.
 async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
-    let id = openrun_domain::VariantId::from_uuid(variant.parse().unwrap());
-    let started = std::time::Instant::now();
-    loop {
-        let left = shop.app.state.stock.available(&[id]).await.unwrap()[0];
-        if left == units {
-            return;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the stock store has {left} units, not {units}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let id = variant_id(variant);
+    eventually(
+        &format!("{units} units of {variant} in the stock store"),
+        || async {
+            (shop.app.state.stock.available(&[id]).await.unwrap()[0] == units).then_some(())
+        },
+    )
+    .await;
 }
 
 /// `openrun audit` over the shop's log and ledger: every check passes.
@@ -292,23 +269,17 @@ async fn audit_passes(shop: &Shop) {
     assert!(checks.iter().any(|c| c.name.contains("stock store")));
 }
 
-/// Waits (10 s at most) until the counter projector has applied the log up to its head.
+/// Waits until the counter projector has applied the log up to its head.
 async fn wait_for_projector(shop: &Shop) {
     let head = shop.app.events.head_position().await.unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if let openrun::stock::StoreState::Ready { watermark, .. } =
-            shop.app.state.stock.state().await.unwrap()
-            && watermark >= head
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the counter projector did not reach {head}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually(&format!("the counter projector at {head}"), || async {
+        matches!(
+            shop.app.state.stock.state().await.unwrap(),
+            openrun::stock::StoreState::Ready { watermark, .. } if watermark >= head
+        )
+        .then_some(())
+    })
+    .await;
 }
 
 async fn address_of(shop: &Shop, member: &Member) -> String {
@@ -348,6 +319,16 @@ async fn place(shop: &Shop, member: &Member, key: &str, body: &Value) -> reqwest
         &[("idempotency-key", key)],
     )
     .await
+}
+
+/// Places an order that must be placed (201); its id.
+async fn placed(shop: &Shop, member: &Member, key: &str, body: &Value) -> String {
+    let answer = place(shop, member, key, body).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    answer.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) -> Value {
@@ -427,8 +408,7 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
     )
     .await;
     // Their list shows it once the order summaries follow the log; the stranger's is empty.
-    let started = std::time::Instant::now();
-    let list = loop {
+    let list = eventually("the order in its buyer's list", || async {
         let list: Value = shop
             .send(
                 Method::GET,
@@ -441,15 +421,9 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
             .json()
             .await
             .unwrap();
-        if list["total"] == 1 {
-            break list;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "{list}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        (list["total"] == 1).then_some(list)
+    })
+    .await;
     assert_eq!(list["items"][0]["id"], id.as_str());
     assert_eq!(list["items"][0]["status"], "prepared");
     assert_eq!(list["items"][0]["total"], 438000);
@@ -716,14 +690,7 @@ async fn the_address_comes_from_the_mirror_and_follows_every_change(backend: Bac
     let (product, variant, _) = on_sale(&shop, 10, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let body = order_body(&product, &variant, 1, &address, "tok_visa");
-    let placed = async |key: &str| {
-        let answer = place(&shop, &shop.buyer, key, &body).await;
-        assert_eq!(answer.status(), StatusCode::CREATED);
-        answer.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let placed = async |key: &str| placed(&shop, &shop.buyer, key, &body).await;
     let first = placed("first").await;
     let original = sealed_line1(&shop, &first).await;
     // Named in another spelling of its id: the same address, in the database and the mirror.
@@ -746,18 +713,9 @@ async fn the_address_comes_from_the_mirror_and_follows_every_change(backend: Bac
     // Taken away behind the service's back: the mirror still has it, and the order path
     // never asks the database.
     let sql = "DELETE FROM addresses WHERE id = ?";
-    match &shop.app.db {
-        openrun::db::Database::MySql(pool) => sqlx::query(sql)
-            .bind(&address)
-            .execute(pool)
-            .await
-            .map(drop),
-        openrun::db::Database::Sqlite(pool) => sqlx::query(sql)
-            .bind(&address)
-            .execute(pool)
-            .await
-            .map(drop),
-    }
+    openrun::db::with_pool!(&shop.app.db, pool => {
+        sqlx::query(sql).bind(&address).execute(pool).await.map(drop)
+    })
     .unwrap();
     let third = placed("third").await;
     assert_eq!(
@@ -801,12 +759,7 @@ async fn a_retry_after_the_sale_ended_or_the_address_went_still_gets_its_order(b
     let (product, variant, _) = on_sale(&shop, 10, None).await;
     let address = address_of(&shop, &shop.buyer).await;
     let body = order_body(&product, &variant, 1, &address, "tok_visa");
-    let placed = place(&shop, &shop.buyer, "kept", &body).await;
-    assert_eq!(placed.status(), StatusCode::CREATED);
-    let id = placed.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = placed(&shop, &shop.buyer, "kept", &body).await;
     let same_order = async |answer: reqwest::Response| {
         assert_eq!(answer.status(), StatusCode::CREATED);
         assert_eq!(answer.headers()["idempotent-replayed"], "true");
@@ -1026,11 +979,9 @@ async fn bad_input_is_refused_and_holds_or_charges_nothing(backend: Backend) {
         .count();
     assert_eq!(orders, 0, "no order stream among {head} events");
     let charges = "SELECT COUNT(*) FROM sandbox_charges";
-    let charged: i64 = match &shop.app.db {
-        openrun::db::Database::MySql(pool) => sqlx::query_scalar(charges).fetch_one(pool).await,
-        openrun::db::Database::Sqlite(pool) => sqlx::query_scalar(charges).fetch_one(pool).await,
-    }
-    .unwrap();
+    let charged: i64 = openrun::db::with_pool!(&shop.app.db, pool => {
+        sqlx::query_scalar(charges).fetch_one(pool).await.unwrap()
+    });
     assert_eq!(charged, 0, "nothing reached the payment gateway");
 }
 
@@ -1361,19 +1312,15 @@ async fn an_order_past_its_deadline_is_answered_unknown_and_still_placed() {
         .await
         .unwrap();
     drop(lock);
-    let started = std::time::Instant::now();
-    let placed = loop {
+    let placed = eventually("the late order placed", || async {
         let answer = place(&shop, &shop.buyer, "late", &body).await;
         if answer.status() == StatusCode::CREATED {
-            break answer.json::<Value>().await.unwrap();
+            return Some(answer.json::<Value>().await.unwrap());
         }
         problem(answer, StatusCode::CONFLICT, "order-in-flight").await;
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "the order was never placed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        None
+    })
+    .await;
     let id = placed["id"].as_str().unwrap();
     assert_eq!(stream_types(&shop, id).await, ["OrderPlaced"]);
     wait_for_units(&shop, &variant, 9).await;
@@ -1392,40 +1339,29 @@ async fn a_redis_flush_during_a_drop_oversells_nothing_and_orders_resume() {
     let body = order_body(&product, &variant, 1, &address, "tok_visa");
     let mut placed = std::collections::HashSet::new();
     for i in 0..10 {
-        let answer = place(&shop, &shop.buyer, &format!("before-{i}"), &body).await;
-        assert_eq!(answer.status(), StatusCode::CREATED);
-        placed.insert(
-            answer.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        placed.insert(self::placed(&shop, &shop.buyer, &format!("before-{i}"), &body).await);
     }
     let answered = Arc::new(tokio::sync::Notify::new());
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let (shop, body, answered) = (Arc::clone(&shop), body.clone(), Arc::clone(&answered));
             tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                loop {
+                eventually("orders to resume after the rebuild", || async {
                     let answer = place(&shop, &shop.buyer, &format!("after-{i}"), &body).await;
                     let status = answer.status();
                     let retry_after = answer.headers().get("retry-after").cloned();
                     let body: Value = answer.json().await.unwrap();
                     answered.notify_one();
                     if status != StatusCode::SERVICE_UNAVAILABLE {
-                        return (status, body);
+                        return Some((status, body));
                     }
                     assert!(
                         retry_after.is_some(),
                         "a 503 says when to come back: {body}"
                     );
-                    assert!(
-                        started.elapsed() < std::time::Duration::from_secs(30),
-                        "orders never resumed: {body}"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
+                    None
+                })
+                .await
             })
         })
         .collect();
@@ -1529,14 +1465,7 @@ async fn a_buyer_s_orders_are_listed_newest_first_in_pages(backend: Backend) {
     let mut ids = Vec::new();
     for q in 1..=3 {
         let body = order_body(&product, &variant, q, &address, "tok_visa");
-        let answer = place(&shop, &shop.buyer, &format!("list-{q}"), &body).await;
-        assert_eq!(answer.status(), StatusCode::CREATED);
-        ids.push(
-            answer.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(placed(&shop, &shop.buyer, &format!("list-{q}"), &body).await);
     }
     let page = async |n: u32| -> Value {
         shop.send(
@@ -1551,14 +1480,10 @@ async fn a_buyer_s_orders_are_listed_newest_first_in_pages(backend: Backend) {
         .await
         .unwrap()
     };
-    let started = std::time::Instant::now();
-    while page(1).await["total"] != 3 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "the order summaries never followed the log"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the order summaries to follow the log", || async {
+        (page(1).await["total"] == 3).then_some(())
+    })
+    .await;
     let listed = |page: &Value| -> Vec<String> {
         page["items"]
             .as_array()
@@ -2002,25 +1927,21 @@ impl Processes {
     ) {
         use openrun::stock::StockStore;
         let stock = self.stock().await;
-        let started = std::time::Instant::now();
-        loop {
-            let view = self
-                .client
-                .get(format!("http://{addr}/v1/products/{product}"))
-                .send()
-                .await
-                .unwrap();
-            let on_sale = view.status() == StatusCode::OK
-                && view.json::<Value>().await.unwrap()["status"] == "on_sale";
-            if on_sale && stock.available(&[variant]).await.unwrap()[0] == units {
-                return;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "the product never went on sale with {units} units"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        eventually(
+            &format!("the product on sale with {units} units"),
+            || async {
+                let view = self
+                    .client
+                    .get(format!("http://{addr}/v1/products/{product}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let on_sale = view.status() == StatusCode::OK
+                    && view.json::<Value>().await.unwrap()["status"] == "on_sale";
+                (on_sale && stock.available(&[variant]).await.unwrap()[0] == units).then_some(())
+            },
+        )
+        .await;
     }
 
     /// The shop's stock store in Redis.
@@ -2204,8 +2125,8 @@ async fn a_server_killed_during_a_burst_loses_no_acknowledged_order() {
             .filter(|(buyer, _, _)| *buyer == n)
             .map(|(_, _, id)| id.as_str())
             .collect();
-        let started = std::time::Instant::now();
-        loop {
+        let what = format!("buyer {n}'s list to show every order answered 201");
+        eventually(&what, || async {
             let list: Value = shop
                 .client
                 .get(format!("http://{addr}/v1/orders?size=100"))
@@ -2222,53 +2143,37 @@ async fn a_server_killed_during_a_burst_loses_no_acknowledged_order() {
                 .iter()
                 .filter_map(|o| o["id"].as_str())
                 .collect();
-            if mine.is_subset(&listed) {
-                break;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "buyer {n} does not see every order they were answered 201 for"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+            mine.is_subset(&listed).then_some(())
+        })
+        .await;
     }
     // The sweeps close what the dead process held or charged (3 s grace): then the units
     // left and the log agree, and every charge is placed or refunded.
     let stock = shop.stock().await;
-    let started = std::time::Instant::now();
-    loop {
-        let db_events = events.as_ref();
-        let checks = openrun::ops::audit(&db, db_events, Some(&stock))
-            .await
-            .unwrap();
-        let held = {
-            use openrun::stock::StockStore;
-            stock.snapshot().await.unwrap().map(|s| s.held)
-        };
-        let unsettled: i64 = match &db {
-            openrun::db::Database::MySql(pool) => sqlx::query_scalar(
-                "SELECT COUNT(*) FROM sandbox_charges c WHERE c.status = 'charged' \
-                 AND c.settled = FALSE AND c.refunded = 0",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-            openrun::db::Database::Sqlite(_) => unreachable!(),
-        };
-        if checks.iter().all(|c| c.violations.is_empty())
-            && unsettled == 0
-            && held
-                .as_ref()
-                .is_some_and(|h| h.iter().all(|(_, n)| *n == 0))
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "the sweeps never settled: {unsettled} charges, holds {held:?}; {checks:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the sweeps to settle what the dead process left",
+        || async {
+            let checks = openrun::ops::audit(&db, events.as_ref(), Some(&stock))
+                .await
+                .unwrap();
+            let held = {
+                use openrun::stock::StockStore;
+                stock.snapshot().await.unwrap().map(|s| s.held)
+            };
+            let unsettled: i64 = openrun::db::with_pool!(&db, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandbox_charges c WHERE c.status = 'charged' \
+             AND c.settled = FALSE AND c.refunded = 0",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+            (checks.iter().all(|c| c.violations.is_empty())
+                && unsettled == 0
+                && held.is_some_and(|h| h.iter().all(|(_, n)| *n == 0)))
+            .then_some(())
+        },
+    )
+    .await;
     // A retry of an acknowledged order gets the same order; the rest of the supply sells.
     let (buyer, key, id) = &acknowledged[0];
     let (status, body) = shop

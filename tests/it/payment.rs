@@ -104,22 +104,10 @@ async fn charges_waiting_for_the_ledger_share_one_transaction(backend: Backend) 
         let charge = gateway.charge_of(orders[i]).await.unwrap().unwrap();
         assert_eq!(charge.amount, Money::from_minor(1000 + i as i64));
     }
-    let calls: i64 = match &db {
-        openrun::db::Database::MySql(pool) => sqlx::query_scalar(
-            "SELECT CAST(calls AS SIGNED) FROM sandbox_charges WHERE order_id = ?",
-        )
-        .bind(first.to_string())
-        .fetch_one(pool)
-        .await
-        .unwrap(),
-        openrun::db::Database::Sqlite(pool) => {
-            sqlx::query_scalar("SELECT calls FROM sandbox_charges WHERE order_id = ?")
-                .bind(first.to_string())
-                .fetch_one(pool)
-                .await
-                .unwrap()
-        }
-    };
+    let sql = "SELECT CAST(calls AS SIGNED) FROM sandbox_charges WHERE order_id = ?";
+    let calls: i64 = openrun::db::with_pool!(&db, pool => {
+        sqlx::query_scalar(sql).bind(first.to_string()).fetch_one(pool).await.unwrap()
+    });
     assert_eq!(calls, 3);
     db.close().await;
 }
