@@ -235,9 +235,15 @@ fn order_samples() -> Vec<OrderEvent> {
             at: at(),
         },
         OrderEvent::OrderRefunded {
+            refund_id: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007),
             cause: RefundCause::Cancellation,
             amount: Money::from_minor(258_000),
             payment_reference: "pay_0001".to_owned(),
+            at: at(),
+        },
+        OrderEvent::RefundSettled {
+            refund_id: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0007),
+            amount: Money::from_minor(258_000),
             at: at(),
         },
     ];
@@ -254,9 +260,10 @@ fn order_samples() -> Vec<OrderEvent> {
             OrderEvent::OrderRefunded { .. } => 7,
             OrderEvent::OrderDeclined { .. } => 8,
             OrderEvent::OrderVoided { .. } => 9,
+            OrderEvent::RefundSettled { .. } => 10,
         })
         .collect();
-    assert_eq!(covered.len(), 10, "one sample per order event");
+    assert_eq!(covered.len(), 11, "one sample per order event");
     samples
 }
 

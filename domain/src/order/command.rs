@@ -121,4 +121,14 @@ pub enum OrderCommand {
         /// Who sends it.
         issuer: Issuer,
     },
+    /// Record that the gateway paid a refund back (the refund processor, or an admin). A
+    /// refund settled already is left alone: nothing is appended.
+    SettleRefund {
+        /// Who sends it.
+        issuer: Issuer,
+        /// The refund.
+        refund_id: uuid::Uuid,
+        /// The amount the gateway refunded.
+        amount: Money,
+    },
 }

@@ -239,6 +239,32 @@ fn decide_placed(
                 refund(state, RefundCause::Cancellation, now),
             ])
         }
+        OrderCommand::SettleRefund {
+            issuer,
+            refund_id,
+            amount,
+        } => {
+            issuer.system_or_admin()?;
+            let refund = state
+                .refunds
+                .iter()
+                .find(|r| r.refund_id == refund_id)
+                .ok_or(OrderError::UnknownRefund { refund_id })?;
+            if refund.settled_at.is_some() {
+                return Ok(Vec::new());
+            }
+            if amount != refund.amount {
+                return Err(OrderError::RefundAmountMismatch {
+                    owed: refund.amount,
+                    paid: amount,
+                });
+            }
+            Ok(vec![OrderEvent::RefundSettled {
+                refund_id,
+                amount,
+                at: now,
+            }])
+        }
         OrderCommand::RequestReturn { actor, reason } => {
             if actor.member_id != state.buyer_id {
                 return Err(OrderError::NotBuyer);
@@ -318,6 +344,7 @@ fn stock_lines(state: &OrderState) -> Vec<StockLine> {
 
 fn refund(state: &OrderState, cause: RefundCause, now: DateTime<Utc>) -> OrderEvent {
     OrderEvent::OrderRefunded {
+        refund_id: super::event::refund_id(state.order_id, cause),
         cause,
         amount: state.payment.amount,
         payment_reference: state.payment.reference.clone(),
@@ -381,11 +408,31 @@ pub fn apply(order: &mut Order, event: &OrderEvent) {
         OrderEvent::OrderPlaced { .. }
         | OrderEvent::OrderDeclined { .. }
         | OrderEvent::OrderVoided { .. } => return,
-        OrderEvent::OrderRefunded { cause, amount, .. } => {
+        OrderEvent::OrderRefunded {
+            refund_id,
+            cause,
+            amount,
+            at,
+            ..
+        } => {
+            let refund_id = if refund_id.is_nil() {
+                super::event::refund_id(state.order_id, *cause)
+            } else {
+                *refund_id
+            };
             state.refunds.push(Refund {
+                refund_id,
                 cause: *cause,
                 amount: *amount,
+                at: *at,
+                settled_at: None,
             });
+            return;
+        }
+        OrderEvent::RefundSettled { refund_id, at, .. } => {
+            if let Some(refund) = state.refunds.iter_mut().find(|r| r.refund_id == *refund_id) {
+                refund.settled_at.get_or_insert(*at);
+            }
             return;
         }
         OrderEvent::OrderShipped { at } => (OrderStatus::InDelivery, at),

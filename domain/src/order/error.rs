@@ -124,6 +124,20 @@ pub enum OrderError {
         /// When it closed.
         closed_at: DateTime<Utc>,
     },
+    /// The order owes no refund with this id.
+    #[error("refund {refund_id} is not recorded on this order")]
+    UnknownRefund {
+        /// The refund named.
+        refund_id: uuid::Uuid,
+    },
+    /// The gateway refunded another amount than the order owes.
+    #[error("the refund owes {owed} but {paid} was paid back")]
+    RefundAmountMismatch {
+        /// What the order owes.
+        owed: Money,
+        /// What the gateway says it paid.
+        paid: Money,
+    },
     /// The return reason is longer than the limit.
     #[error("reason longer than {max} characters")]
     ReasonTooLong {

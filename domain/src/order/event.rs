@@ -23,6 +23,26 @@ pub const ORDER_EVENT_VERSION: &str = "1.0";
 /// The version of the events whose lines name a variant (`OrderPlaced` also records the
 /// request's fingerprint): 1.0 lines named only a product (see [`upcasters`]).
 pub const ORDER_LINES_VERSION: &str = "2.0";
+/// The version of `OrderRefunded` that names its refund: 1.0 had no `refund_id` (see
+/// [`upcast_refund_v1`]).
+pub const ORDER_REFUND_VERSION: &str = "2.0";
+
+/// The namespace of refund ids.
+const REFUND_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f70_656e_7275_6e00_8000_7265_6675_6e64);
+
+/// The id of the refund of `order_id` for `cause`: UUIDv5 of both, so that whoever records or
+/// pays it, however often, names the same refund.
+pub fn refund_id(order_id: OrderId, cause: RefundCause) -> uuid::Uuid {
+    let cause = match cause {
+        RefundCause::Cancellation => "cancellation",
+        RefundCause::Return => "return",
+    };
+    uuid::Uuid::new_v5(
+        &REFUND_NAMESPACE,
+        format!("{}:{cause}", order_id.as_uuid()).as_bytes(),
+    )
+}
 
 /// An accepted order line, with its total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,14 +192,28 @@ pub enum OrderEvent {
         /// When.
         at: DateTime<Utc>,
     },
-    /// Money is owed back to the buyer; the payment adapter reverses the capture.
+    /// Money is owed back to the buyer: recorded before any money moves. The refund
+    /// processor pays it through the gateway (once per `refund_id`) and records
+    /// `RefundSettled`.
     OrderRefunded {
+        /// The refund: [`refund_id`] of the order and the cause (nil in a 1.0 event; the fold
+        /// derives it then).
+        refund_id: uuid::Uuid,
         /// Why.
         cause: RefundCause,
         /// How much: always the amount paid.
         amount: Money,
         /// The capture to reverse.
         payment_reference: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The gateway paid a refund back: the money moved.
+    RefundSettled {
+        /// The refund.
+        refund_id: uuid::Uuid,
+        /// The amount the gateway refunded.
+        amount: Money,
         /// When.
         at: DateTime<Utc>,
     },
@@ -198,6 +232,7 @@ impl DomainEvent for OrderEvent {
             Self::ReturnPickedUp { .. } => "ReturnPickedUp",
             Self::ReturnCompleted { .. } => "ReturnCompleted",
             Self::OrderRefunded { .. } => "OrderRefunded",
+            Self::RefundSettled { .. } => "RefundSettled",
         }
         .to_owned()
     }
@@ -207,6 +242,7 @@ impl DomainEvent for OrderEvent {
             Self::OrderPlaced { .. }
             | Self::OrderCancelled { .. }
             | Self::ReturnCompleted { .. } => ORDER_LINES_VERSION,
+            Self::OrderRefunded { .. } => ORDER_REFUND_VERSION,
             _ => ORDER_EVENT_VERSION,
         }
         .to_owned()
@@ -246,16 +282,34 @@ pub fn upcast_order_lines_v1(mut payload: Value) -> Value {
     payload
 }
 
+/// Upgrades a 1.0 `OrderRefunded`, which named no refund: it gets the nil id, which the
+/// fold replaces with [`refund_id`] of its order and cause (the payload does not name the
+/// order).
+pub fn upcast_refund_v1(mut payload: Value) -> Value {
+    if let Some(data) = payload.get_mut("data").and_then(Value::as_object_mut) {
+        data.entry("refund_id")
+            .or_insert_with(|| serde_json::json!(uuid::Uuid::nil()));
+    }
+    payload
+}
+
 /// The upcasters for order events, ready for cqrs-es's `PersistedEventStore::with_upcasters`.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    ["OrderPlaced", "OrderCancelled", "ReturnCompleted"]
-        .into_iter()
-        .map(|event_type| {
-            Box::new(SemanticVersionEventUpcaster::new(
-                event_type,
-                ORDER_LINES_VERSION,
-                Box::new(upcast_order_lines_v1),
-            )) as Box<dyn EventUpcaster>
-        })
-        .collect()
+    let mut upcasters: Vec<Box<dyn EventUpcaster>> =
+        ["OrderPlaced", "OrderCancelled", "ReturnCompleted"]
+            .into_iter()
+            .map(|event_type| {
+                Box::new(SemanticVersionEventUpcaster::new(
+                    event_type,
+                    ORDER_LINES_VERSION,
+                    Box::new(upcast_order_lines_v1),
+                )) as Box<dyn EventUpcaster>
+            })
+            .collect();
+    upcasters.push(Box::new(SemanticVersionEventUpcaster::new(
+        "OrderRefunded",
+        ORDER_REFUND_VERSION,
+        Box::new(upcast_refund_v1),
+    )));
+    upcasters
 }

@@ -70,10 +70,16 @@ pub struct OrderState {
 /// A refund recorded on the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
+    /// The refund's id ([`super::refund_id`] of the order and the cause).
+    pub refund_id: uuid::Uuid,
     /// Why.
     pub cause: RefundCause,
     /// How much.
     pub amount: Money,
+    /// When it was recorded (owed).
+    pub at: DateTime<Utc>,
+    /// When the gateway paid it back; `None` while it is owed.
+    pub settled_at: Option<DateTime<Utc>>,
 }
 
 impl OrderState {

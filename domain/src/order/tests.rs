@@ -97,6 +97,7 @@ fn stock_lines() -> Vec<StockLine> {
 
 fn refunded(cause: RefundCause, at: i64) -> OrderEvent {
     OrderEvent::OrderRefunded {
+        refund_id: super::refund_id(ORDER, cause),
         cause,
         amount: Money::from_minor(288_000),
         payment_reference: "pay_123".to_owned(),
@@ -685,6 +686,79 @@ fn a_completed_return_is_refunded_exactly_once() {
             step: AutoStep::CompleteReturn,
             status: OrderStatus::ReturnCompleted
         })
+    );
+}
+
+#[test]
+fn a_refund_is_settled_once_by_the_system_for_what_it_owes() {
+    let order = at(OrderStatus::ReturnCompleted);
+    let refund_id = super::refund_id(ORDER, RefundCause::Return);
+    let owed = Money::from_minor(288_000);
+    let settle = |issuer, refund_id, amount| OrderCommand::SettleRefund {
+        issuer,
+        refund_id,
+        amount,
+    };
+    assert_eq!(
+        decide(
+            &order,
+            settle(Issuer::Member(buyer()), refund_id, owed),
+            t(201)
+        ),
+        Err(OrderError::RoleNotAllowed { role: Role::Basic })
+    );
+    let other = super::refund_id(ORDER, RefundCause::Cancellation);
+    assert_eq!(
+        decide(&order, settle(Issuer::System, other, owed), t(201)),
+        Err(OrderError::UnknownRefund { refund_id: other })
+    );
+    assert_eq!(
+        decide(
+            &order,
+            settle(Issuer::System, refund_id, Money::from_minor(1)),
+            t(201)
+        ),
+        Err(OrderError::RefundAmountMismatch {
+            owed,
+            paid: Money::from_minor(1)
+        })
+    );
+    let events = decide(&order, settle(Issuer::System, refund_id, owed), t(201)).unwrap();
+    assert_eq!(
+        events,
+        vec![OrderEvent::RefundSettled {
+            refund_id,
+            amount: owed,
+            at: t(201)
+        }]
+    );
+    let mut settled = order.clone();
+    apply(&mut settled, &events[0]);
+    let refund = settled.state.as_ref().unwrap().refunds[0];
+    assert_eq!(refund.settled_at, Some(t(201)));
+    // Settling again changes nothing: the processor may pay twice after a crash.
+    assert_eq!(
+        decide(&settled, settle(Issuer::System, refund_id, owed), t(300)),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn a_refund_recorded_before_refund_ids_gets_its_derived_id() {
+    let mut order = at(OrderStatus::Prepared);
+    apply(
+        &mut order,
+        &OrderEvent::OrderRefunded {
+            refund_id: Uuid::nil(),
+            cause: RefundCause::Cancellation,
+            amount: Money::from_minor(288_000),
+            payment_reference: "pay_123".to_owned(),
+            at: t(3),
+        },
+    );
+    assert_eq!(
+        order.state.unwrap().refunds[0].refund_id,
+        super::refund_id(ORDER, RefundCause::Cancellation)
     );
 }
 
