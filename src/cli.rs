@@ -224,7 +224,13 @@ async fn run_on_log(
         }
         Command::Audit => {
             let stock = startup::shared_stock_store(config).await?;
-            let checks = ops::audit(db, events.as_ref(), stock.as_deref()).await?;
+            let checks = ops::audit(
+                db,
+                events.as_ref(),
+                stock.as_deref(),
+                config.orders.refund_settle_within,
+            )
+            .await?;
             if !ops::write_report(&mut out, &checks)? {
                 bail!("the audit found violations");
             }

@@ -3,7 +3,7 @@
 //!
 //! Each capability owns its settings: the raw form as read, with its defaults, and the
 //! validated struct (`http::settings`, `db`, `eventstore::group_commit`, `scheduler`,
-//! `telemetry`, `redis`, `mail`, `auth::settings`, `members::settings`). [`Config`] is their
+//! `telemetry`, `redis`, `mail`, `auth::settings`, `members::settings`, `orders::settings`). [`Config`] is their
 //! sum; the secrets are resolved here. Every variable, its default and its meaning are in the
 //! README's configuration table; a test checks that the table, the accepted keys and the
 //! loaded struct agree.
@@ -66,6 +66,8 @@ struct Raw {
     #[serde(flatten)]
     members: crate::members::settings::RawSettings,
     #[serde(flatten)]
+    orders: crate::orders::settings::RawSettings,
+    #[serde(flatten)]
     secrets: RawSecrets,
 }
 
@@ -87,6 +89,7 @@ impl Raw {
             mail: figment.extract().map_err(Box::new)?,
             auth: figment.extract().map_err(Box::new)?,
             members: figment.extract().map_err(Box::new)?,
+            orders: figment.extract().map_err(Box::new)?,
             secrets: figment.extract().map_err(Box::new)?,
         })
     }
@@ -164,6 +167,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Verification links.
     pub members: MemberSettings,
+    /// The order lifecycle's timings and the refund bound.
+    pub orders: crate::orders::settings::OrderSettings,
     /// Signing and encryption keys.
     pub secrets: Secrets,
 }
@@ -239,6 +244,7 @@ impl Config {
             mail: raw.mail.validate()?,
             auth: raw.auth.validate()?,
             members: raw.members.validate()?,
+            orders: raw.orders.validate()?,
             secrets,
         })
     }

@@ -112,11 +112,13 @@ pub struct Check {
 }
 
 /// Re-derives the invariants from the log and the payment ledger, and checks the stock
-/// store's counters against the log when one is given.
+/// store's counters against the log when one is given. A refund not paid back within
+/// `refund_within` of being recorded is a violation.
 pub async fn audit(
     db: &Database,
     events: &dyn EventStore,
     stock: Option<&dyn crate::stock::StockStore>,
+    refund_within: Duration,
 ) -> anyhow::Result<Vec<Check>> {
     // Checkpoints first, then the head: a projection that keeps up with live traffic is
     // always at or behind a head read after its checkpoint.
@@ -161,6 +163,14 @@ pub async fn audit(
     checks.push(Check {
         name: "every charge belongs to a placed order or is refunded, and no refund is more than its order's",
         violations: sales.charges(db).await?,
+    });
+    checks.push(Check {
+        name: "every refund is paid back once, in full, within the bound",
+        violations: sales.refunds(db, refund_within).await?,
+    });
+    checks.push(Check {
+        name: "stock is given back exactly once per cancel or completed return, every unit of the order",
+        violations: sales.given_back.clone(),
     });
     if let Some(stock) = stock {
         checks.push(Check {
@@ -215,8 +225,29 @@ struct Sales {
     placed: std::collections::HashSet<String>,
     /// Order streams closed without an order.
     closed: std::collections::HashSet<String>,
-    /// Refunds recorded per order.
+    /// Refunds recorded per order (owed, paid back or not).
     refunded: std::collections::HashMap<String, i64>,
+    /// Refunds paid back per order, as the log records them settled.
+    settled: std::collections::HashMap<String, i64>,
+    /// Every refund the log records, by id.
+    refunds: std::collections::HashMap<uuid::Uuid, RefundFacts>,
+    /// Units each placed order took, until they are given back (then removed).
+    taken: std::collections::HashMap<String, u64>,
+    /// Orders whose units were given back.
+    returned: std::collections::HashSet<String>,
+    /// Units given back twice, or other than the order took.
+    given_back: Vec<String>,
+    /// Settlements of refunds the log never recorded.
+    stray: Vec<String>,
+}
+
+/// What the log says of one refund.
+struct RefundFacts {
+    order: String,
+    amount: i64,
+    at: chrono::DateTime<chrono::Utc>,
+    /// Each settlement recorded: its amount.
+    settlements: Vec<i64>,
 }
 
 /// A charge younger than this may belong to an order being placed now.
@@ -247,10 +278,13 @@ impl Sales {
                     }
                     "order" => match decode::<OrderEvent>(&upcasters, recorded)? {
                         OrderEvent::OrderPlaced { lines, .. } => {
+                            let mut units = 0;
                             for line in lines {
                                 let variant = line.variant_id.to_string();
                                 sales.units_moved(&variant, -i64::from(line.quantity), position);
+                                units += u64::from(line.quantity);
                             }
+                            sales.taken.insert(id.clone(), units);
                             sales.placed.insert(id);
                         }
                         OrderEvent::OrderCancelled {
@@ -259,16 +293,51 @@ impl Sales {
                         | OrderEvent::ReturnCompleted {
                             restocked: lines, ..
                         } => {
+                            let mut units = 0;
                             for line in lines {
                                 let variant = line.variant_id.to_string();
                                 sales.units_moved(&variant, i64::from(line.quantity), position);
+                                units += u64::from(line.quantity);
                             }
+                            sales.units_given_back(&id, units, position);
                         }
                         OrderEvent::OrderDeclined { .. } | OrderEvent::OrderVoided { .. } => {
                             sales.closed.insert(id);
                         }
-                        OrderEvent::OrderRefunded { amount, .. } => {
-                            *sales.refunded.entry(id).or_default() += amount.minor();
+                        OrderEvent::OrderRefunded {
+                            refund_id,
+                            cause,
+                            amount,
+                            at,
+                            ..
+                        } => {
+                            let refund_id = if refund_id.is_nil() {
+                                let order = openrun_domain::OrderId::from_uuid(id.parse()?);
+                                openrun_domain::order::refund_id(order, cause)
+                            } else {
+                                refund_id
+                            };
+                            *sales.refunded.entry(id.clone()).or_default() += amount.minor();
+                            sales.refunds.insert(
+                                refund_id,
+                                RefundFacts {
+                                    order: id,
+                                    amount: amount.minor(),
+                                    at,
+                                    settlements: Vec::new(),
+                                },
+                            );
+                        }
+                        OrderEvent::RefundSettled {
+                            refund_id, amount, ..
+                        } => {
+                            *sales.settled.entry(id.clone()).or_default() += amount.minor();
+                            match sales.refunds.get_mut(&refund_id) {
+                                Some(facts) => facts.settlements.push(amount.minor()),
+                                None => sales.stray.push(format!(
+                                    "order {id}: refund {refund_id} settled but never recorded"
+                                )),
+                            }
                         }
                         _ => {}
                     },
@@ -277,6 +346,85 @@ impl Sales {
             }
         }
         Ok(sales)
+    }
+
+    fn units_given_back(&mut self, order: &str, units: u64, position: u64) {
+        let problem = if !self.returned.insert(order.to_owned()) {
+            Some(format!(
+                "order {order} gave its units back again at position {position}"
+            ))
+        } else {
+            match self.taken.remove(order) {
+                Some(taken) if taken == units => None,
+                Some(taken) => Some(format!(
+                    "order {order} took {taken} units and gave {units} back at position {position}"
+                )),
+                None => Some(format!(
+                    "order {order} gave {units} units back at position {position} but was never placed"
+                )),
+            }
+        };
+        if let Some(problem) = problem
+            && self.given_back.len() < 20
+        {
+            self.given_back.push(problem);
+        }
+    }
+
+    /// Every refund the log records against its settlements and the gateway's ledger: paid
+    /// back within `within` of being recorded, settled once and in full, and the ledger
+    /// holding one refund per order whose amount the log settled.
+    async fn refunds(&self, db: &Database, within: Duration) -> anyhow::Result<Vec<String>> {
+        let now = chrono::Utc::now();
+        let within = chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+        let mut violations = Vec::new();
+        let mut push = |v: String| {
+            if violations.len() < 20 {
+                violations.push(v);
+            }
+        };
+        for stray in &self.stray {
+            push(stray.clone());
+        }
+        let mut ids: Vec<&uuid::Uuid> = self.refunds.keys().collect();
+        ids.sort();
+        for id in ids {
+            let facts = &self.refunds[id];
+            match facts.settlements.as_slice() {
+                [] if now - facts.at > within => push(format!(
+                    "refund {id} of order {} ({}) recorded at {} is not paid back",
+                    facts.order,
+                    facts.amount,
+                    facts.at.to_rfc3339()
+                )),
+                [] => {}
+                [paid] if *paid == facts.amount => {}
+                [paid] => push(format!(
+                    "refund {id} of order {}: {paid} paid back of {} owed",
+                    facts.order, facts.amount
+                )),
+                many => push(format!(
+                    "refund {id} of order {} is settled {} times",
+                    facts.order,
+                    many.len()
+                )),
+            }
+        }
+        let sql = "SELECT order_id, CAST(COUNT(*) AS SIGNED), CAST(SUM(amount) AS SIGNED)                    FROM sandbox_refunds GROUP BY order_id HAVING COUNT(*) > 1 LIMIT 20";
+        let twice: Vec<(String, i64, i64)> = match db {
+            Database::MySql(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+            Database::Sqlite(pool) => {
+                sqlx::query_as(&sql.replace("AS SIGNED", "AS INTEGER"))
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        for (order, count, amount) in twice {
+            push(format!(
+                "order {order} was refunded {count} times by the gateway ({amount} in all)"
+            ));
+        }
+        Ok(violations)
     }
 
     fn units_moved(&mut self, variant: &str, delta: i64, position: u64) {
@@ -329,9 +477,14 @@ impl Sales {
                     "order {order}: refunded {refunded} of a charge of {amount}"
                 ))
             } else if self.placed.contains(&order) {
-                let recorded = self.refunded.get(&order).copied().unwrap_or(0);
-                (refunded != recorded).then(|| {
-                    format!("order {order}: {refunded} refunded, its stream records {recorded}")
+                // Between the log's settlement (paid back for sure) and what it owes: a refund
+                // the gateway paid a moment before its settlement was appended is in between.
+                let owed = self.refunded.get(&order).copied().unwrap_or(0);
+                let settled = self.settled.get(&order).copied().unwrap_or(0);
+                (refunded < settled || refunded > owed).then(|| {
+                    format!(
+                        "order {order}: the gateway refunded {refunded}, its stream owes {owed} and records {settled} paid back"
+                    )
                 })
             } else if refunded != amount && (self.closed.contains(&order) || at < in_flight) {
                 Some(format!(

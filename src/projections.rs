@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use openrun_projections::Projection;
 use openrun_projections::orders::Orders;
+use openrun_projections::outbox::Outbox;
 use openrun_projections::runner::{self, RunnerConfig};
 use openrun_projections::schedule::Schedule;
+use openrun_projections::seller_orders::SellerOrders;
 use openrun_projections::store::{self, Tables};
 use openrun_projections::streams::Streams;
 use tokio::sync::watch;
@@ -17,7 +19,13 @@ use crate::eventstore::{EventStore, LogSource};
 
 /// Every projection, by name.
 pub fn registry() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Streams), Arc::new(Schedule), Arc::new(Orders)]
+    vec![
+        Arc::new(Streams),
+        Arc::new(Schedule),
+        Arc::new(Orders),
+        Arc::new(SellerOrders),
+        Arc::new(Outbox),
+    ]
 }
 
 /// The projection called `name`.

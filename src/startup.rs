@@ -35,7 +35,7 @@ pub struct Application {
         tokio::sync::watch::Sender<bool>,
         tokio::task::JoinHandle<()>,
     ),
-    /// The counter projector and the order sweeps, stopped together.
+    /// The counter projector, the order sweeps and the outbox worker, stopped together.
     order_workers: (
         tokio::sync::watch::Sender<bool>,
         Vec<tokio::task::JoinHandle<()>>,
@@ -71,6 +71,7 @@ impl Application {
             events: Arc::clone(&events),
             stock: Some(Arc::clone(&stock)),
             nightly_at: config.scheduler.nightly_at,
+            refund_within: config.orders.refund_settle_within,
             clock: Arc::clone(&clock),
         });
         let catalog = crate::catalog::LiveCatalog::new(
@@ -118,7 +119,21 @@ impl Application {
             Arc::clone(&gateway),
             Arc::clone(&members),
             Arc::clone(&clock),
-            openrun_domain::OrderPolicy::default(),
+            config.orders.policy,
+        ));
+        let outbox = Arc::new(crate::orders::outbox::OutboxWorker::new(
+            db.clone(),
+            commands.clone(),
+            Arc::clone(&events),
+            Arc::clone(&gateway),
+            Arc::clone(&members),
+            Arc::clone(&catalog),
+        ));
+        let lifecycle = Arc::new(crate::orders::lifecycle::Lifecycle::new(
+            db.clone(),
+            commands.clone(),
+            Arc::clone(&members),
+            Arc::clone(&outbox),
         ));
         let (stop_orders, orders_stopped) = tokio::sync::watch::channel(false);
         let projector = Arc::new(crate::stock::projector::CounterProjector::new(
@@ -138,11 +153,13 @@ impl Application {
             stop_orders,
             vec![
                 tokio::spawn(projector.follow(orders_stopped.clone())),
-                tokio::spawn(sweeper.run(orders_stopped)),
+                tokio::spawn(sweeper.run(orders_stopped.clone())),
+                tokio::spawn(outbox.run(orders_stopped)),
             ],
         );
         let state = AppState {
             orders,
+            lifecycle,
             stock,
             commands,
             categories,

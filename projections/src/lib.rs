@@ -16,13 +16,17 @@
 //! - [`rebuild`]: replay from zero into fresh tables and swap them in.
 //! - [`streams`]: the stream index read model (one row per stream).
 //! - [`schedule`]: the durable schedule of timed transitions, filled from events.
+//! - [`orders`], [`seller_orders`]: order summaries per buyer, and per seller's product.
+//! - [`outbox`]: work for the world outside (confirmation e-mails, refunds to pay back).
 #![warn(missing_docs)]
 
 pub mod log;
 pub mod orders;
+pub mod outbox;
 pub mod rebuild;
 pub mod runner;
 pub mod schedule;
+pub mod seller_orders;
 pub mod store;
 pub mod streams;
 

@@ -30,7 +30,7 @@ use openrun_domain::product::ProductEvent;
 
 use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Pool, Tables, Tx};
+use crate::store::{Arg, Pool, Tables, Tx, run};
 
 /// The schedule table.
 pub const TABLE: &str = "schedule";
@@ -502,38 +502,6 @@ impl Projection for Schedule {
             }
         }
         Ok(())
-    }
-}
-
-enum Arg {
-    S(String),
-    O(Option<String>),
-    I(i64),
-}
-
-async fn run(tx: &mut Tx, sql: &str, args: &[Arg]) -> sqlx::Result<()> {
-    macro_rules! bind_all {
-        ($query:expr) => {{
-            let mut query = $query;
-            for arg in args {
-                query = match arg {
-                    Arg::S(s) => query.bind(s.as_str()),
-                    Arg::O(s) => query.bind(s.as_deref()),
-                    Arg::I(i) => query.bind(*i),
-                };
-            }
-            query
-        }};
-    }
-    match tx {
-        Tx::MySql(tx) => bind_all!(sqlx::query(sql))
-            .execute(&mut **tx)
-            .await
-            .map(drop),
-        Tx::Sqlite(tx) => bind_all!(sqlx::query(sql))
-            .execute(&mut **tx)
-            .await
-            .map(drop),
     }
 }
 

@@ -350,3 +350,40 @@ pub async fn release_lease(pool: &Pool, name: &str, owner: &str) -> sqlx::Result
 pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
+
+/// A value bound to a statement of [`run`].
+pub(crate) enum Arg {
+    /// Text.
+    S(String),
+    /// Text or NULL.
+    O(Option<String>),
+    /// An integer.
+    I(i64),
+}
+
+/// Runs `sql` with `args` bound in order, inside `tx`.
+pub(crate) async fn run(tx: &mut Tx, sql: &str, args: &[Arg]) -> sqlx::Result<()> {
+    macro_rules! bind_all {
+        ($query:expr) => {{
+            let mut query = $query;
+            for arg in args {
+                query = match arg {
+                    Arg::S(s) => query.bind(s.as_str()),
+                    Arg::O(s) => query.bind(s.as_deref()),
+                    Arg::I(i) => query.bind(*i),
+                };
+            }
+            query
+        }};
+    }
+    match tx {
+        Tx::MySql(tx) => bind_all!(sqlx::query(sql))
+            .execute(&mut **tx)
+            .await
+            .map(drop),
+        Tx::Sqlite(tx) => bind_all!(sqlx::query(sql))
+            .execute(&mut **tx)
+            .await
+            .map(drop),
+    }
+}

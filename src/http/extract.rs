@@ -15,6 +15,30 @@ use super::problem::{Problem, catalogue};
 /// struct's fields in order); the problem never repeats the body's values.
 pub struct AppJson<T>(pub T);
 
+/// An optional JSON body: a request with no body (no `Content-Type`, and no length or a
+/// length of 0) has none; any other is read as [`AppJson`] reads it.
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> for AppJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Problem> {
+        let headers = req.headers();
+        let length = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        let chunked = headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+        if !headers.contains_key(axum::http::header::CONTENT_TYPE)
+            && !chunked
+            && length.is_none_or(|l| l == "0")
+        {
+            return Ok(None);
+        }
+        <Self as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
     type Rejection = Problem;
 

@@ -19,7 +19,39 @@ use super::identity::{Auth, Basic};
 use super::problem::{Problem, SoldOutLine, catalogue};
 use super::products::actor;
 use crate::members::FieldError;
+use crate::orders::lifecycle::{
+    LifecycleError, OrderDetail, SellerFilter, SellerOrder, TimelineEntry,
+};
 use crate::orders::{Answer, NewLine, NewOrder, OrderFailure, OrderView};
+
+impl From<LifecycleError> for Problem {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::NotFound => Problem::not_found(),
+            LifecycleError::WrongStatus(detail) => {
+                Problem::of(catalogue::ORDER_STATUS).with_detail(detail)
+            }
+            LifecycleError::WindowClosed(detail) => {
+                Problem::of(catalogue::ORDER_WINDOW_CLOSED).with_detail(detail)
+            }
+            LifecycleError::Invalid { field, message } => {
+                Problem::invalid(vec![FieldError::new(field, message)])
+            }
+            LifecycleError::Conflict => Problem::of(catalogue::CONFLICT)
+                .with_detail("the order changed while this request was decided; send it again"),
+            LifecycleError::OutcomeUnknown => Problem::of(catalogue::OUTCOME_UNKNOWN).with_detail(
+                "the change may have been recorded: read the order to learn whether it was",
+            ),
+            LifecycleError::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "an order request failed");
+                Problem::unavailable(
+                    "nothing was changed; send it again",
+                    std::time::Duration::from_secs(1),
+                )
+            }
+        }
+    }
+}
 
 impl From<OrderFailure> for Problem {
     fn from(e: OrderFailure) -> Self {
@@ -261,17 +293,7 @@ pub async fn list_orders(
     Auth(identity, _): Auth<Basic>,
     super::extract::AppQuery(query): super::extract::AppQuery<PageQuery>,
 ) -> Result<Json<OrderList>, Problem> {
-    let page = query.page.unwrap_or(1);
-    let size = query.size.unwrap_or(20);
-    if !(1..=100_000).contains(&page) {
-        return Err(Problem::invalid(vec![FieldError::new(
-            "page",
-            "1 to 100000",
-        )]));
-    }
-    if !(1..=100).contains(&size) {
-        return Err(Problem::invalid(vec![FieldError::new("size", "1 to 100")]));
-    }
+    let (page, size) = paging(query.page, query.size)?;
     let buyer = actor(&identity)?.member_id;
     let (items, total) = state.orders.list(buyer, page, size).await?;
     Ok(Json(OrderList {
@@ -282,22 +304,203 @@ pub async fn list_orders(
     }))
 }
 
-/// One of the caller's orders (an admin may read any).
+/// One of the caller's orders with its story: every step and when, its refunds and their
+/// state, the windows still open, and the shipping address it was sealed with (shown to the
+/// buyer only). An admin may read any order; another member's order is not found.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = OrderView), (status = 400, body = Problem),
-    (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = OrderDetail), (status = 400, body = Problem),
+    (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 503, body = Problem)))]
 pub async fn get_order(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Basic>,
     AppPath(id): AppPath<Uuid>,
-) -> Result<Json<OrderView>, Problem> {
+) -> Result<Json<OrderDetail>, Problem> {
     state
-        .orders
-        .get(&actor(&identity)?, OrderId::from_uuid(id))
+        .lifecycle
+        .view(&actor(&identity)?, OrderId::from_uuid(id))
         .await?
         .map(Json)
         .ok_or_else(Problem::not_found)
+}
+
+/// The order's timeline: every event of its stream, oldest first, without the sealed
+/// address.
+#[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<TimelineEntry>), (status = 400, body = Problem),
+    (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 503, body = Problem)))]
+pub async fn order_events(
+    State(state): State<AppState>,
+    Auth(identity, _): Auth<Basic>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<Vec<TimelineEntry>>, Problem> {
+    state
+        .lifecycle
+        .timeline(&actor(&identity)?, OrderId::from_uuid(id))
+        .await?
+        .map(Json)
+        .ok_or_else(Problem::not_found)
+}
+
+/// Cancels one of the caller's orders while it is `prepared` and inside its cancel window:
+/// its units go back on sale at once and the whole amount is refunded (the refund is recorded
+/// first, then paid back; the answer shows whether it is settled yet). An admin may cancel
+/// any order. A cancel racing the shipping step has one winner: the loser gets 409.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrderDetail), (status = 400, body = Problem),
+    (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 409, body = Problem, description = "Not prepared any more (shipped, cancelled...), or the window closed"),
+    (status = 500, body = Problem, description = "The outcome is unknown: read the order"),
+    (status = 503, body = Problem)))]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    Auth(identity, _): Auth<Basic>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<OrderDetail>, Problem> {
+    let actor = actor(&identity)?;
+    Ok(Json(
+        state
+            .lifecycle
+            .cancel(actor, OrderId::from_uuid(id))
+            .await?,
+    ))
+}
+
+/// Why the buyer returns an order.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnBody {
+    /// At most 1000 characters.
+    #[schema(max_length = 1000)]
+    pub reason: Option<String>,
+}
+
+/// Asks to return one of the caller's orders while it is `delivered` and inside its return
+/// window. The goods are picked up and, once the return completes, restocked and refunded,
+/// each step on its configured timing. The body is optional.
+#[utoipa::path(post, path = "/v1/orders/{id}/return", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body(content = Option<ReturnBody>, description = "Optional"),
+    responses((status = 200, body = OrderDetail), (status = 400, body = Problem),
+    (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 409, body = Problem, description = "Not delivered (yet, or any more), or the window closed"),
+    (status = 422, body = Problem), (status = 500, body = Problem, description = "The outcome is unknown: read the order"),
+    (status = 503, body = Problem)))]
+pub async fn return_order(
+    State(state): State<AppState>,
+    Auth(identity, _): Auth<Basic>,
+    AppPath(id): AppPath<Uuid>,
+    body: Option<AppJson<ReturnBody>>,
+) -> Result<Json<OrderDetail>, Problem> {
+    let actor = actor(&identity)?;
+    let reason = body.and_then(|AppJson(b)| b.reason);
+    Ok(Json(
+        state
+            .lifecycle
+            .request_return(actor, OrderId::from_uuid(id), reason)
+            .await?,
+    ))
+}
+
+/// Which of the seller's orders to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SellerOrderQuery {
+    /// Only orders of this product.
+    pub product_id: Option<Uuid>,
+    /// Only orders in this status.
+    #[param(
+        pattern = "^(prepared|in_delivery|delivered|cancelled|return_requested|in_return|return_completed)$"
+    )]
+    pub status: Option<String>,
+    /// The page, from 1 (default 1).
+    #[param(minimum = 1, maximum = 100000)]
+    pub page: Option<u32>,
+    /// Rows per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub size: Option<u32>,
+}
+
+/// A page of a seller's orders.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SellerOrderList {
+    /// One row per order and product, newest first.
+    pub items: Vec<SellerOrder>,
+    /// The page (from 1).
+    pub page: u32,
+    /// Rows per page.
+    pub size: u32,
+    /// All matching rows.
+    pub total: u64,
+}
+
+const STATUSES: [&str; 7] = [
+    "prepared",
+    "in_delivery",
+    "delivered",
+    "cancelled",
+    "return_requested",
+    "in_return",
+    "return_completed",
+];
+
+/// The orders of the caller's own products, one row per order and product, newest first,
+/// without any of the buyer's personal data. The list follows the log: an order placed a
+/// moment ago may be missing for that moment.
+#[utoipa::path(get, path = "/v1/seller/orders", tag = "orders", security(("bearer" = [])),
+    params(SellerOrderQuery),
+    responses((status = 200, body = SellerOrderList), (status = 400, body = Problem),
+    (status = 401, body = Problem), (status = 403, body = Problem),
+    (status = 422, body = Problem), (status = 503, body = Problem)))]
+pub async fn seller_orders(
+    State(state): State<AppState>,
+    Auth(identity, _): Auth<super::identity::Seller>,
+    super::extract::AppQuery(query): super::extract::AppQuery<SellerOrderQuery>,
+) -> Result<Json<SellerOrderList>, Problem> {
+    let (page, size) = paging(query.page, query.size)?;
+    if let Some(status) = &query.status
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "status",
+            "one of prepared, in_delivery, delivered, cancelled, return_requested, in_return, return_completed",
+        )]));
+    }
+    let filter = SellerFilter {
+        product_id: query.product_id.map(ProductId::from_uuid),
+        status: query.status,
+    };
+    let seller = actor(&identity)?.member_id;
+    let (items, total) = state
+        .lifecycle
+        .seller_orders(seller, &filter, page, size)
+        .await?;
+    Ok(Json(SellerOrderList {
+        items,
+        page,
+        size,
+        total,
+    }))
+}
+
+/// The page and size of a list, checked.
+fn paging(page: Option<u32>, size: Option<u32>) -> Result<(u32, u32), Problem> {
+    let (page, size) = (page.unwrap_or(1), size.unwrap_or(20));
+    if !(1..=100_000).contains(&page) {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "page",
+            "1 to 100000",
+        )]));
+    }
+    if !(1..=100).contains(&size) {
+        return Err(Problem::invalid(vec![FieldError::new("size", "1 to 100")]));
+    }
+    Ok((page, size))
 }
 
 /// The order routes.
@@ -305,4 +508,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(place_order, list_orders))
         .routes(routes!(get_order))
+        .routes(routes!(order_events))
+        .routes(routes!(cancel_order))
+        .routes(routes!(return_order))
+        .routes(routes!(seller_orders))
 }

@@ -80,6 +80,8 @@ pub mod catalogue {
         PURCHASE_LIMIT = CONFLICT, "purchase-limit", "Purchase limit reached";
         ORDER_IN_FLIGHT = CONFLICT, "order-in-flight", "Order being placed";
         ORDER_CLOSED = CONFLICT, "order-closed", "Order closed without being placed";
+        ORDER_STATUS = CONFLICT, "order-status", "Not possible in the order's status";
+        ORDER_WINDOW_CLOSED = CONFLICT, "order-window-closed", "Window closed";
         IDEMPOTENCY_KEY_REQUIRED = BAD_REQUEST, "idempotency-key-required", "Idempotency-Key required";
         PAYMENT_DECLINED = PAYMENT_REQUIRED, "payment-declined", "Payment declined";
         PAYMENT_GATEWAY = BAD_GATEWAY, "payment-gateway", "Payment gateway failed";

@@ -176,3 +176,26 @@ pub fn verification_message(from: &Mailbox, to: &str, link: &str) -> anyhow::Res
         ))
         .context("building the verification message")
 }
+
+/// The confirmation of a placed order. `lines` are already written out for the buyer.
+pub fn order_confirmation_message(
+    from: &Mailbox,
+    to: &str,
+    order_id: &str,
+    lines: &[String],
+    total: &str,
+) -> anyhow::Result<Message> {
+    let to: Mailbox = to.parse().context("the recipient address")?;
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(format!("Your order {order_id}"))
+        .header(ContentType::TEXT_PLAIN)
+        .body(format!(
+            "Thank you for your order.\n\nOrder {order_id}\n\n{}\n\nTotal: {total}\n\n\
+             You can follow it, cancel it before it ships, or return it after delivery from \
+             your order page.\n",
+            lines.join("\n")
+        ))
+        .context("building the order confirmation")
+}

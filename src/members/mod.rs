@@ -8,7 +8,7 @@ pub mod service;
 pub mod settings;
 pub mod validation;
 
-pub use service::{MemberError, Members};
+pub use service::{AddressSnapshot, MemberError, Members};
 pub use settings::MemberSettings;
 pub use validation::FieldError;
 

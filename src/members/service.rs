@@ -24,6 +24,7 @@ use crate::db::Database;
 use crate::mail::{self, Mailer};
 
 mod addresses;
+pub use addresses::AddressSnapshot;
 mod admin;
 mod profile;
 mod signup;

@@ -27,7 +27,13 @@
 //!
 //! # Layout
 //! - [`sweep`]: the reservation and charge sweeps.
+//! - [`lifecycle`]: after the order: views, timeline, cancel, return, the seller's orders.
+//! - [`outbox`]: the worker that pays refunds back and sends confirmations.
+//! - [`settings`]: the lifecycle's timings.
 
+pub mod lifecycle;
+pub mod outbox;
+pub mod settings;
 pub mod sweep;
 
 use std::sync::Arc;

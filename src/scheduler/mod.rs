@@ -86,6 +86,8 @@ pub struct Jobs {
     pub stock: Option<Arc<dyn crate::stock::StockStore>>,
     /// When the nightly jobs run, in the server's time zone.
     pub nightly_at: NaiveTime,
+    /// The nightly audit's bound on paying a refund back.
+    pub refund_within: Duration,
     /// This host's clock, for planning the nightly runs (claims use the database's clock).
     pub clock: SharedClock,
 }

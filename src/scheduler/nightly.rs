@@ -75,9 +75,14 @@ pub(super) async fn plan_nightly(
 /// The nightly self-audit: the same checks as `openrun audit`, with the number of violations
 /// as the gauge `openrun_audit_violations` and each one logged.
 pub(super) async fn nightly_audit(jobs: &Jobs) -> Result<Option<String>, String> {
-    let checks = crate::ops::audit(&jobs.db, jobs.events.as_ref(), jobs.stock.as_deref())
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let checks = crate::ops::audit(
+        &jobs.db,
+        jobs.events.as_ref(),
+        jobs.stock.as_deref(),
+        jobs.refund_within,
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
     let violations: usize = checks.iter().map(|c| c.violations.len()).sum();
     metrics::gauge!("openrun_audit_violations").set(violations as f64);
     for check in checks.iter().filter(|c| !c.violations.is_empty()) {

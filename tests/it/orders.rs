@@ -260,9 +260,14 @@ async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
 /// `openrun audit` over the shop's log and ledger: every check passes.
 async fn audit_passes(shop: &Shop) {
     let stock = shop.app.state.stock.as_ref();
-    let checks = openrun::ops::audit(&shop.app.db, shop.app.events.as_ref(), Some(stock))
-        .await
-        .unwrap();
+    let checks = openrun::ops::audit(
+        &shop.app.db,
+        shop.app.events.as_ref(),
+        Some(stock),
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
     let failed: Vec<_> = checks.iter().filter(|c| !c.violations.is_empty()).collect();
     assert!(failed.is_empty(), "the audit failed: {failed:?}");
     assert!(checks.iter().any(|c| c.name.contains("beyond its supply")));
@@ -1060,9 +1065,14 @@ async fn the_log_refuses_an_oversell_the_stock_store_let_through(backend: Backen
         openrun::stock::Applied::Done
     );
     // The audit sees the store disagree with the log.
-    let checks = openrun::ops::audit(&shop.app.db, shop.app.events.as_ref(), Some(store.as_ref()))
-        .await
-        .unwrap();
+    let checks = openrun::ops::audit(
+        &shop.app.db,
+        shop.app.events.as_ref(),
+        Some(store.as_ref()),
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
     let stock_check = checks
         .iter()
         .find(|c| c.name.contains("stock store"))
@@ -1959,9 +1969,14 @@ impl Processes {
         let db = self.test_db.connect().await;
         let events = openrun::eventstore::open(&db, &Default::default());
         let stock = self.stock().await;
-        let checks = openrun::ops::audit(&db, events.as_ref(), Some(&stock))
-            .await
-            .unwrap();
+        let checks = openrun::ops::audit(
+            &db,
+            events.as_ref(),
+            Some(&stock),
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
         let failed: Vec<_> = checks.iter().filter(|c| !c.violations.is_empty()).collect();
         assert!(failed.is_empty(), "the audit failed: {failed:?}");
         events.shutdown().await;
@@ -2153,9 +2168,14 @@ async fn a_server_killed_during_a_burst_loses_no_acknowledged_order() {
     eventually(
         "the sweeps to settle what the dead process left",
         || async {
-            let checks = openrun::ops::audit(&db, events.as_ref(), Some(&stock))
-                .await
-                .unwrap();
+            let checks = openrun::ops::audit(
+                &db,
+                events.as_ref(),
+                Some(&stock),
+                std::time::Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
             let held = {
                 use openrun::stock::StockStore;
                 stock.snapshot().await.unwrap().map(|s| s.held)

@@ -747,9 +747,14 @@ async fn scheduled_transitions_fire_through_the_command_path(backend: Backend) {
     let changed = events.read_stream(&stream, 3, 1).await.unwrap();
     assert_eq!(changed[0].payload["data"]["to"], "waiting");
     assert!(changed[0].recorded_at >= Utc::now() - chrono::Duration::seconds(60));
-    let audit = openrun::ops::audit(&app.db, events.as_ref(), Some(app.state.stock.as_ref()))
-        .await
-        .unwrap();
+    let audit = openrun::ops::audit(
+        &app.db,
+        events.as_ref(),
+        Some(app.state.stock.as_ref()),
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
     assert!(audit.iter().all(|c| c.violations.is_empty()), "{audit:?}");
     app.stop().await;
 }

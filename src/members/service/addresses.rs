@@ -224,3 +224,23 @@ impl Members {
         }
     }
 }
+
+/// A shipping address as an order sealed it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AddressSnapshot {
+    /// The first line.
+    pub line1: String,
+    /// The second line.
+    pub line2: String,
+    /// The postal code, if one was given.
+    pub postal_code: Option<String>,
+}
+
+impl Members {
+    /// Opens an address an order sealed ([`Members::sealed_address`]), under whichever data
+    /// key sealed it.
+    pub fn open_address(&self, sealed: &str) -> Result<AddressSnapshot, MemberError> {
+        let json = self.decrypt(ORDER_ADDRESS, sealed)?;
+        Ok(serde_json::from_str(&json).context("a sealed address")?)
+    }
+}

@@ -65,3 +65,23 @@ impl Members {
         }
     }
 }
+
+impl Members {
+    /// Sends the member the confirmation of their order: `lines` and `total` as the buyer
+    /// reads them. The address is read here and never logged.
+    pub async fn send_order_confirmation(
+        &self,
+        member_id: &str,
+        order_id: &str,
+        lines: &[String],
+        total: &str,
+    ) -> Result<(), MemberError> {
+        let member = self.member(member_id).await?;
+        let email = self.decrypt(EMAIL, &member.email_enc)?;
+        let message = mail::order_confirmation_message(&self.from, &email, order_id, lines, total)?;
+        self.mailer
+            .send(message)
+            .await
+            .map_err(MemberError::Unavailable)
+    }
+}

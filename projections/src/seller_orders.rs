@@ -1,0 +1,174 @@
+//! Seller order views: one row per order and product, under the product's seller, so that a
+//! seller lists the orders of their own products (filtered by product and status, newest
+//! first) without reading the log and without the buyer's personal data, which never enters
+//! this table.
+//!
+//! | event | rows |
+//! |---|---|
+//! | `ProductRegistered` | `seller_products`: the product's seller |
+//! | `OrderPlaced` | one `seller_orders` row per product of the order: units, amount, `prepared` |
+//! | `OrderShipped` ... `ReturnCompleted` | every row of the order takes the new status |
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::Projection;
+use crate::log::RecordedEvent;
+use crate::store::{Arg, Pool, Tables, Tx, run, to_i64};
+
+/// The `seller_orders` projection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SellerOrders;
+
+/// The rows sellers read.
+pub const TABLE: &str = "seller_orders";
+/// Each product's seller.
+pub const PRODUCTS_TABLE: &str = "seller_products";
+
+/// The status an order event moves an order to, if any.
+pub fn status_after(event_type: &str) -> Option<&'static str> {
+    Some(match event_type {
+        "OrderPlaced" => "prepared",
+        "OrderShipped" => "in_delivery",
+        "OrderDelivered" => "delivered",
+        "OrderCancelled" => "cancelled",
+        "ReturnRequested" => "return_requested",
+        "ReturnPickedUp" => "in_return",
+        "ReturnCompleted" => "return_completed",
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl Projection for SellerOrders {
+    fn name(&self) -> &'static str {
+        "seller_orders"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[PRODUCTS_TABLE, TABLE]
+    }
+
+    async fn create_tables(&self, pool: &Pool, tables: &Tables) -> anyhow::Result<()> {
+        let (orders, products) = (tables.name(TABLE), tables.name(PRODUCTS_TABLE));
+        let text = if pool.is_sqlite() {
+            "TEXT"
+        } else {
+            "VARCHAR(64) CHARACTER SET ascii"
+        };
+        pool.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {products} (
+                product_id {text} NOT NULL PRIMARY KEY,
+                seller_id {text} NOT NULL
+            )"
+        ))
+        .await?;
+        // (seller, position, product) is the index a seller's listing reads newest first.
+        pool.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {orders} (
+                order_id {text} NOT NULL,
+                product_id {text} NOT NULL,
+                seller_id {text} NOT NULL,
+                status {text} NOT NULL,
+                quantity BIGINT NOT NULL,
+                amount BIGINT NOT NULL,
+                placed_at {text} NOT NULL,
+                position BIGINT NOT NULL,
+                PRIMARY KEY (order_id, product_id),
+                UNIQUE (seller_id, position, product_id)
+            )"
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()> {
+        let (orders, products) = (tables.name(TABLE), tables.name(PRODUCTS_TABLE));
+        let data = event.payload.get("data").unwrap_or(&Value::Null);
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let keep = if matches!(tx, Tx::Sqlite(_)) {
+            "ON CONFLICT DO NOTHING"
+        } else {
+            "ON DUPLICATE KEY UPDATE seller_id = seller_id"
+        };
+        match (event.stream_type.as_str(), event.event_type.as_str()) {
+            ("product", "ProductRegistered") => {
+                let sql =
+                    format!("INSERT INTO {products} (product_id, seller_id) VALUES (?, ?) {keep}");
+                run(
+                    tx,
+                    &sql,
+                    &[Arg::S(event.stream_id.clone()), Arg::S(text("seller_id"))],
+                )
+                .await?;
+            }
+            ("order", "OrderPlaced") => {
+                // Units and amount per product, in the order's line order.
+                let mut per_product: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+                for line in data
+                    .get("lines")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let product = line
+                        .get("product_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let entry = per_product.entry(product).or_default();
+                    entry.0 += line.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+                    entry.1 += line.get("line_total").and_then(Value::as_i64).unwrap_or(0);
+                }
+                // The product's registration came earlier in the log, so its seller is known.
+                let keep = if matches!(tx, Tx::Sqlite(_)) {
+                    "ON CONFLICT DO NOTHING".to_owned()
+                } else {
+                    format!("ON DUPLICATE KEY UPDATE {orders}.seller_id = {orders}.seller_id")
+                };
+                let sql = format!(
+                    "INSERT INTO {orders} (order_id, product_id, seller_id, status, quantity, \
+                     amount, placed_at, position) \
+                     SELECT ?, product_id, seller_id, 'prepared', ?, ?, ?, ? FROM {products} \
+                     WHERE product_id = ? {keep}"
+                );
+                for (product, (quantity, amount)) in per_product {
+                    let args = [
+                        Arg::S(event.stream_id.clone()),
+                        Arg::I(quantity),
+                        Arg::I(amount),
+                        Arg::S(text("at")),
+                        Arg::I(to_i64(event.global_position)),
+                        Arg::S(product),
+                    ];
+                    run(tx, &sql, &args).await?;
+                }
+            }
+            ("order", event_type) => {
+                if let Some(status) = status_after(event_type) {
+                    let sql = format!("UPDATE {orders} SET status = ? WHERE order_id = ?");
+                    run(
+                        tx,
+                        &sql,
+                        &[Arg::S(status.into()), Arg::S(event.stream_id.clone())],
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

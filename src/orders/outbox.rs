@@ -1,0 +1,256 @@
+//! The outbox worker: pays refunds back and sends order confirmations, from the rows the
+//! `outbox` projection keeps ([`openrun_projections::outbox`]), never on the order path.
+//!
+//! A refund is paid once whatever crashes: `OrderRefunded` is in the log before any money
+//! moves; the gateway refunds once per refund id (a second call answers what the first did);
+//! `RefundSettled` records the payment, and settling again appends nothing. A crash between
+//! any two of these steps leaves the row pending, and the next attempt finishes it. The
+//! cancel handler pays inline for latency through [`OutboxWorker::pay_refund`], the same
+//! steps, and the row is closed by the `RefundSettled` it appends.
+//!
+//! A confirmation is sent at least once: a crash after the mail server took it and before
+//! the row was marked sends it again. A failure (the mail server is down) is retried with a
+//! growing backoff. One process works the outbox at a time (a lease in the database).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openrun_domain::order::OrderCommand;
+use openrun_domain::{Issuer, OrderId, ProductId};
+use openrun_projections::outbox::{ORDER_MAIL, REFUND, TABLE};
+use openrun_projections::store::{self as pstore};
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::catalog::live::LiveCatalog;
+use crate::commands::{CommandError, Commands};
+use crate::db::{Database, with_pool};
+use crate::eventstore::{EventStore, Metadata};
+use crate::members::Members;
+use crate::payment::{PaymentGateway, RefundOutcome};
+
+/// The lease of the process working the outbox.
+const LEASE: &str = "outbox-worker";
+/// How long the lease lasts unless renewed.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the worker looks for due rows when nothing wakes it.
+const TICK: Duration = Duration::from_millis(500);
+/// Rows worked per round.
+const BATCH: i64 = 32;
+
+/// A due row: id, kind, order, detail, attempts.
+type DueRow = (String, String, String, String, i32);
+
+/// The outbox worker.
+pub struct OutboxWorker {
+    db: Database,
+    commands: Commands,
+    events: Arc<dyn EventStore>,
+    gateway: Arc<dyn PaymentGateway>,
+    members: Arc<Members>,
+    catalog: Arc<LiveCatalog>,
+    owner: String,
+}
+
+impl OutboxWorker {
+    /// The worker.
+    pub fn new(
+        db: Database,
+        commands: Commands,
+        events: Arc<dyn EventStore>,
+        gateway: Arc<dyn PaymentGateway>,
+        members: Arc<Members>,
+        catalog: Arc<LiveCatalog>,
+    ) -> Self {
+        Self {
+            db,
+            commands,
+            events,
+            gateway,
+            members,
+            catalog,
+            owner: format!("{}-{}", std::process::id(), Uuid::now_v7().simple()),
+        }
+    }
+
+    /// Works the outbox until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut appended = self.events.subscribe();
+        while !*stop.borrow() {
+            match self.round().await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "an outbox round failed"),
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = appended.changed() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+        // Ignored error: the lease lapses by itself.
+        let _ = pstore::release_lease(&self.db, LEASE, &self.owner).await;
+    }
+
+    /// Works the due rows once, if this process holds the lease; how many it tried.
+    pub async fn round(&self) -> anyhow::Result<usize> {
+        if !pstore::acquire_lease(&self.db, LEASE, &self.owner, LEASE_TTL).await? {
+            return Ok(0);
+        }
+        let now = pstore::database_now(&self.db).await?;
+        let sql = format!(
+            "SELECT id, kind, order_id, detail, attempts FROM {TABLE} \
+             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+        );
+        let due: Vec<DueRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(&sql).bind(now).bind(BATCH).fetch_all(pool).await?
+        });
+        let count = due.len();
+        for (id, kind, order, detail, attempts) in due {
+            let outcome = self.work(&kind, &order, &detail).await;
+            self.record(&id, attempts, outcome).await?;
+        }
+        Ok(count)
+    }
+
+    async fn work(&self, kind: &str, order: &str, detail: &str) -> Result<(), String> {
+        let order_id = order
+            .parse()
+            .map(OrderId::from_uuid)
+            .map_err(|_| "the row names no order".to_owned())?;
+        let detail: Value = serde_json::from_str(detail).map_err(|e| e.to_string())?;
+        match kind {
+            REFUND => {
+                let refund_id = detail
+                    .get("refund_id")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("the row names no refund")?;
+                self.pay_refund(order_id, refund_id).await
+            }
+            ORDER_MAIL => self.confirm(order_id, &detail).await,
+            other => Err(format!("unknown outbox kind {other}")),
+        }
+    }
+
+    /// Pays `refund_id` of `order_id` back through the gateway and records it settled. Safe
+    /// to call any number of times, from anywhere: the gateway refunds once per refund id and
+    /// the log records one settlement.
+    pub async fn pay_refund(&self, order_id: OrderId, refund_id: Uuid) -> Result<(), String> {
+        let amount = match self.gateway.refund(refund_id, order_id).await {
+            Ok(RefundOutcome::Refunded { amount }) => amount,
+            Ok(RefundOutcome::NothingCharged) => {
+                return Err("the gateway holds no charge of this order to refund".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        metrics::counter!("openrun_refunds_paid_total").increment(1);
+        let metadata = Metadata {
+            actor: Some("system:refunds".to_owned()),
+            causation_id: Some(refund_id),
+            ..Metadata::default()
+        };
+        let command = OrderCommand::SettleRefund {
+            issuer: Issuer::System,
+            refund_id,
+            amount,
+        };
+        match self
+            .commands
+            .order(&order_id.to_string(), command, metadata)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A lost commit is tried again: settling twice appends nothing.
+            Err(CommandError::Rejected(e)) => Err(format!("the order refused the settlement: {e}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn confirm(&self, order_id: OrderId, detail: &Value) -> Result<(), String> {
+        let buyer = detail
+            .get("buyer_id")
+            .and_then(Value::as_str)
+            .ok_or("the row names no buyer")?;
+        let lines: Vec<String> = detail
+            .get("lines")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|line| self.describe(line))
+            .collect();
+        let total = detail.get("total").and_then(Value::as_i64).unwrap_or(0);
+        let total = format!("{total} {}", super::CURRENCY);
+        // The mail server's words may quote the address: only that it failed is kept.
+        match self
+            .members
+            .send_order_confirmation(buyer, &order_id.to_string(), &lines, &total)
+            .await
+        {
+            // An erased account has no address to write to: nothing is left to do.
+            Ok(()) | Err(crate::members::MemberError::NotFound) => Ok(()),
+            Err(_) => Err("the confirmation could not be sent".to_owned()),
+        }
+    }
+
+    /// One line of a confirmation: units, the product's name and size, and the amount.
+    fn describe(&self, line: &Value) -> String {
+        let id = |key: &str| {
+            line.get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Uuid>().ok())
+        };
+        let quantity = line.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+        let amount = line.get("line_total").and_then(Value::as_i64).unwrap_or(0);
+        let product = id("product_id").and_then(|p| self.catalog.product(ProductId::from_uuid(p)));
+        let name = product.as_ref().map_or_else(
+            || "a product".to_owned(),
+            |p| {
+                let size = p
+                    .state
+                    .variants
+                    .iter()
+                    .find(|v| Some(v.variant_id.as_uuid()) == id("variant_id"))
+                    .map(|v| v.label.clone())
+                    .filter(|l| !l.is_empty());
+                match size {
+                    Some(size) => format!("{} ({size})", p.state.name),
+                    None => p.state.name.clone(),
+                }
+            },
+        );
+        format!("{quantity} x {name}: {amount} {}", super::CURRENCY)
+    }
+
+    async fn record(
+        &self,
+        id: &str,
+        attempts: i32,
+        outcome: Result<(), String>,
+    ) -> anyhow::Result<()> {
+        let now = pstore::database_now(&self.db).await?;
+        match outcome {
+            Ok(()) => {
+                let sql = format!(
+                    "UPDATE {TABLE} SET status = 'done', done_at = ? WHERE id = ? AND status = 'pending'"
+                );
+                with_pool!(&self.db, pool => {
+                    sqlx::query(&sql).bind(now).bind(id).execute(pool).await.map(drop)?
+                });
+            }
+            Err(error) => {
+                tracing::warn!(row = id, attempts, error = %error, "an outbox row failed; it will be tried again");
+                let backoff = (1i64 << attempts.clamp(0, 9)).min(300) * 1_000_000;
+                let sql = format!(
+                    "UPDATE {TABLE} SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? \
+                     WHERE id = ? AND status = 'pending'"
+                );
+                with_pool!(&self.db, pool => {
+                    sqlx::query(&sql).bind(&error).bind(now + backoff).bind(id).execute(pool).await.map(drop)?
+                });
+            }
+        }
+        Ok(())
+    }
+}
