@@ -100,7 +100,8 @@ impl OutboxWorker {
         }
         let now = pstore::database_now(&self.db).await?;
         let sql = format!(
-            "SELECT id, kind, order_id, detail, attempts FROM {TABLE} \
+            // Binary-collated keys read back as text (MySQL reports them as binary).
+            "SELECT CAST(id AS CHAR), kind, CAST(order_id AS CHAR), detail, attempts FROM {TABLE} \
              WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
         );
         let due: Vec<DueRow> = with_pool!(&self.db, pool => {

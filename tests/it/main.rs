@@ -13,6 +13,7 @@ mod cqrs;
 mod eventstore;
 mod hardening;
 mod helpers;
+mod lifecycle;
 mod mail;
 mod members;
 mod ops;

@@ -155,7 +155,7 @@ async fn burst(
 }
 
 /// The sandbox ledger's row of `order`: `(charge calls, amount, refunded)`.
-async fn ledger(shop: &Shop, order: &str) -> Option<(i64, i64, i64)> {
+pub(crate) async fn ledger(shop: &Shop, order: &str) -> Option<(i64, i64, i64)> {
     let sql =
         "SELECT CAST(calls AS SIGNED), amount, refunded FROM sandbox_charges WHERE order_id = ?";
     openrun::db::with_pool!(&shop.app.db, pool => {
@@ -164,7 +164,7 @@ async fn ledger(shop: &Shop, order: &str) -> Option<(i64, i64, i64)> {
 }
 
 /// How many events of `event_type` the log holds.
-async fn count_events(shop: &Shop, event_type: &str) -> i64 {
+pub(crate) async fn count_events(shop: &Shop, event_type: &str) -> i64 {
     let sql = "SELECT COUNT(*) FROM events WHERE event_type = ?";
     openrun::db::with_pool!(&shop.app.db, pool => {
         sqlx::query_scalar(sql).bind(event_type).fetch_one(pool).await.unwrap()
@@ -196,7 +196,11 @@ async fn sold_exactly(shop: &Shop, variants: &[&str], placed: &[String]) {
 }
 
 /// A product on sale with `units` of its first size (and none of the second).
-async fn on_sale(shop: &Shop, units: i64, limit: Option<u32>) -> (String, String, String) {
+pub(crate) async fn on_sale(
+    shop: &Shop,
+    units: i64,
+    limit: Option<u32>,
+) -> (String, String, String) {
     let made = shop
         .send(
             Method::POST,
@@ -246,7 +250,7 @@ async fn on_sale(shop: &Shop, units: i64, limit: Option<u32>) -> (String, String
 }
 
 /// Waits until the stock store has `units` of `variant` left.
-async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
+pub(crate) async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
     let id = variant_id(variant);
     eventually(
         &format!("{units} units of {variant} in the stock store"),
@@ -258,7 +262,7 @@ async fn wait_for_units(shop: &Shop, variant: &str, units: i64) {
 }
 
 /// `openrun audit` over the shop's log and ledger: every check passes.
-async fn audit_passes(shop: &Shop) {
+pub(crate) async fn audit_passes(shop: &Shop) {
     let stock = shop.app.state.stock.as_ref();
     let checks = openrun::ops::audit(
         &shop.app.db,
@@ -275,7 +279,7 @@ async fn audit_passes(shop: &Shop) {
 }
 
 /// Waits until the counter projector has applied the log up to its head.
-async fn wait_for_projector(shop: &Shop) {
+pub(crate) async fn wait_for_projector(shop: &Shop) {
     let head = shop.app.events.head_position().await.unwrap();
     eventually(&format!("the counter projector at {head}"), || async {
         matches!(
@@ -287,7 +291,7 @@ async fn wait_for_projector(shop: &Shop) {
     .await;
 }
 
-async fn address_of(shop: &Shop, member: &Member) -> String {
+pub(crate) async fn address_of(shop: &Shop, member: &Member) -> String {
     let list: Value = shop
         .send(
             Method::GET,
@@ -307,7 +311,13 @@ async fn address_of(shop: &Shop, member: &Member) -> String {
         .to_owned()
 }
 
-fn order_body(product: &str, variant: &str, quantity: i64, address: &str, token: &str) -> Value {
+pub(crate) fn order_body(
+    product: &str,
+    variant: &str,
+    quantity: i64,
+    address: &str,
+    token: &str,
+) -> Value {
     json!({
         "lines": [{"product_id": product, "variant_id": variant, "quantity": quantity}],
         "address_id": address,
@@ -315,7 +325,12 @@ fn order_body(product: &str, variant: &str, quantity: i64, address: &str, token:
     })
 }
 
-async fn place(shop: &Shop, member: &Member, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn place(
+    shop: &Shop,
+    member: &Member,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
     shop.send(
         Method::POST,
         "/v1/orders",
@@ -327,7 +342,7 @@ async fn place(shop: &Shop, member: &Member, key: &str, body: &Value) -> reqwest
 }
 
 /// Places an order that must be placed (201); its id.
-async fn placed(shop: &Shop, member: &Member, key: &str, body: &Value) -> String {
+pub(crate) async fn placed(shop: &Shop, member: &Member, key: &str, body: &Value) -> String {
     let answer = place(shop, member, key, body).await;
     assert_eq!(answer.status(), StatusCode::CREATED);
     answer.json::<Value>().await.unwrap()["id"]
@@ -336,7 +351,7 @@ async fn placed(shop: &Shop, member: &Member, key: &str, body: &Value) -> String
         .to_owned()
 }
 
-async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) -> Value {
+pub(crate) async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) -> Value {
     let got = response.status();
     let body: Value = response.json().await.unwrap();
     assert_eq!(got, status, "{body}");
@@ -659,7 +674,7 @@ async fn a_downward_adjustment_never_takes_units_an_order_holds(backend: Backend
     audit_passes(&shop).await;
 }
 
-fn variant_id(variant: &str) -> openrun_domain::VariantId {
+pub(crate) fn variant_id(variant: &str) -> openrun_domain::VariantId {
     openrun_domain::VariantId::from_uuid(variant.parse().unwrap())
 }
 
@@ -1729,15 +1744,15 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
 
 /// Service processes of one shop (one MariaDB, one Redis prefix, one key file), started as
 /// an operator starts them, with buyers made on the command line.
-struct Processes {
-    test_db: crate::helpers::TestDb,
+pub(crate) struct Processes {
+    pub(crate) test_db: crate::helpers::TestDb,
     prefix: String,
-    dir: std::path::PathBuf,
-    client: reqwest::Client,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Processes {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let dir = std::env::temp_dir().join(crate::helpers::random_name("openrun_procs_"));
         std::fs::create_dir_all(&dir).unwrap();
         Self {
@@ -1748,7 +1763,7 @@ impl Processes {
         }
     }
 
-    fn command(&self, args: &[&str]) -> std::process::Command {
+    pub(crate) fn command(&self, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_openrun"));
         command
             .args(args)
@@ -1765,14 +1780,18 @@ impl Processes {
     }
 
     /// One more serving process, once it serves.
-    fn serve(&self, name: &str) -> (std::process::Child, std::net::SocketAddr) {
+    pub(crate) fn serve(&self, name: &str) -> (std::process::Child, std::net::SocketAddr) {
         let command = self.command(&["serve"]);
         crate::helpers::spawn_serving(command, &self.dir.join(format!("{name}.log")))
     }
 
     /// `n` buyers (admins made on the command line, verified), each signed in on `addr` and
     /// with an address: `(token, address id)`.
-    async fn buyers(&self, addr: std::net::SocketAddr, n: usize) -> Vec<(String, String)> {
+    pub(crate) async fn buyers(
+        &self,
+        addr: std::net::SocketAddr,
+        n: usize,
+    ) -> Vec<(String, String)> {
         let mut buyers = Vec::new();
         for i in 0..n {
             let login = format!("buyer{i}");
@@ -1823,7 +1842,7 @@ impl Processes {
 
     /// A product with `units` of one size, waiting, opening at `opens` (now when `None`);
     /// returns it and its size.
-    async fn product(
+    pub(crate) async fn product(
         &self,
         units: i64,
         opens: Option<chrono::DateTime<Utc>>,
@@ -1901,7 +1920,7 @@ impl Processes {
     }
 
     /// One order of one unit of `variant` by `buyer` with `key` at `addr`.
-    async fn order(
+    pub(crate) async fn order(
         &self,
         addr: std::net::SocketAddr,
         buyer: &(String, String),
@@ -1928,7 +1947,7 @@ impl Processes {
 
     /// Waits (30 s at most) until the process at `addr` shows `product` on sale and the
     /// stock store holds `units` of `variant`.
-    async fn selling(
+    pub(crate) async fn selling(
         &self,
         addr: std::net::SocketAddr,
         product: openrun_domain::ProductId,
@@ -1955,7 +1974,7 @@ impl Processes {
     }
 
     /// The shop's stock store in Redis.
-    async fn stock(&self) -> openrun::stock::redis::RedisStockStore {
+    pub(crate) async fn stock(&self) -> openrun::stock::redis::RedisStockStore {
         let conn = openrun::redis::connect(crate::helpers::REDIS_URL)
             .await
             .unwrap();
@@ -1965,7 +1984,7 @@ impl Processes {
     }
 
     /// `openrun audit` on the shop's log, ledger and stock store passes.
-    async fn audit_passes(&self) {
+    pub(crate) async fn audit_passes(&self) {
         let db = self.test_db.connect().await;
         let events = openrun::eventstore::open(&db, &Default::default());
         let stock = self.stock().await;

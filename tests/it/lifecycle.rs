@@ -1,0 +1,537 @@
+//! After the order, on both backends: the scheduler walks an order through delivery and a
+//! return on timings of seconds; cancels and returns inside and outside their windows; a
+//! cancel racing the shipping step; one refund, paid back once; stock given back once; the
+//! buyer's, the admin's and the seller's views; the confirmation e-mail. And on MariaDB with
+//! Redis, service processes killed between a refund's record and its payment, and mid-batch.
+
+use chrono::{DateTime, Utc};
+use openrun_domain::order::{OrderCommand, OrderError, OrderStatus};
+use openrun_domain::{Actor, Issuer, MemberId, OrderPolicy, Role};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, eventually, on_both_backends};
+use crate::orders::{
+    address_of, audit_passes, count_events, ledger, on_sale, order_body, placed, problem,
+    wait_for_units,
+};
+use crate::products::Shop;
+
+on_both_backends!(
+    an_order_ships_delivers_and_is_returned_restocked_and_refunded_once,
+    a_cancel_gives_the_units_back_at_once_and_refunds_once,
+    cancel_and_return_are_refused_once_their_windows_close,
+    a_cancel_racing_the_shipping_step_has_one_winner,
+);
+
+fn secs(n: i64) -> chrono::Duration {
+    chrono::Duration::seconds(n)
+}
+
+/// A shop whose orders live by `policy`.
+async fn shop_with(backend: Backend, policy: OrderPolicy) -> Shop {
+    Shop::on(
+        crate::helpers::TestApp::spawn_with(backend, |c| {
+            c.orders.policy = policy;
+            c.auth.rate_limits.orders_per_member_per_minute = 100_000.try_into().unwrap();
+        })
+        .await,
+    )
+    .await
+}
+
+async fn get(shop: &Shop, token: &str, path: &str) -> reqwest::Response {
+    shop.send(Method::GET, path, Some(token), None, &[]).await
+}
+
+async fn post(shop: &Shop, token: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+    shop.send(Method::POST, path, Some(token), body, &[]).await
+}
+
+async fn order_of(shop: &Shop, token: &str, id: &str) -> Value {
+    let answer = get(shop, token, &format!("/v1/orders/{id}")).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    answer.json().await.unwrap()
+}
+
+/// Waits until the buyer's view of `id` satisfies `done`; that view.
+async fn until(shop: &Shop, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, || async {
+        let view = order_of(shop, &shop.buyer.access, id).await;
+        done(&view).then_some(view)
+    })
+    .await
+}
+
+fn instant(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// The event types of the order's stream, from its timeline.
+async fn timeline(shop: &Shop, id: &str) -> Vec<String> {
+    let answer = get(shop, &shop.buyer.access, &format!("/v1/orders/{id}/events")).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let entries: Vec<Value> = answer.json().await.unwrap();
+    for entry in &entries {
+        assert!(entry["data"].get("shipping_address").is_none(), "{entry}");
+    }
+    entries
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// How many refunds the gateway paid for `order`.
+async fn gateway_refunds(shop: &Shop, order: &str) -> i64 {
+    let sql = "SELECT COUNT(*) FROM sandbox_refunds WHERE order_id = ?";
+    openrun::db::with_pool!(&shop.app.db, pool => {
+        sqlx::query_scalar(sql).bind(order).fetch_one(pool).await.unwrap()
+    })
+}
+
+/// The log's own count of units left of `variant`.
+async fn log_units(shop: &Shop, variant: &str) -> i64 {
+    let counter = openrun::commands::units_counter(variant);
+    let values = shop.app.events.counters(&[counter.as_str()]).await.unwrap();
+    values.get(&counter).copied().unwrap_or(0)
+}
+
+/// How many of the seller's rows of `product` are in `status`.
+async fn seller_rows(shop: &Shop, product: &str, status: &str) -> u64 {
+    let path = format!("/v1/seller/orders?status={status}&product_id={product}");
+    let list: Value = get(shop, &shop.seller.access, &path)
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["total"].as_u64().unwrap()
+}
+
+fn buyer_actor(shop: &Shop) -> Actor {
+    Actor::new(
+        MemberId::from_uuid(shop.buyer.id.parse().unwrap()),
+        Role::Basic,
+    )
+}
+
+async fn an_order_ships_delivers_and_is_returned_restocked_and_refunded_once(backend: Backend) {
+    let policy = OrderPolicy {
+        cancel_window: secs(3600),
+        ship_after: secs(1),
+        deliver_after: secs(1),
+        return_window: secs(3600),
+        return_pickup_after: secs(1),
+        return_complete_after: secs(1),
+    };
+    let shop = shop_with(backend, policy).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 2, &address, "tok_visa");
+    let id = placed(&shop, &shop.buyer, "walk", &body).await;
+    wait_for_units(&shop, &variant, 8).await;
+
+    let delivered = until(&shop, &id, "the order delivered", |v| {
+        v["status"] == "delivered"
+    })
+    .await;
+    let steps: Vec<&str> = delivered["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["prepared", "in_delivery", "delivered"]);
+    let at: Vec<DateTime<Utc>> = delivered["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| instant(&s["at"]))
+        .collect();
+    assert!(
+        at[1] - at[0] >= secs(1) && at[2] - at[1] >= secs(1),
+        "{at:?}"
+    );
+    assert!(delivered["returnable_until"].is_string());
+    assert!(delivered["cancellable_until"].is_null());
+
+    // Shipped: too late to cancel.
+    let late = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/cancel"),
+        None,
+    )
+    .await;
+    problem(late, StatusCode::CONFLICT, "order-status").await;
+
+    let asked = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/return"),
+        Some(json!({"reason": "too small"})),
+    )
+    .await;
+    assert_eq!(asked.status(), StatusCode::OK);
+    let asked: Value = asked.json().await.unwrap();
+    assert_eq!(asked["status"], "return_requested");
+    let twice = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/return"),
+        None,
+    )
+    .await;
+    problem(twice, StatusCode::CONFLICT, "order-status").await;
+
+    let done = until(&shop, &id, "the return completed and refunded", |v| {
+        v["status"] == "return_completed" && v["refunds"][0]["state"] == "settled"
+    })
+    .await;
+    let total = done["total"].as_i64().unwrap();
+    assert_eq!(done["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(done["refunds"][0]["cause"], "return");
+    assert_eq!(done["refunds"][0]["amount"], total);
+    assert_eq!(done["refunded"], total);
+    assert_eq!(ledger(&shop, &id).await.map(|l| l.2), Some(total));
+    assert_eq!(gateway_refunds(&shop, &id).await, 1);
+    wait_for_units(&shop, &variant, 10).await;
+    assert_eq!(log_units(&shop, &variant).await, 10);
+    assert_eq!(
+        timeline(&shop, &id).await,
+        [
+            "OrderPlaced",
+            "OrderShipped",
+            "OrderDelivered",
+            "ReturnRequested",
+            "ReturnPickedUp",
+            "ReturnCompleted",
+            "OrderRefunded",
+            "RefundSettled"
+        ]
+    );
+    assert_eq!(count_events(&shop, "RefundSettled").await, 1);
+    // The buyer was told of the order, once, by the outbox.
+    eventually("the confirmation e-mail", || async {
+        let mails: Vec<String> = shop
+            .app
+            .mails()
+            .into_iter()
+            .filter(|m| m.contains(&id))
+            .collect();
+        (mails.len() == 1).then_some(())
+    })
+    .await;
+    audit_passes(&shop).await;
+}
+
+async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend) {
+    let shop = shop_with(backend, OrderPolicy::default()).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 3, &address, "tok_visa");
+    let id = placed(&shop, &shop.buyer, "cancel-me", &body).await;
+    wait_for_units(&shop, &variant, 7).await;
+    let before = ledger(&shop, &id).await;
+
+    // Another member learns nothing of the order and changes nothing.
+    let stranger = &shop.other_seller.access;
+    problem(
+        get(&shop, stranger, &format!("/v1/orders/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    problem(
+        get(&shop, stranger, &format!("/v1/orders/{id}/events")).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    for step in ["cancel", "return"] {
+        let refused = post(&shop, stranger, &format!("/v1/orders/{id}/{step}"), None).await;
+        problem(refused, StatusCode::NOT_FOUND, "not-found").await;
+    }
+    let unknown = uuid::Uuid::now_v7();
+    let none = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{unknown}/cancel"),
+        None,
+    )
+    .await;
+    problem(none, StatusCode::NOT_FOUND, "not-found").await;
+    // Not delivered: no return yet.
+    let early = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/return"),
+        None,
+    )
+    .await;
+    problem(early, StatusCode::CONFLICT, "order-status").await;
+    let long = "r".repeat(1001);
+    let reason = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/return"),
+        Some(json!({"reason": long})),
+    )
+    .await;
+    assert!(reason.status().is_client_error());
+    assert_eq!(ledger(&shop, &id).await, before);
+
+    // The buyer sees the sealed address; an admin sees the order without it.
+    let mine = order_of(&shop, &shop.buyer.access, &id).await;
+    assert_eq!(mine["shipping_address"]["line1"].as_str().is_some(), true);
+    assert!(instant(&mine["cancellable_until"]) > Utc::now());
+    let admin = order_of(&shop, &shop.admin, &id).await;
+    assert!(admin.get("shipping_address").is_none(), "{admin}");
+
+    // The seller sees the order of their product, and nothing personal.
+    let rows = eventually("the seller's order row", || async {
+        let list: Value = get(&shop, &shop.seller.access, "/v1/seller/orders")
+            .await
+            .json()
+            .await
+            .unwrap();
+        (list["total"] == 1).then_some(list)
+    })
+    .await;
+    let row = &rows["items"][0];
+    let mut keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "amount",
+            "currency",
+            "order_id",
+            "placed_at",
+            "product_id",
+            "quantity",
+            "status"
+        ]
+    );
+    assert_eq!(row["order_id"], id.as_str());
+    assert_eq!(row["quantity"], 3);
+    let theirs: Value = get(&shop, &shop.other_seller.access, "/v1/seller/orders")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["total"], 0);
+    problem(
+        get(&shop, &shop.buyer.access, "/v1/seller/orders").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    problem(
+        get(&shop, &shop.seller.access, "/v1/seller/orders?status=lost").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await;
+
+    let cancelled = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["refunds"][0]["cause"], "cancellation");
+    // The units are back at once, in the store and in the log.
+    wait_for_units(&shop, &variant, 10).await;
+    assert_eq!(log_units(&shop, &variant).await, 10);
+    until(&shop, &id, "the refund paid back", |v| {
+        v["refunds"][0]["state"] == "settled"
+    })
+    .await;
+    let twice = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/cancel"),
+        None,
+    )
+    .await;
+    problem(twice, StatusCode::CONFLICT, "order-status").await;
+    let total = cancelled["total"].as_i64().unwrap();
+    assert_eq!(ledger(&shop, &id).await.map(|l| l.2), Some(total));
+    assert_eq!(gateway_refunds(&shop, &id).await, 1);
+    assert_eq!(count_events(&shop, "OrderCancelled").await, 1);
+    assert_eq!(count_events(&shop, "RefundSettled").await, 1);
+    wait_for_units(&shop, &variant, 10).await;
+
+    eventually("the seller's row cancelled", || async {
+        (seller_rows(&shop, &product, "cancelled").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(seller_rows(&shop, &product, "prepared").await, 0);
+    audit_passes(&shop).await;
+}
+
+async fn cancel_and_return_are_refused_once_their_windows_close(backend: Backend) {
+    let policy = OrderPolicy {
+        cancel_window: secs(1),
+        ship_after: secs(3),
+        deliver_after: secs(0),
+        return_window: secs(1),
+        return_pickup_after: secs(3600),
+        return_complete_after: secs(3600),
+    };
+    let shop = shop_with(backend, policy).await;
+    let (product, variant, _) = on_sale(&shop, 10, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let id = placed(&shop, &shop.buyer, "windows", &body).await;
+    let view = order_of(&shop, &shop.buyer.access, &id).await;
+    let cancel_until = instant(&view["cancellable_until"]);
+    eventually("the cancel window closed", || async {
+        (Utc::now() > cancel_until).then_some(())
+    })
+    .await;
+    let late = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/cancel"),
+        None,
+    )
+    .await;
+    let late = problem(late, StatusCode::CONFLICT, "order-window-closed").await;
+    assert!(late["detail"].as_str().unwrap().contains("cancel window"));
+
+    let delivered = until(&shop, &id, "the order delivered", |v| {
+        v["status"] == "delivered"
+    })
+    .await;
+    let return_until = instant(&delivered["returnable_until"]);
+    eventually("the return window closed", || async {
+        (Utc::now() > return_until).then_some(())
+    })
+    .await;
+    let late = post(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/return"),
+        None,
+    )
+    .await;
+    problem(late, StatusCode::CONFLICT, "order-window-closed").await;
+    let view = order_of(&shop, &shop.buyer.access, &id).await;
+    assert_eq!(view["status"], "delivered");
+    assert_eq!(view["refunds"], json!([]));
+    assert_eq!(count_events(&shop, "OrderRefunded").await, 0);
+    wait_for_units(&shop, &variant, 9).await;
+    audit_passes(&shop).await;
+}
+
+/// Twenty orders, each cancelled by its buyer and shipped by the system at the same moment:
+/// the stream's version picks one winner, the loser is decided again and refused, and only a
+/// cancelled order gives its unit back.
+async fn a_cancel_racing_the_shipping_step_has_one_winner(backend: Backend) {
+    let policy = OrderPolicy {
+        ship_after: secs(1),
+        ..OrderPolicy::default()
+    };
+    let shop = shop_with(backend, policy).await;
+    let (product, variant, _) = on_sale(&shop, 50, None).await;
+    let address = address_of(&shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, 1, &address, "tok_visa");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(placed(&shop, &shop.buyer, &format!("race-{i}"), &body).await);
+    }
+    let last = order_of(&shop, &shop.buyer.access, ids.last().unwrap()).await;
+    let due = instant(&last["placed_at"]) + secs(1);
+    eventually("the shipping step due", || async {
+        (Utc::now() >= due).then_some(())
+    })
+    .await;
+    let commands = &shop.app.state.commands;
+    let buyer = buyer_actor(&shop);
+    let races = futures_util::future::join_all(ids.iter().map(|id| async move {
+        let cancel = commands.order(
+            id,
+            OrderCommand::Cancel { actor: buyer },
+            Default::default(),
+        );
+        let ship = commands.order(
+            id,
+            OrderCommand::MarkInDelivery {
+                issuer: Issuer::System,
+            },
+            Default::default(),
+        );
+        let (cancel, ship) = tokio::join!(cancel, ship);
+        (id.clone(), cancel, ship)
+    }))
+    .await;
+    let mut cancelled = 0;
+    for (id, cancel, ship) in races {
+        let cancel_won = cancel.as_ref().is_ok_and(|c| !c.events.is_empty());
+        let ship_won = ship.as_ref().is_ok_and(|c| !c.events.is_empty());
+        // The scheduler may ship first; then neither racer wins.
+        assert!(!(cancel_won && ship_won), "{id}: both won");
+        if cancel_won {
+            cancelled += 1;
+            assert!(
+                matches!(
+                    ship,
+                    Err(openrun::commands::CommandError::Rejected(
+                        OrderError::StepNotApplicable {
+                            status: OrderStatus::Cancelled,
+                            ..
+                        }
+                    ))
+                ),
+                "{id}: {ship:?}"
+            );
+        } else {
+            assert!(
+                matches!(
+                    cancel,
+                    Err(openrun::commands::CommandError::Rejected(
+                        OrderError::CannotCancel {
+                            status: OrderStatus::InDelivery
+                        }
+                    ))
+                ),
+                "{id}: {cancel:?}"
+            );
+        }
+        let view = order_of(&shop, &shop.buyer.access, &id).await;
+        let expected = if cancel_won {
+            "cancelled"
+        } else {
+            "in_delivery"
+        };
+        assert_eq!(view["status"], expected, "{id}");
+        assert_eq!(
+            view["refunds"].as_array().unwrap().len(),
+            usize::from(cancel_won)
+        );
+    }
+    assert_eq!(count_events(&shop, "OrderCancelled").await, cancelled);
+    assert_eq!(
+        count_events(&shop, "OrderShipped").await + cancelled,
+        20,
+        "every order shipped or cancelled, none both"
+    );
+    wait_for_units(&shop, &variant, 30 + cancelled).await;
+    assert_eq!(log_units(&shop, &variant).await, 30 + cancelled);
+    // The outbox pays the refunds of the cancels that won (no handler paid them inline).
+    eventually("every refund paid back", || async {
+        (count_events(&shop, "RefundSettled").await == cancelled).then_some(())
+    })
+    .await;
+    audit_passes(&shop).await;
+}
