@@ -20,6 +20,7 @@
 //! - [`projections`]: the read models this service runs (machinery in `openrun-projections`).
 //! - [`orders`]: placing orders on the hot path, the sweeps, reading orders back.
 //! - [`payment`]: the payment gateway trait and the sandbox gateway.
+//! - [`cart`]: members' carts (Redis, or the database).
 //! - [`ops`]: operator commands: replay a stream, audit the log, projection status and rebuild.
 //! - [`redis`]: the shared Redis connection and key naming (prefix, hash tags).
 //! - [`scheduler`]: fires due timed transitions of the durable schedule.
@@ -30,6 +31,7 @@
 //! - [`telemetry`]: tracing and metrics.
 
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

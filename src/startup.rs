@@ -61,6 +61,13 @@ impl Application {
         let redis = redis_connection(config).await?;
         let (members, auth) =
             members_and_auth_on(config, &db, redis.clone(), Arc::clone(&clock)).await?;
+        let cart: Arc<dyn crate::cart::CartStore> = match &redis {
+            Some(conn) => Arc::new(crate::cart::redis::RedisCartStore::new(
+                conn.clone(),
+                &config.redis.key_prefix,
+            )),
+            None => Arc::new(crate::cart::sql::SqlCartStore::new(db.clone())),
+        };
         let stock = stock_store(config, redis, Arc::clone(&clock)).await?;
         // Only now, with everything that can fail at start-up done, do the background workers
         // start: a start-up that fails holds no lease and no claim.
@@ -118,6 +125,7 @@ impl Application {
             Arc::clone(&stock),
             Arc::clone(&gateway),
             Arc::clone(&members),
+            Arc::clone(&cart),
             Arc::clone(&clock),
             config.orders.policy,
         ));
@@ -160,6 +168,7 @@ impl Application {
         let state = AppState {
             orders,
             lifecycle,
+            cart,
             stock,
             commands,
             categories,

@@ -435,6 +435,15 @@ impl LiveCatalog {
             .map(|slot| Arc::clone(&inner.products[*slot]))
     }
 
+    /// The product whose variant `variant` is, whoever may see it.
+    pub fn product_of_variant(&self, variant: VariantId) -> Option<Arc<LiveProduct>> {
+        let inner = self.read();
+        inner
+            .by_variant
+            .get(&variant)
+            .map(|slot| Arc::clone(&inner.products[*slot]))
+    }
+
     /// Whether `viewer` may see `product` at `now`: as [`LiveProduct::visible_to`], and a
     /// deleted product also to the members who ordered it.
     pub fn visible(&self, product: &LiveProduct, viewer: &Viewer, now: DateTime<Utc>) -> bool {

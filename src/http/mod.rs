@@ -3,6 +3,7 @@
 //! every request passes through (request id, span, metrics).
 
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod extract;
 pub mod health;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(products::routes())
         .merge(wishlist::routes())
         .merge(orders::routes())
+        .merge(cart::routes())
         .split_for_parts();
     let routes = api_routes
         .merge(

@@ -137,13 +137,18 @@ pub struct PaymentBody {
     pub token: String,
 }
 
-/// A new order.
+/// A new order: its `lines`, or the variants of the caller's cart to order
+/// (`cart_variant_ids`, each with the quantity the cart holds); exactly one of the two.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderBody {
     /// 1 to 20 lines, each variant once.
     #[schema(min_items = 1, max_items = 20)]
-    pub lines: Vec<LineBody>,
+    pub lines: Option<Vec<LineBody>>,
+    /// 1 to 20 variants of the caller's cart, each once: ordered with their cart quantities,
+    /// and taken out of the cart once the order is placed.
+    #[schema(min_items = 1, max_items = 20)]
+    pub cart_variant_ids: Option<Vec<Uuid>>,
     /// One of the caller's addresses.
     pub address_id: Uuid,
     /// The payment.
@@ -226,8 +231,49 @@ pub async fn place_order(
 }
 
 fn new_order(body: NewOrderBody) -> Result<NewOrder, Problem> {
-    let lines = body
-        .lines
+    let (lines, from_cart) = match (body.lines, body.cart_variant_ids) {
+        (Some(lines), None) => (lines, false),
+        (None, Some(variants)) => {
+            let max = openrun_domain::order::MAX_LINES;
+            if variants.is_empty() || variants.len() > max {
+                return Err(Problem::invalid(vec![FieldError::new(
+                    "cart_variant_ids",
+                    format!("1 to {max} variants"),
+                )]));
+            }
+            for (i, variant) in variants.iter().enumerate() {
+                if variants[..i].contains(variant) {
+                    return Err(Problem::invalid(vec![FieldError::new(
+                        &format!("cart_variant_ids[{i}]"),
+                        "a variant named twice",
+                    )]));
+                }
+            }
+            let lines = variants
+                .into_iter()
+                .map(|variant| NewLine {
+                    // The product and quantity come from the cart.
+                    product_id: ProductId::from_uuid(Uuid::nil()),
+                    variant_id: VariantId::from_uuid(variant),
+                    quantity: 0,
+                })
+                .collect();
+            return Ok(NewOrder {
+                lines,
+                address_id: body.address_id,
+                method: body.payment.method,
+                token: body.payment.token,
+                from_cart: true,
+            });
+        }
+        _ => {
+            return Err(Problem::invalid(vec![FieldError::new(
+                "lines",
+                "send either lines or cart_variant_ids",
+            )]));
+        }
+    };
+    let lines = lines
         .iter()
         .enumerate()
         .map(|(i, l)| {
@@ -252,6 +298,7 @@ fn new_order(body: NewOrderBody) -> Result<NewOrder, Problem> {
         address_id: body.address_id,
         method: body.payment.method,
         token: body.payment.token,
+        from_cart,
     })
 }
 

@@ -64,6 +64,7 @@ pub mod catalogue {
         CONFLICT = CONFLICT, "conflict", "Changed concurrently";
         SELLER_SUSPENDED = FORBIDDEN, "seller-suspended", "Seller suspended";
         WISHLIST_FULL = CONFLICT, "wishlist-full", "Wishlist full";
+        CART_FULL = CONFLICT, "cart-full", "Cart full";
         PRECONDITION_FAILED = PRECONDITION_FAILED, "precondition-failed", "Version mismatch";
         PRECONDITION_REQUIRED = PRECONDITION_REQUIRED, "precondition-required", "If-Match or Idempotency-Key required";
         VERIFICATION_LINK_USED = GONE, "verification-link-used", "Link already used";

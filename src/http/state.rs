@@ -32,6 +32,8 @@ pub struct AppState {
     pub products: Arc<Products>,
     /// Placing and reading orders.
     pub orders: Arc<crate::orders::Orders>,
+    /// Members' carts.
+    pub cart: Arc<dyn crate::cart::CartStore>,
     /// After the order: views, timeline, cancel, return, the seller's orders.
     pub lifecycle: Arc<crate::orders::lifecycle::Lifecycle>,
     /// The hot stock store (holds, idempotency records).

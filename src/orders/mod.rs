@@ -87,6 +87,9 @@ pub struct NewOrder {
     pub method: String,
     /// The card token.
     pub token: String,
+    /// The lines are the buyer's cart's: each names a variant of the cart, and its quantity
+    /// (and product) come from the cart.
+    pub from_cart: bool,
 }
 
 /// An answer to a placing request: what a retry with the same key gets again.
@@ -256,6 +259,7 @@ pub struct Orders {
     stock: Arc<dyn StockStore>,
     gateway: Arc<dyn PaymentGateway>,
     members: Arc<Members>,
+    cart: Arc<dyn crate::cart::CartStore>,
     clock: SharedClock,
     policy: OrderPolicy,
 }
@@ -265,6 +269,32 @@ struct Checked {
     items: Vec<LineItem>,
     terms: Vec<SaleTerms>,
     total: Money,
+}
+
+impl Checked {
+    /// The quantities the hold took from the cart, and the total they come to.
+    fn take_quantities(&mut self, held: &[HoldLine]) -> Result<(), OrderFailure> {
+        let mut total = Money::ZERO;
+        for item in &mut self.items {
+            let line = held
+                .iter()
+                .find(|l| l.variant_id == item.variant_id)
+                .ok_or_else(|| {
+                    OrderFailure::Unavailable(anyhow::anyhow!(
+                        "the hold did not hold variant {}",
+                        item.variant_id
+                    ))
+                })?;
+            item.quantity = line.quantity;
+            total = item
+                .unit_price
+                .checked_mul(line.quantity)
+                .and_then(|t| total.checked_add(t))
+                .ok_or_else(|| OrderFailure::invalid("lines", "the total is too large"))?;
+        }
+        self.total = total;
+        Ok(())
+    }
 }
 
 impl Orders {
@@ -280,6 +310,7 @@ impl Orders {
         stock: Arc<dyn StockStore>,
         gateway: Arc<dyn PaymentGateway>,
         members: Arc<Members>,
+        cart: Arc<dyn crate::cart::CartStore>,
         clock: SharedClock,
         policy: OrderPolicy,
     ) -> Self {
@@ -290,6 +321,7 @@ impl Orders {
             stock,
             gateway,
             members,
+            cart,
             clock,
             policy,
         }
@@ -337,7 +369,17 @@ impl Orders {
         }
         let fingerprint = fingerprint(&order);
         let order_id = Self::order_id(actor.member_id, key);
-        let checked = match self.check(&actor, &order) {
+        let mut order = order;
+        if order.from_cart
+            && let Err(failure) = self.resolve_cart_lines(&actor, &mut order).await
+        {
+            return self
+                .retry_or(order_id, &fingerprint, &actor, &order, failure)
+                .await;
+        }
+        // Held with the cart's quantities, which the hold reads itself.
+        let cart_in_hold = order.from_cart && self.cart.read_by_hold();
+        let mut checked = match self.check(&actor, &order) {
             Ok(checked) => checked,
             Err(failure) => {
                 return self
@@ -373,6 +415,7 @@ impl Orders {
                 })
                 .collect(),
             terms: checked.terms.clone(),
+            from_cart: cart_in_hold.then(|| self.clock.now()),
         };
         let held = match self.stock.hold(&request).await {
             Ok(held) => held,
@@ -384,7 +427,12 @@ impl Orders {
             }
         };
         let epoch = match held {
-            HoldOutcome::Held { epoch, .. } | HoldOutcome::Resumed { epoch, .. } => epoch,
+            HoldOutcome::Held { epoch, lines, .. } | HoldOutcome::Resumed { epoch, lines, .. } => {
+                if cart_in_hold {
+                    checked.take_quantities(&lines)?;
+                }
+                epoch
+            }
             HoldOutcome::Finished(answer) => return replayed(&answer),
             HoldOutcome::InFlight => return Err(OrderFailure::InFlight),
             // Its record says in flight but its hold is gone: the request that held it
@@ -470,6 +518,18 @@ impl Orders {
         };
         match self.commands.create::<Order>(&id, place, meta).await {
             Ok(committed) => {
+                if order.from_cart {
+                    let variants: Vec<VariantId> =
+                        order.lines.iter().map(|l| l.variant_id).collect();
+                    if let Err(e) = self
+                        .cart
+                        .remove(actor.member_id, &variants, self.clock.now())
+                        .await
+                    {
+                        tracing::warn!(order = %order_id, error = format!("{e:#}"),
+                            "an order from the cart was placed but its lines stay in the cart");
+                    }
+                }
                 let mut state = Order::default();
                 for event in &committed.events {
                     openrun_domain::order::apply(&mut state, event);
@@ -551,6 +611,41 @@ impl Orders {
         }
     }
 
+    /// Resolves the lines of an order from the cart: each variant's product from the live
+    /// catalog and, unless the hold reads the cart itself, each quantity from the cart.
+    async fn resolve_cart_lines(
+        &self,
+        actor: &Actor,
+        order: &mut NewOrder,
+    ) -> Result<(), OrderFailure> {
+        let cart = if self.cart.read_by_hold() {
+            None
+        } else {
+            Some(
+                self.cart
+                    .lines(actor.member_id, self.clock.now())
+                    .await
+                    .map_err(OrderFailure::Unavailable)?,
+            )
+        };
+        for (i, line) in order.lines.iter_mut().enumerate() {
+            let field = format!("cart_variant_ids[{i}]");
+            let product = self
+                .catalog
+                .product_of_variant(line.variant_id)
+                .ok_or_else(|| OrderFailure::invalid(&field, "not in your cart"))?;
+            line.product_id = product.state.product_id;
+            if let Some(cart) = &cart {
+                let in_cart = cart
+                    .iter()
+                    .find(|l| l.variant_id == line.variant_id && l.product_id == line.product_id)
+                    .ok_or_else(|| OrderFailure::invalid(&field, "not in your cart"))?;
+                line.quantity = in_cart.quantity;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the lines against the live catalog: each product visible to the buyer, on sale
     /// or about to open, each variant its own and sold; the total.
     fn check(&self, actor: &Actor, order: &NewOrder) -> Result<Checked, OrderFailure> {
@@ -581,7 +676,12 @@ impl Orders {
         let mut total = Money::ZERO;
         for (i, line) in order.lines.iter().enumerate() {
             let field = |name: &str| format!("lines[{i}].{name}");
-            if line.quantity == 0 || line.quantity > openrun_domain::order::MAX_QUANTITY_PER_LINE {
+            // A cart line the hold reads has its quantity from the cart (checked when put).
+            let from_hold = order.from_cart && line.quantity == 0;
+            if !from_hold
+                && (line.quantity == 0
+                    || line.quantity > openrun_domain::order::MAX_QUANTITY_PER_LINE)
+            {
                 return Err(OrderFailure::invalid(
                     field("quantity"),
                     format!("1 to {}", openrun_domain::order::MAX_QUANTITY_PER_LINE),
@@ -737,6 +837,7 @@ impl Orders {
             OrderFailure::NotOnSale { .. } => true,
             OrderFailure::Invalid { field, .. } => {
                 field == "address_id"
+                    || field.starts_with("cart_variant_ids[")
                     || (field.starts_with("lines[")
                         && (field.ends_with(".product_id") || field.ends_with(".variant_id")))
             }
@@ -1031,8 +1132,18 @@ fn refusal(outcome: HoldOutcome, lines: &[HoldLine]) -> OrderFailure {
         HoldOutcome::Rebuilding => {
             OrderFailure::Unavailable(anyhow::anyhow!("the stock counters are being rebuilt"))
         }
+        HoldOutcome::NotInCart { variant_id } => not_in_cart(lines, variant_id),
         other => OrderFailure::Unavailable(anyhow::anyhow!("unexpected hold outcome {other:?}")),
     }
+}
+
+/// The failure of a cart order naming a variant the cart does not hold.
+fn not_in_cart(lines: &[HoldLine], variant: VariantId) -> OrderFailure {
+    let i = lines
+        .iter()
+        .position(|l| l.variant_id == variant)
+        .unwrap_or(0);
+    OrderFailure::invalid(format!("cart_variant_ids[{i}]"), "not in your cart")
 }
 
 fn short_lines(lines: &[HoldLine], short: &[(VariantId, i64)]) -> Vec<(ProductId, VariantId, i64)> {
@@ -1068,6 +1179,9 @@ pub fn fingerprint(order: &NewOrder) -> String {
         hash.update(line.quantity.to_be_bytes());
     }
     hash.update(order.address_id.as_bytes());
+    if order.from_cart {
+        hash.update(b"cart");
+    }
     hash.update(order.method.as_bytes());
     hash.update([0]);
     hash.update(order.token.as_bytes());

@@ -93,7 +93,8 @@ impl OutboxWorker {
         let _ = pstore::release_lease(&self.db, LEASE, &self.owner).await;
     }
 
-    /// Works the due rows once, if this process holds the lease; how many it tried.
+    /// Works the due rows once, if this process holds the lease, in the log's order; how
+    /// many it tried.
     pub async fn round(&self) -> anyhow::Result<usize> {
         if !pstore::acquire_lease(&self.db, LEASE, &self.owner, LEASE_TTL).await? {
             return Ok(0);
@@ -102,7 +103,7 @@ impl OutboxWorker {
         let sql = format!(
             // Binary-collated keys read back as text (MySQL reports them as binary).
             "SELECT CAST(id AS CHAR), kind, CAST(order_id AS CHAR), detail, attempts FROM {TABLE} \
-             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, position LIMIT ?"
         );
         let due: Vec<DueRow> = with_pool!(&self.db, pool => {
             sqlx::query_as(&sql).bind(now).bind(BATCH).fetch_all(pool).await?

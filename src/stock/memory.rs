@@ -137,6 +137,10 @@ impl State {
 #[async_trait]
 impl StockStore for MemoryStockStore {
     async fn hold(&self, request: &HoldRequest) -> Result<HoldOutcome, StockStoreError> {
+        if request.from_cart.is_some() {
+            // The order path reads the cart itself for a store that reads none.
+            return Err(anyhow::anyhow!("the in-process stock store reads no carts").into());
+        }
         let now = self.clock.now();
         let mut state = self.lock();
         if let Some(record) = state
@@ -163,6 +167,7 @@ impl StockStore for MemoryStockStore {
             return Ok(HoldOutcome::Resumed {
                 at: now,
                 epoch: hold.epoch.clone(),
+                lines: hold.lines.clone(),
             });
         }
         let Some(epoch) = state.current_epoch().map(str::to_owned) else {
@@ -224,7 +229,11 @@ impl StockStore for MemoryStockStore {
                 expires: expiry(now),
             },
         );
-        Ok(HoldOutcome::Held { at: now, epoch })
+        Ok(HoldOutcome::Held {
+            at: now,
+            epoch,
+            lines: request.lines.clone(),
+        })
     }
 
     async fn record(&self, order_id: OrderId) -> Result<Option<Recorded>, StockStoreError> {

@@ -76,6 +76,11 @@ pub struct HoldRequest {
     pub lines: Vec<HoldLine>,
     /// The terms of every product of the lines.
     pub terms: Vec<SaleTerms>,
+    /// For an order from the cart in a store that reads carts
+    /// ([`crate::cart::CartStore::read_by_hold`]): the lines' quantities are taken from the
+    /// buyer's cart as it stands at this instant of the service's clock, in the same atomic
+    /// step (the lines' own quantities are ignored). `None`: the lines' quantities.
+    pub from_cart: Option<DateTime<Utc>>,
 }
 
 /// What a hold did.
@@ -87,6 +92,8 @@ pub enum HoldOutcome {
         at: DateTime<Utc>,
         /// The epoch of the counters that held it.
         epoch: String,
+        /// The lines held, with their quantities.
+        lines: Vec<HoldLine>,
     },
     /// A retry of an order whose payment outcome was unknown: its hold is still there.
     Resumed {
@@ -94,6 +101,14 @@ pub enum HoldOutcome {
         at: DateTime<Utc>,
         /// The epoch of the counters that held it.
         epoch: String,
+        /// The lines its hold holds.
+        lines: Vec<HoldLine>,
+    },
+    /// An order from the cart named a variant the buyer's cart does not hold (or the cart
+    /// expired): nothing was held.
+    NotInCart {
+        /// The variant.
+        variant_id: VariantId,
     },
     /// The same order is being placed by another request.
     InFlight,

@@ -39,6 +39,12 @@ fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{COMMON}\n{body}"))
 }
 
+/// The base of every key of the stock store under `prefix` (one Redis Cluster slot); carts
+/// live under it too, so that the hold script reads them.
+pub fn base_of(prefix: &str) -> String {
+    Keys::new(prefix).tagged("stock", "")
+}
+
 /// The Redis store.
 pub struct RedisStockStore {
     conn: ConnectionManager,
@@ -72,7 +78,7 @@ impl RedisStockStore {
         }
         Ok(Self {
             conn,
-            base: Keys::new(prefix).tagged("stock", ""),
+            base: base_of(prefix),
             hold: script(include_str!("lua/hold.lua")),
             apply: script(include_str!("lua/apply.lua")),
             begin_rebuild: script(include_str!("lua/begin_rebuild.lua")),
@@ -132,6 +138,28 @@ fn parse<T: std::str::FromStr>(text: Option<&String>) -> anyhow::Result<T> {
         .ok_or_else(|| anyhow::anyhow!("unexpected answer from the stock script: {text:?}"))
 }
 
+/// A hold's lines as the scripts store them: `variant:product:quantity;...`.
+fn held_lines(text: &str) -> anyhow::Result<Vec<HoldLine>> {
+    text.split(';')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut parts = line.split(':');
+            let mut next = || {
+                parts
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("a held line {line:?}"))
+            };
+            let variant = VariantId::from_uuid(next()?.parse()?);
+            let product = ProductId::from_uuid(next()?.parse()?);
+            Ok(HoldLine {
+                product_id: product,
+                variant_id: variant,
+                quantity: next()?.parse()?,
+            })
+        })
+        .collect()
+}
+
 fn push_lines(invocation: &mut redis::ScriptInvocation<'_>, lines: &[HoldLine]) {
     invocation.arg(lines.len());
     for line in lines {
@@ -166,6 +194,14 @@ impl StockStore for RedisStockStore {
                 .arg(terms.limit.map(|l| l.to_string()).unwrap_or_default())
                 .arg(units);
         }
+        invocation
+            .arg(
+                request
+                    .from_cart
+                    .map(|now| now.timestamp_millis().to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(crate::cart::CART_TTL.num_milliseconds());
         let answer: Vec<String> = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -175,10 +211,15 @@ impl StockStore for RedisStockStore {
             Some("held") => HoldOutcome::Held {
                 at: instant(answer.get(1).map_or("", String::as_str))?,
                 epoch: answer.get(2).cloned().unwrap_or_default(),
+                lines: held_lines(answer.get(3).map_or("", String::as_str))?,
             },
             Some("resumed") => HoldOutcome::Resumed {
                 at: instant(answer.get(1).map_or("", String::as_str))?,
                 epoch: answer.get(2).cloned().unwrap_or_default(),
+                lines: held_lines(answer.get(3).map_or("", String::as_str))?,
+            },
+            Some("not_in_cart") => HoldOutcome::NotInCart {
+                variant_id: VariantId::from_uuid(id(answer.get(1))?),
             },
             Some("in_flight") => HoldOutcome::InFlight,
             Some("check_log") => HoldOutcome::CheckLog,

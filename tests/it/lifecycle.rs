@@ -4,6 +4,8 @@
 //! buyer's, the admin's and the seller's views; the confirmation e-mail. And on MariaDB with
 //! Redis, service processes killed between a refund's record and its payment, and mid-batch.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use openrun_domain::order::{OrderCommand, OrderError, OrderStatus};
 use openrun_domain::{Actor, Issuer, MemberId, OrderPolicy, Role};
@@ -282,7 +284,10 @@ async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend
 
     // The buyer sees the sealed address; an admin sees the order without it.
     let mine = order_of(&shop, &shop.buyer.access, &id).await;
-    assert_eq!(mine["shipping_address"]["line1"].as_str().is_some(), true);
+    assert!(
+        mine["shipping_address"]["line1"].as_str().is_some(),
+        "{mine}"
+    );
     assert!(instant(&mine["cancellable_until"]) > Utc::now());
     let admin = order_of(&shop, &shop.admin, &id).await;
     assert!(admin.get("shipping_address").is_none(), "{admin}");
@@ -534,4 +539,189 @@ async fn a_cancel_racing_the_shipping_step_has_one_winner(backend: Backend) {
     })
     .await;
     audit_passes(&shop).await;
+}
+
+/// A serving process, killed when dropped: a failing test must not leave it holding the
+/// database it would drop.
+struct Serving(std::process::Child);
+
+impl Serving {
+    fn kill(&mut self) {
+        // Ignored errors: it exited already.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve(shop: &crate::orders::Processes, name: &str) -> (Serving, std::net::SocketAddr) {
+    let (child, addr) = shop.serve(name);
+    (Serving(child), addr)
+}
+
+/// A scalar of the shop's database behind `processes`.
+async fn scalar(db: &openrun::db::Database, sql: &str, bind: &str) -> i64 {
+    openrun::db::with_pool!(db, pool => {
+        sqlx::query_scalar(sql).bind(bind).fetch_one(pool).await.unwrap()
+    })
+}
+
+/// Holds the sandbox ledger's row of `order` locked until the transaction is dropped or
+/// rolled back: a refund of the order waits for it.
+async fn lock_ledger_row(
+    db: &openrun::db::Database,
+    order: &str,
+) -> sqlx::Transaction<'static, sqlx::MySql> {
+    let openrun::db::Database::MySql(pool) = db else {
+        unreachable!("the processes run on MariaDB")
+    };
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SELECT amount FROM sandbox_charges WHERE order_id = ? FOR UPDATE")
+        .bind(order)
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// A cancel's refund is recorded, and the process is killed before the gateway paid it (the
+/// ledger row is locked, so both the inline payment and the outbox wait). Started again, the
+/// refund is paid exactly once, and the units are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_recorded_when_the_server_is_killed_is_paid_once_after_the_restart() {
+    let shop = crate::orders::Processes::new().await;
+    let (mut server, addr) = serve(&shop, "first");
+    let buyers = shop.buyers(addr, 1).await;
+    let (product, variant) = shop.product(5, None).await;
+    shop.selling(addr, product, variant, 5).await;
+    let (status, body) = shop
+        .order(addr, &buyers[0], "crash", product, variant)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let db = shop.test_db.connect().await;
+    let lock = lock_ledger_row(&db, &id).await;
+    let cancel = {
+        let (client, token, id) = (shop.client.clone(), buyers[0].0.clone(), id.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("http://{addr}/v1/orders/{id}/cancel"))
+                .bearer_auth(token)
+                .send()
+                .await
+        })
+    };
+    let refunded =
+        "SELECT COUNT(*) FROM events WHERE event_type = 'OrderRefunded' AND stream_id = ?";
+    eventually("the refund recorded", || async {
+        (scalar(&db, refunded, &id).await == 1).then_some(())
+    })
+    .await;
+    server.kill();
+    // Whatever the killed process was answering, it never got to pay.
+    let _ = cancel.await.unwrap();
+    lock.rollback().await.unwrap();
+    let paid = "SELECT COUNT(*) FROM sandbox_refunds WHERE order_id = ?";
+    let settled =
+        "SELECT COUNT(*) FROM events WHERE event_type = 'RefundSettled' AND stream_id = ?";
+    assert_eq!(scalar(&db, paid, &id).await, 0);
+    assert_eq!(scalar(&db, settled, &id).await, 0);
+
+    let (_again, _) = serve(&shop, "second");
+    eventually("the refund paid after the restart", || async {
+        (scalar(&db, settled, &id).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(scalar(&db, paid, &id).await, 1);
+    let whole = "SELECT CAST(refunded - amount AS SIGNED) FROM sandbox_charges WHERE order_id = ?";
+    assert_eq!(scalar(&db, whole, &id).await, 0);
+    let stock = shop.stock().await;
+    eventually("the units back", || async {
+        use openrun::stock::StockStore;
+        (stock.available(&[variant]).await.unwrap()[0] == 5).then_some(())
+    })
+    .await;
+    shop.audit_passes().await;
+}
+
+/// Forty refunds recorded at once; the outbox pays them in the log's order and is killed
+/// mid-batch, while paying the tenth (its ledger row is locked). Started again, every refund
+/// is paid exactly once: the nine paid before the kill not again, the rest once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refund_processor_killed_mid_batch_pays_every_refund_once() {
+    use openrun_domain::order::RefundCause;
+    let shop = crate::orders::Processes::new().await;
+    let (mut server, addr) = serve(&shop, "first");
+    let buyers = shop.buyers(addr, 1).await;
+    let (product, variant) = shop.product(40, None).await;
+    shop.selling(addr, product, variant, 40).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let (status, body) = shop
+            .order(addr, &buyers[0], &format!("batch-{i}"), product, variant)
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let db = shop.test_db.connect().await;
+    let lock = lock_ledger_row(&db, &ids[9]).await;
+    // Cancelled beside the server (as an admin would, with no payment inline): the outbox
+    // is left to pay all forty.
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let commands = openrun::commands::Commands::new(Arc::clone(&events), openrun::clock::system());
+    let admin = Actor::new(MemberId::from_uuid(uuid::Uuid::now_v7()), Role::Admin);
+    for id in &ids {
+        commands
+            .order(
+                id,
+                OrderCommand::Cancel { actor: admin },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let settled_all = "SELECT COUNT(*) FROM events WHERE event_type = ? AND stream_type = 'order'";
+    eventually("nine refunds paid and the tenth waiting", || async {
+        (scalar(&db, settled_all, "RefundSettled").await == 9).then_some(())
+    })
+    .await;
+    server.kill();
+    lock.rollback().await.unwrap();
+    assert_eq!(scalar(&db, settled_all, "RefundSettled").await, 9);
+
+    let (_again, _) = serve(&shop, "second");
+    eventually("every refund paid after the restart", || async {
+        (scalar(&db, settled_all, "RefundSettled").await == 40).then_some(())
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let paid = "SELECT COUNT(*) FROM sandbox_refunds WHERE order_id = ?";
+        assert_eq!(scalar(&db, paid, id).await, 1, "order {i}");
+        let refund = openrun_domain::order::refund_id(
+            openrun_domain::OrderId::from_uuid(id.parse().unwrap()),
+            RefundCause::Cancellation,
+        );
+        let settled =
+            "SELECT COUNT(*) FROM events WHERE event_type = 'RefundSettled' AND stream_id = ?";
+        assert_eq!(
+            scalar(&db, settled, id).await,
+            1,
+            "order {i}, refund {refund}"
+        );
+    }
+    let stock = shop.stock().await;
+    eventually("every unit back", || async {
+        use openrun::stock::StockStore;
+        (stock.available(&[variant]).await.unwrap()[0] == 40).then_some(())
+    })
+    .await;
+    shop.audit_passes().await;
+    events.shutdown().await;
 }

@@ -6,6 +6,7 @@ mod addressmirror;
 mod api;
 mod apidoc;
 mod auth;
+mod cart;
 mod catalog;
 mod cli;
 mod commands;

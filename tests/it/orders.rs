@@ -1225,6 +1225,7 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
         address_id: address.parse().unwrap(),
         method: "sandbox".into(),
         token: "tok_visa".into(),
+        from_cart: false,
     };
     let hold = openrun::stock::HoldRequest {
         order_id: crashed,
@@ -1236,6 +1237,7 @@ async fn what_a_crash_leaves_between_charge_and_append_is_swept_and_refunded_onc
             quantity: 2,
         }],
         terms: vec![],
+        from_cart: None,
     };
     assert!(matches!(
         shop.app.state.stock.hold(&hold).await.unwrap(),
@@ -1647,6 +1649,7 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
         Arc::clone(&state.stock),
         Arc::new(gateway(&shop)),
         Arc::clone(&state.members),
+        Arc::clone(&state.cart),
         openrun::clock::system(),
         openrun_domain::OrderPolicy::default(),
     );
@@ -1663,6 +1666,7 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
         address_id: address.parse().unwrap(),
         method: "sandbox".into(),
         token: "tok_visa".into(),
+        from_cart: false,
     };
     let answer = orders.place(buyer, "lost", request.clone()).await.unwrap();
     assert_eq!(answer.status, 201, "{:?}", answer.body);
@@ -1704,6 +1708,7 @@ async fn a_lost_commit_or_a_lost_answer_still_lands_the_retry_on_the_order(backe
             quantity: 1,
         }],
         terms: vec![],
+        from_cart: None,
     };
     assert!(matches!(
         state.stock.hold(&hold).await.unwrap(),

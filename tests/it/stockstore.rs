@@ -127,6 +127,7 @@ fn request(n: u128, lines: Vec<HoldLine>) -> HoldRequest {
         fingerprint: format!("fp-{n}"),
         lines,
         terms,
+        from_cart: None,
     }
 }
 

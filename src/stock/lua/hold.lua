@@ -1,5 +1,8 @@
 -- ARGV: order, buyer, fingerprint, record ttl (s), n lines, n * (variant, product, qty),
---       m products, m * (product, opens ms or '', ends ms or '', limit or '', units asked)
+--       m products, m * (product, opens ms or '', ends ms or '', limit or '', units asked),
+--       from cart ('' or the service's now in ms), cart ttl (ms)
+-- From the cart, each line's quantity is the buyer's cart's (the lines' own are ignored),
+-- and the units asked per product are summed here.
 local order, buyer, fingerprint, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -15,7 +18,8 @@ if record[1] then
     redis.call('HSET', record_key, 'step', 'held')
     redis.call('HSET', hold_key, 'at', now)
     redis.call('ZADD', holds_key, now, order)
-    return {'resumed', tostring(now), redis.call('HGET', hold_key, 'epoch')}
+    local held = redis.call('HMGET', hold_key, 'epoch', 'lines')
+    return {'resumed', tostring(now), held[1], held[2]}
   end
   return {'in_flight'}
 end
@@ -27,12 +31,29 @@ for _ = 1, tonumber(ARGV[5]) do
   lines[#lines + 1] = {ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])}
   i = i + 3
 end
-local buys = {}
 local m = tonumber(ARGV[i])
+local cart_now, cart_ttl = ARGV[i + 1 + m * 5], ARGV[i + 2 + m * 5]
+if cart_now and cart_now ~= '' then
+  local cart_key = base .. 'cart:' .. buyer
+  local at = redis.call('HGET', cart_key, 'at')
+  local expired = (not at) or tonumber(at) + tonumber(cart_ttl) <= tonumber(cart_now)
+  for _, line in ipairs(lines) do
+    local entry = (not expired) and redis.call('HGET', cart_key, 'v:' .. line[1])
+    local product, qty = nil, nil
+    if entry then product, qty = string.match(entry, '^([^:]+):([^:]+):') end
+    if not qty or product ~= line[2] then return {'not_in_cart', line[1]} end
+    line[3] = tonumber(qty)
+  end
+end
+local asked_of = {}
+for _, line in ipairs(lines) do
+  asked_of[line[2]] = (asked_of[line[2]] or 0) + line[3]
+end
+local buys = {}
 i = i + 1
 for _ = 1, m do
-  local product, opens, ends, limit, asked = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-    tonumber(ARGV[i + 4])
+  local product, opens, ends, limit = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local asked = asked_of[product] or 0
   i = i + 5
   if (opens ~= '' and now < tonumber(opens)) or (ends ~= '' and now >= tonumber(ends)) then
     return {'not_on_sale', product}
@@ -62,9 +83,10 @@ end
 for _, buy in ipairs(buys) do
   redis.call('HINCRBY', bought_key, buy[1] .. ':' .. buyer, buy[2])
 end
+local held = table.concat(encoded, ';')
 redis.call('HSET', base .. 'h:' .. order, 'epoch', meta[2], 'at', now, 'buyer', buyer,
-  'lines', table.concat(encoded, ';'))
+  'lines', held)
 redis.call('ZADD', holds_key, now, order)
 redis.call('HSET', record_key, 'fp', fingerprint, 'step', 'held')
 redis.call('EXPIRE', record_key, ttl)
-return {'held', tostring(now), meta[2]}
+return {'held', tostring(now), meta[2], held}
