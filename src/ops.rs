@@ -311,11 +311,14 @@ impl Sales {
                             at,
                             ..
                         } => {
-                            let refund_id = if refund_id.is_nil() {
-                                let order = openrun_domain::OrderId::from_uuid(id.parse()?);
-                                openrun_domain::order::refund_id(order, cause)
-                            } else {
-                                refund_id
+                            let refund_id = match id.parse() {
+                                Ok(order) if refund_id.is_nil() => {
+                                    openrun_domain::order::refund_id(
+                                        openrun_domain::OrderId::from_uuid(order),
+                                        cause,
+                                    )
+                                }
+                                _ => refund_id,
                             };
                             *sales.refunded.entry(id.clone()).or_default() += amount.minor();
                             sales.refunds.insert(

@@ -75,6 +75,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
             }
         };
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            // `null` where the body itself is optional (`AppJson<Option<_>>`) means none.
+            if bytes.trim_ascii() == b"null"
+                && let Ok(value) = serde_json::from_slice::<T>(b"null")
+            {
+                return Ok(Self(value));
+            }
             return Err(invalid("the body must be a JSON object".into()));
         }
         match axum::Json::<T>::from_bytes(&bytes) {

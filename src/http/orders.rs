@@ -431,7 +431,7 @@ pub struct ReturnBody {
 /// each step on its configured timing. The body is optional.
 #[utoipa::path(post, path = "/v1/orders/{id}/return", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
-    request_body(content = Option<ReturnBody>, description = "Optional"),
+    request_body(content = Option<ReturnBody>, description = "Optional: no body, or `null`, is no reason"),
     responses((status = 200, body = OrderDetail), (status = 400, body = Problem),
     (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
     (status = 409, body = Problem, description = "Not delivered (yet, or any more), or the window closed"),
@@ -441,10 +441,10 @@ pub async fn return_order(
     State(state): State<AppState>,
     Auth(identity, _): Auth<Basic>,
     AppPath(id): AppPath<Uuid>,
-    body: Option<AppJson<ReturnBody>>,
+    body: Option<AppJson<Option<ReturnBody>>>,
 ) -> Result<Json<OrderDetail>, Problem> {
     let actor = actor(&identity)?;
-    let reason = body.and_then(|AppJson(b)| b.reason);
+    let reason = body.and_then(|AppJson(b)| b).and_then(|b| b.reason);
     Ok(Json(
         state
             .lifecycle

@@ -11,6 +11,7 @@ on_both_backends!(
     replay_prints_a_stream_as_a_timeline_or_json,
     audit_passes_a_sound_log_and_fails_a_broken_one,
     audit_names_an_oversell_a_kept_charge_and_a_refunded_live_order,
+    audit_names_an_unpaid_refund_a_double_settlement_and_units_given_back_twice,
 );
 
 fn openrun(db: &TestDb, args: &[&str]) -> (bool, String, String) {
@@ -30,6 +31,11 @@ fn openrun(db: &TestDb, args: &[&str]) -> (bool, String, String) {
 /// A sized product's supply, and an order of two of its sizes through the command path (so
 /// the log's counters move with it), then shipped by the scheduler.
 async fn an_order(db: &Database) {
+    placed_order(db, "o1", true).await;
+}
+
+/// An order `id` of three units of two sizes (five each), shipped when `shipped`.
+async fn placed_order(db: &Database, id: &str, shipped: bool) {
     use openrun_domain::order::{LineItem, OrderCommand, Payment, SealedAddress};
     use openrun_domain::stock::StockCommand;
     use openrun_domain::{
@@ -79,7 +85,11 @@ async fn an_order(db: &Database) {
         actor: Some("member:0190aaaa".into()),
         ..Metadata::default()
     };
-    commands.order("o1", place, metadata).await.unwrap();
+    commands.order(id, place, metadata).await.unwrap();
+    if !shipped {
+        events.shutdown().await;
+        return;
+    }
     let shipped =
         serde_json::json!({"type": "OrderShipped", "data": {"at": "2026-11-26T10:00:00Z"}});
     let system = Metadata {
@@ -88,7 +98,7 @@ async fn an_order(db: &Database) {
     };
     events
         .append(
-            StreamRef::new("order", "o1"),
+            StreamRef::new("order", id),
             ExpectedVersion::Exact(1),
             vec![EventData::json("OrderShipped", "1.0", &shipped).unwrap()],
             system,
@@ -254,7 +264,100 @@ async fn audit_names_an_oversell_a_kept_charge_and_a_refunded_live_order(backend
         "{out}"
     );
     assert!(
-        out.contains("order o1: 219000 refunded, its stream records 0"),
+        out.contains(
+            "order o1: the gateway refunded 219000, its stream owes 0 and records 0 paid back"
+        ),
         "{out}"
     );
+}
+
+/// What the outbox and the order's stream prevent, written behind their backs: a refund never
+/// paid back, one settled twice and paid twice by the gateway, and a cancel's units given back
+/// twice.
+async fn audit_names_an_unpaid_refund_a_double_settlement_and_units_given_back_twice(
+    backend: Backend,
+) {
+    use openrun_domain::order::OrderCommand;
+    use openrun_domain::{Actor, MemberId, Role};
+    let test_db = TestDb::new(backend).await;
+    let db = test_db.connect().await;
+    let (unpaid, twice) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    placed_order(&db, &unpaid, false).await;
+    placed_order(&db, &twice, false).await;
+    let events = openrun::eventstore::open(&db, &Default::default());
+    let commands =
+        openrun::commands::Commands::new(std::sync::Arc::clone(&events), openrun::clock::system());
+    let admin = Actor::new(MemberId::from_uuid(uuid::Uuid::now_v7()), Role::Admin);
+    for id in [&unpaid, &twice] {
+        commands
+            .order(
+                id,
+                OrderCommand::Cancel { actor: admin },
+                Metadata::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let stream = StreamRef::new("order", twice.as_str());
+    let recorded = events.read_stream(&stream, 1, 10).await.unwrap();
+    let cancelled = &recorded[1];
+    let refund_id = recorded[2].payload["data"]["refund_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let settled = serde_json::json!({"type": "RefundSettled", "data": {
+        "refund_id": refund_id, "amount": 219000, "at": "2026-12-01T10:00:00Z"}});
+    events
+        .append(
+            stream,
+            ExpectedVersion::Exact(3),
+            vec![
+                EventData::json(
+                    "OrderCancelled",
+                    &cancelled.event_version,
+                    &cancelled.payload,
+                )
+                .unwrap(),
+                EventData::json("RefundSettled", "1.0", &settled).unwrap(),
+                EventData::json("RefundSettled", "1.0", &settled).unwrap(),
+            ],
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    let paid = "INSERT INTO sandbox_refunds (refund_id, order_id, amount, created_at) \
+                VALUES (?, ?, 219000, ?)";
+    for _ in 0..2 {
+        openrun::db::with_pool!(&db, pool => {
+            let insert = sqlx::query(paid)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&twice)
+                .bind(chrono::Utc::now());
+            insert.execute(pool).await.unwrap();
+        });
+    }
+    let checks = openrun::ops::audit(
+        &db,
+        events.as_ref(),
+        None,
+        std::time::Duration::from_millis(1),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    assert!(!openrun::ops::write_report(&mut out, &checks).unwrap());
+    let out = String::from_utf8(out).unwrap();
+    for expected in [
+        format!("of order {unpaid} (219000) recorded at"),
+        "is not paid back".to_owned(),
+        format!("refund {refund_id} of order {twice} is settled 2 times"),
+        format!("order {twice} was refunded 2 times by the gateway (438000 in all)"),
+        format!("order {twice} gave its units back again"),
+    ] {
+        assert!(out.contains(&expected), "{expected}\n{out}");
+    }
+    events.shutdown().await;
 }
