@@ -245,6 +245,7 @@ struct Sales {
 struct RefundFacts {
     order: String,
     amount: i64,
+    /// When the log recorded it (the log's clock, not the deciding service's).
     at: chrono::DateTime<chrono::Utc>,
     /// Each settlement recorded: its amount.
     settlements: Vec<i64>,
@@ -268,6 +269,7 @@ impl Sales {
             after = last;
             for recorded in page.into_iter().take_while(|e| e.global_position <= head) {
                 let (position, id) = (recorded.global_position, recorded.stream_id.clone());
+                let recorded_at = recorded.recorded_at;
                 match recorded.stream_type.as_str() {
                     "stock" => {
                         let delta = match decode::<StockEvent>(&upcasters, recorded)? {
@@ -308,7 +310,6 @@ impl Sales {
                             refund_id,
                             cause,
                             amount,
-                            at,
                             ..
                         } => {
                             let refund_id = match id.parse() {
@@ -326,7 +327,7 @@ impl Sales {
                                 RefundFacts {
                                     order: id,
                                     amount: amount.minor(),
-                                    at,
+                                    at: recorded_at,
                                     settlements: Vec::new(),
                                 },
                             );
@@ -413,7 +414,8 @@ impl Sales {
                 )),
             }
         }
-        let sql = "SELECT order_id, CAST(COUNT(*) AS SIGNED), CAST(SUM(amount) AS SIGNED)                    FROM sandbox_refunds GROUP BY order_id HAVING COUNT(*) > 1 LIMIT 20";
+        let sql = "SELECT order_id, CAST(COUNT(*) AS SIGNED), CAST(SUM(amount) AS SIGNED) \
+                   FROM sandbox_refunds GROUP BY order_id HAVING COUNT(*) > 1 LIMIT 20";
         let twice: Vec<(String, i64, i64)> = match db {
             Database::MySql(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
             Database::Sqlite(pool) => {

@@ -67,6 +67,15 @@ pub trait CartStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()>;
 
+    /// Takes out the lines of a placed order, each only while its quantity is still the one
+    /// ordered (a line changed since stays).
+    async fn remove_ordered(
+        &self,
+        member: MemberId,
+        lines: &[CartLine],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
     /// Whether the stock store's hold reads this store's carts itself (Redis): then an
     /// order from the cart sends only the variants, and the hold takes the quantities.
     fn read_by_hold(&self) -> bool {

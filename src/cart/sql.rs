@@ -148,19 +148,51 @@ impl CartStore for SqlCartStore {
         variants: &[VariantId],
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        if variants.is_empty() {
+        let pairs: Vec<(VariantId, Option<u32>)> = variants.iter().map(|v| (*v, None)).collect();
+        self.take_out(member, &pairs, now).await
+    }
+
+    async fn remove_ordered(
+        &self,
+        member: MemberId,
+        lines: &[CartLine],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let pairs: Vec<(VariantId, Option<u32>)> = lines
+            .iter()
+            .map(|l| (l.variant_id, Some(l.quantity)))
+            .collect();
+        self.take_out(member, &pairs, now).await
+    }
+}
+
+impl SqlCartStore {
+    /// Takes each variant out, when its quantity is the one named (or whatever it is).
+    async fn take_out(
+        &self,
+        member: MemberId,
+        pairs: &[(VariantId, Option<u32>)],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        if pairs.is_empty() {
             return Ok(());
         }
         let member = member.to_string();
-        let marks = vec!["?"; variants.len()].join(", ");
-        let sql = format!("DELETE FROM cart_items WHERE member_id = ? AND variant_id IN ({marks})");
         with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            let mut query = sqlx::query(&sql).bind(&member);
-            for variant in variants {
-                query = query.bind(variant.to_string());
+            let mut removed = 0;
+            for (variant, quantity) in pairs {
+                let sql = if quantity.is_some() {
+                    "DELETE FROM cart_items WHERE member_id = ? AND variant_id = ? AND quantity = ?"
+                } else {
+                    "DELETE FROM cart_items WHERE member_id = ? AND variant_id = ?"
+                };
+                let mut query = sqlx::query(sql).bind(&member).bind(variant.to_string());
+                if let Some(quantity) = quantity {
+                    query = query.bind(i64::from(*quantity));
+                }
+                removed += query.execute(&mut *tx).await?.rows_affected();
             }
-            let removed = query.execute(&mut *tx).await?.rows_affected();
             if removed > 0 {
                 sqlx::query("UPDATE carts SET updated_at = ? WHERE member_id = ?")
                     .bind(now.timestamp_millis())

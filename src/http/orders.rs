@@ -42,6 +42,16 @@ impl From<LifecycleError> for Problem {
             LifecycleError::OutcomeUnknown => Problem::of(catalogue::OUTCOME_UNKNOWN).with_detail(
                 "the change may have been recorded: read the order to learn whether it was",
             ),
+            LifecycleError::Recorded(cause) => {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "an order changed but could not be read back"
+                );
+                let mut problem = Problem::of(catalogue::RECORDED)
+                    .with_detail("the change is recorded; read the order in a moment to see it");
+                problem.retry_after = Some(1);
+                problem
+            }
             LifecycleError::Unavailable(cause) => {
                 tracing::warn!(error = format!("{cause:#}"), "an order request failed");
                 Problem::unavailable(

@@ -60,6 +60,9 @@ pub enum LifecycleError {
     /// The log or the database cannot be used now; nothing was written.
     #[error("unavailable: {0}")]
     Unavailable(anyhow::Error),
+    /// The change is recorded, but the order could not be read back to show it.
+    #[error("recorded, not readable now: {0}")]
+    Recorded(anyhow::Error),
 }
 
 /// A step of an order's life.
@@ -119,7 +122,8 @@ pub struct TimelineEntry {
     pub kind: String,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
-    /// Who caused it (`member:<id>`, `system:scheduler`, ...), when recorded.
+    /// Who caused it: `buyer`, `staff` or `system:<job>` (an admin reads the log's own
+    /// `member:<id>`), when recorded.
     pub actor: Option<String>,
     /// What it says, without the sealed address.
     #[schema(value_type = Object)]
@@ -187,7 +191,23 @@ impl Lifecycle {
                 self.pay_inline(id, *refund_id).await;
             }
         }
-        self.view(&actor, id).await?.ok_or(LifecycleError::NotFound)
+        self.view_after_change(&actor, id).await
+    }
+
+    /// The order just changed, read back: a failure to read it now is not "nothing changed".
+    async fn view_after_change(
+        &self,
+        actor: &Actor,
+        id: OrderId,
+    ) -> Result<OrderDetail, LifecycleError> {
+        match self.view(actor, id).await {
+            Ok(Some(detail)) => Ok(detail),
+            Ok(None) => Err(LifecycleError::Recorded(anyhow::anyhow!(
+                "the order changed is not visible to its caller"
+            ))),
+            Err(LifecycleError::Unavailable(e)) => Err(LifecycleError::Recorded(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Asks to return the order `id` (its buyer only), with an optional reason.
@@ -199,7 +219,7 @@ impl Lifecycle {
     ) -> Result<OrderDetail, LifecycleError> {
         self.run(actor, id, OrderCommand::RequestReturn { actor, reason })
             .await?;
-        self.view(&actor, id).await?.ok_or(LifecycleError::NotFound)
+        self.view_after_change(&actor, id).await
     }
 
     async fn pay_inline(&self, id: OrderId, refund_id: Uuid) {
@@ -339,9 +359,23 @@ impl Lifecycle {
         for (_, event) in &events {
             openrun_domain::order::apply(&mut order, event);
         }
-        if !order.state.as_ref().is_some_and(|s| may_see(actor, s)) {
+        let Some(state) = order.state.filter(|s| may_see(actor, s)) else {
             return Ok(None);
-        }
+        };
+        // Placing records the bare member id; later commands `member:<id>`.
+        let (buyer, buyer_id) = (
+            format!("member:{}", state.buyer_id),
+            state.buyer_id.to_string(),
+        );
+        // The buyer is told who acted as `buyer`, `staff` or the system, never a staff
+        // member's id; an admin sees the log's own words.
+        let who = |recorded: Option<String>| match recorded {
+            _ if actor.is_admin() => recorded,
+            Some(a) if a == buyer || a == buyer_id => Some("buyer".to_owned()),
+            Some(a) if a.starts_with("system:") => Some(a),
+            Some(_) => Some("staff".to_owned()),
+            None => None,
+        };
         Ok(Some(
             events
                 .into_iter()
@@ -350,12 +384,15 @@ impl Lifecycle {
                     if let Some(map) = data.as_object_mut() {
                         map.remove("shipping_address");
                         map.remove("fingerprint");
+                        if !actor.is_admin() {
+                            map.remove("by");
+                        }
                     }
                     TimelineEntry {
                         version: recorded.version,
                         kind: recorded.event_type,
                         recorded_at: recorded.recorded_at,
-                        actor: recorded.metadata.actor,
+                        actor: who(recorded.metadata.actor),
                         data,
                     }
                 })

@@ -428,8 +428,13 @@ impl Orders {
         };
         let epoch = match held {
             HoldOutcome::Held { epoch, lines, .. } | HoldOutcome::Resumed { epoch, lines, .. } => {
-                if cart_in_hold {
-                    checked.take_quantities(&lines)?;
+                // From the cart, the order is what the hold holds: the cart's quantities as
+                // the hold read them, or, for a retry, as the first request's hold took them.
+                if order.from_cart
+                    && let Err(failure) = checked.take_quantities(&lines)
+                {
+                    self.keep_hold_for_retry(order_id).await;
+                    return Err(failure);
                 }
                 epoch
             }
@@ -503,6 +508,7 @@ impl Orders {
                 return Err(OrderFailure::GatewayFailed(why));
             }
         };
+        let checked_lines = checked.items.clone();
         let place = OrderCommand::Place {
             actor,
             order_id,
@@ -519,11 +525,19 @@ impl Orders {
         match self.commands.create::<Order>(&id, place, meta).await {
             Ok(committed) => {
                 if order.from_cart {
-                    let variants: Vec<VariantId> =
-                        order.lines.iter().map(|l| l.variant_id).collect();
+                    // Only lines still as they were ordered: a quantity changed meanwhile (in
+                    // another tab) stays in the cart.
+                    let ordered: Vec<crate::cart::CartLine> = checked_lines
+                        .iter()
+                        .map(|i| crate::cart::CartLine {
+                            product_id: i.product_id,
+                            variant_id: i.variant_id,
+                            quantity: i.quantity,
+                        })
+                        .collect();
                     if let Err(e) = self
                         .cart
-                        .remove(actor.member_id, &variants, self.clock.now())
+                        .remove_ordered(actor.member_id, &ordered, self.clock.now())
                         .await
                     {
                         tracing::warn!(order = %order_id, error = format!("{e:#}"),
@@ -1004,18 +1018,6 @@ impl Orders {
             })
             .collect();
         Ok((items, u64::try_from(total).unwrap_or(0)))
-    }
-
-    /// The order `id` as `actor` may see it: their own, or any for an admin.
-    pub async fn get(&self, actor: &Actor, id: OrderId) -> Result<Option<OrderView>, OrderFailure> {
-        let loaded = self.commands.load::<Order>(&id.to_string()).await.map_err(
-            |e: CommandError<OrderError>| OrderFailure::Unavailable(anyhow::anyhow!("{e}")),
-        )?;
-        Ok(loaded
-            .state
-            .state
-            .filter(|s| actor.is_admin() || s.buyer_id == actor.member_id)
-            .map(|s| OrderView::of(&s)))
     }
 }
 

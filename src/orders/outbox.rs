@@ -38,9 +38,12 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(500);
 /// Rows worked per round.
 const BATCH: i64 = 32;
+/// A confirmation of an order older than this is not sent (the outbox of a shop that had
+/// orders before it existed, or a rebuilt one, would otherwise mail every past buyer).
+const CONFIRM_WITHIN_US: i64 = 24 * 3600 * 1_000_000;
 
-/// A due row: id, kind, order, detail, attempts.
-type DueRow = (String, String, String, String, i32);
+/// A due row: id, kind, order, detail, attempts, when its event was recorded (µs).
+type DueRow = (String, String, String, String, i32, i64);
 
 /// The outbox worker.
 pub struct OutboxWorker {
@@ -102,15 +105,24 @@ impl OutboxWorker {
         let now = pstore::database_now(&self.db).await?;
         let sql = format!(
             // Binary-collated keys read back as text (MySQL reports them as binary).
-            "SELECT CAST(id AS CHAR), kind, CAST(order_id AS CHAR), detail, attempts FROM {TABLE} \
+            "SELECT CAST(id AS CHAR), kind, CAST(order_id AS CHAR), detail, attempts, recorded_at FROM {TABLE} \
              WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, position LIMIT ?"
         );
         let due: Vec<DueRow> = with_pool!(&self.db, pool => {
             sqlx::query_as(&sql).bind(now).bind(BATCH).fetch_all(pool).await?
         });
         let count = due.len();
-        for (id, kind, order, detail, attempts) in due {
-            let outcome = self.work(&kind, &order, &detail).await;
+        for (id, kind, order, detail, attempts, recorded_at) in due {
+            // Each row is worked only while this process still holds the lease: a slow row
+            // (a mail server taking its time) must not let another process work the same.
+            if !pstore::acquire_lease(&self.db, LEASE, &self.owner, LEASE_TTL).await? {
+                break;
+            }
+            let outcome = if kind == ORDER_MAIL && recorded_at < now - CONFIRM_WITHIN_US {
+                Ok(())
+            } else {
+                self.work(&kind, &order, &detail).await
+            };
             self.record(&id, attempts, outcome).await?;
         }
         Ok(count)

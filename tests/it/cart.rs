@@ -100,6 +100,7 @@ on_every_store!(
     a_cart_holds_at_most_fifty_lines,
     a_cart_expires_fourteen_days_after_its_last_change,
     members_have_carts_of_their_own,
+    an_ordered_line_changed_since_stays_in_the_cart,
 );
 
 fn member(n: u128) -> MemberId {
@@ -201,6 +202,20 @@ async fn members_have_carts_of_their_own(store: &dyn CartStore) {
         store.lines(member(5), at(2)).await.unwrap(),
         vec![line(2, 2)]
     );
+}
+
+/// A placed order takes out only the lines still as it ordered them.
+async fn an_ordered_line_changed_since_stays_in_the_cart(store: &dyn CartStore) {
+    let m = member(6);
+    store.put(m, line(1, 2), at(0)).await.unwrap();
+    store.put(m, line(2, 1), at(0)).await.unwrap();
+    // Ordered as 2 and 1; the second changed to 3 before the order was placed.
+    store.put(m, line(2, 3), at(1)).await.unwrap();
+    store
+        .remove_ordered(m, &[line(1, 2), line(2, 1)], at(2))
+        .await
+        .unwrap();
+    assert_eq!(store.lines(m, at(3)).await.unwrap(), vec![line(2, 3)]);
 }
 
 on_both_backends!(

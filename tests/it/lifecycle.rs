@@ -20,6 +20,7 @@ use crate::orders::{
 use crate::products::Shop;
 
 on_both_backends!(
+    a_confirmation_goes_out_for_a_recent_order_and_not_for_an_old_one,
     an_order_ships_delivers_and_is_returned_restocked_and_refunded_once,
     a_cancel_gives_the_units_back_at_once_and_refunds_once,
     cancel_and_return_are_refused_once_their_windows_close,
@@ -375,6 +376,35 @@ async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend
     assert_eq!(count_events(&shop, "OrderCancelled").await, 1);
     assert_eq!(count_events(&shop, "RefundSettled").await, 1);
     wait_for_units(&shop, &variant, 10).await;
+    // The buyer's timeline names who acted without naming any staff member.
+    let entries: Vec<Value> = get(
+        &shop,
+        &shop.buyer.access,
+        &format!("/v1/orders/{id}/events"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let actors: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["actor"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            ("OrderPlaced", "buyer"),
+            ("OrderCancelled", "buyer"),
+            ("OrderRefunded", "buyer"),
+            ("RefundSettled", "system:refunds")
+        ]
+    );
+    assert!(entries[1]["data"].get("by").is_none(), "{}", entries[1]);
 
     eventually("the seller's row cancelled", || async {
         (seller_rows(&shop, &product, "cancelled").await == 1).then_some(())
@@ -437,6 +467,64 @@ async fn cancel_and_return_are_refused_once_their_windows_close(backend: Backend
     assert_eq!(count_events(&shop, "OrderRefunded").await, 0);
     wait_for_units(&shop, &variant, 9).await;
     audit_passes(&shop).await;
+}
+
+/// The outbox mails a confirmation for an order recorded a moment ago, and none for one
+/// recorded over a day ago (a shop whose outbox is new, or rebuilt, mails no past buyer).
+async fn a_confirmation_goes_out_for_a_recent_order_and_not_for_an_old_one(backend: Backend) {
+    let shop = shop_with(backend, OrderPolicy::default()).await;
+    let (recent, old) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let now = openrun_projections::store::database_now(&shop.app.db)
+        .await
+        .unwrap();
+    let detail = json!({"buyer_id": shop.buyer.id, "lines": [], "total": 1000}).to_string();
+    let insert = format!(
+        "INSERT INTO {} (id, kind, order_id, detail, status, position, recorded_at, next_attempt_at) \
+         VALUES (?, 'order_mail', ?, ?, 'pending', ?, ?, 0)",
+        openrun_projections::outbox::TABLE
+    );
+    for (n, (order, at)) in [(recent, now), (old, now - 25 * 3600 * 1_000_000)]
+        .into_iter()
+        .enumerate()
+    {
+        openrun::db::with_pool!(&shop.app.db, pool => {
+            sqlx::query(&insert)
+                .bind(format!("order_mail/{order}"))
+                .bind(order.to_string())
+                .bind(&detail)
+                .bind(1_000_000 + i64::try_from(n).unwrap())
+                .bind(at)
+                .execute(pool)
+                .await
+                .unwrap();
+        });
+    }
+    let done = format!(
+        "SELECT COUNT(*) FROM {} WHERE status = 'done' AND kind = 'order_mail'",
+        openrun_projections::outbox::TABLE
+    );
+    eventually("both rows worked", || async {
+        let n: i64 = openrun::db::with_pool!(&shop.app.db, pool => {
+            sqlx::query_scalar(&done).fetch_one(pool).await.unwrap()
+        });
+        (n == 2).then_some(())
+    })
+    .await;
+    let mails = shop.app.mails();
+    assert_eq!(
+        mails
+            .iter()
+            .filter(|m| m.contains(&recent.to_string()))
+            .count(),
+        1
+    );
+    assert_eq!(
+        mails
+            .iter()
+            .filter(|m| m.contains(&old.to_string()))
+            .count(),
+        0
+    );
 }
 
 /// Twenty orders, each cancelled by its buyer and shipped by the system at the same moment:

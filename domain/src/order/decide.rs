@@ -415,11 +415,8 @@ pub fn apply(order: &mut Order, event: &OrderEvent) {
             at,
             ..
         } => {
-            let refund_id = if refund_id.is_nil() {
-                super::event::refund_id(state.order_id, *cause)
-            } else {
-                *refund_id
-            };
+            let refund_id =
+                super::event::named_or_derived_refund_id(*refund_id, state.order_id, *cause);
             state.refunds.push(Refund {
                 refund_id,
                 cause: *cause,

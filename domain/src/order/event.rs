@@ -31,6 +31,20 @@ pub const ORDER_REFUND_VERSION: &str = "2.0";
 const REFUND_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6f70_656e_7275_6e00_8000_7265_6675_6e64);
 
+/// The id a recorded refund goes by: the one it names, or (a 1.0 `OrderRefunded`, which
+/// names the nil id) [`refund_id`] of its order and cause.
+pub fn named_or_derived_refund_id(
+    named: uuid::Uuid,
+    order_id: OrderId,
+    cause: RefundCause,
+) -> uuid::Uuid {
+    if named.is_nil() {
+        refund_id(order_id, cause)
+    } else {
+        named
+    }
+}
+
 /// The id of the refund of `order_id` for `cause`: UUIDv5 of both, so that whoever records or
 /// pays it, however often, names the same refund.
 pub fn refund_id(order_id: OrderId, cause: RefundCause) -> uuid::Uuid {

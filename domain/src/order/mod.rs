@@ -63,8 +63,8 @@ pub use decide::{apply, decide};
 pub use error::OrderError;
 pub use event::{
     ORDER_EVENT_VERSION, ORDER_LINES_VERSION, ORDER_REFUND_VERSION, OrderEvent, OrderLine,
-    RefundCause, StockLine, VoidReason, refund_id, upcast_order_lines_v1, upcast_refund_v1,
-    upcasters,
+    RefundCause, StockLine, VoidReason, named_or_derived_refund_id, refund_id,
+    upcast_order_lines_v1, upcast_refund_v1, upcasters,
 };
 pub use state::{Closure, Order, OrderState, Refund};
 pub use status::{AutoStep, OrderStatus};
