@@ -59,13 +59,25 @@ pub trait CartStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Put>;
 
+    /// Takes each variant out of the member's cart when its quantity is the one named, or
+    /// whatever it is when none is named (variants not in the cart are ignored).
+    async fn take_out(
+        &self,
+        member: MemberId,
+        pairs: &[(VariantId, Option<u32>)],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
     /// Takes `variants` out of the member's cart (those not in it are ignored).
     async fn remove(
         &self,
         member: MemberId,
         variants: &[VariantId],
         now: DateTime<Utc>,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<()> {
+        let pairs: Vec<(VariantId, Option<u32>)> = variants.iter().map(|v| (*v, None)).collect();
+        self.take_out(member, &pairs, now).await
+    }
 
     /// Takes out the lines of a placed order, each only while its quantity is still the one
     /// ordered (a line changed since stays).
@@ -74,7 +86,13 @@ pub trait CartStore: Send + Sync + 'static {
         member: MemberId,
         lines: &[CartLine],
         now: DateTime<Utc>,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<()> {
+        let pairs: Vec<(VariantId, Option<u32>)> = lines
+            .iter()
+            .map(|l| (l.variant_id, Some(l.quantity)))
+            .collect();
+        self.take_out(member, &pairs, now).await
+    }
 
     /// Whether the stock store's hold reads this store's carts itself (Redis): then an
     /// order from the cart sends only the variants, and the hold takes the quantities.

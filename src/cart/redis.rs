@@ -32,26 +32,6 @@ impl RedisCartStore {
     }
 }
 
-impl RedisCartStore {
-    /// Takes each variant out, when its quantity is the one named (or whatever it is).
-    async fn take_out(
-        &self,
-        member: MemberId,
-        pairs: &[(VariantId, Option<u32>)],
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        let mut invocation = self.remove.key(self.key(member));
-        invocation.arg(now.timestamp_millis()).arg(ttl_ms());
-        for (variant, quantity) in pairs {
-            invocation
-                .arg(variant.to_string())
-                .arg(quantity.map(|q| q.to_string()).unwrap_or_default());
-        }
-        let _removed: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
-        Ok(())
-    }
-}
-
 fn ttl_ms() -> i64 {
     CART_TTL.num_milliseconds()
 }
@@ -116,30 +96,24 @@ impl CartStore for RedisCartStore {
         })
     }
 
-    async fn remove(
-        &self,
-        member: MemberId,
-        variants: &[VariantId],
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        let pairs: Vec<(VariantId, Option<u32>)> = variants.iter().map(|v| (*v, None)).collect();
-        self.take_out(member, &pairs, now).await
-    }
-
-    async fn remove_ordered(
-        &self,
-        member: MemberId,
-        lines: &[CartLine],
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        let pairs: Vec<(VariantId, Option<u32>)> = lines
-            .iter()
-            .map(|l| (l.variant_id, Some(l.quantity)))
-            .collect();
-        self.take_out(member, &pairs, now).await
-    }
-
     fn read_by_hold(&self) -> bool {
         true
+    }
+
+    async fn take_out(
+        &self,
+        member: MemberId,
+        pairs: &[(VariantId, Option<u32>)],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut invocation = self.remove.key(self.key(member));
+        invocation.arg(now.timestamp_millis()).arg(ttl_ms());
+        for (variant, quantity) in pairs {
+            invocation
+                .arg(variant.to_string())
+                .arg(quantity.map(|q| q.to_string()).unwrap_or_default());
+        }
+        let _removed: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(())
     }
 }

@@ -142,32 +142,6 @@ impl CartStore for SqlCartStore {
         Ok(put)
     }
 
-    async fn remove(
-        &self,
-        member: MemberId,
-        variants: &[VariantId],
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        let pairs: Vec<(VariantId, Option<u32>)> = variants.iter().map(|v| (*v, None)).collect();
-        self.take_out(member, &pairs, now).await
-    }
-
-    async fn remove_ordered(
-        &self,
-        member: MemberId,
-        lines: &[CartLine],
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        let pairs: Vec<(VariantId, Option<u32>)> = lines
-            .iter()
-            .map(|l| (l.variant_id, Some(l.quantity)))
-            .collect();
-        self.take_out(member, &pairs, now).await
-    }
-}
-
-impl SqlCartStore {
-    /// Takes each variant out, when its quantity is the one named (or whatever it is).
     async fn take_out(
         &self,
         member: MemberId,

@@ -66,6 +66,16 @@ async fn until(shop: &Shop, id: &str, what: &str, done: impl Fn(&Value) -> bool)
     .await
 }
 
+/// A product on sale with `units` of its first size, and the buyer's order of `quantity` of
+/// them: `(product, variant, order id)`.
+async fn bought(shop: &Shop, units: i64, quantity: i64, key: &str) -> (String, String, String) {
+    let (product, variant, _) = on_sale(shop, units, None).await;
+    let address = address_of(shop, &shop.buyer).await;
+    let body = order_body(&product, &variant, quantity, &address, "tok_visa");
+    let id = placed(shop, &shop.buyer, key, &body).await;
+    (product, variant, id)
+}
+
 fn instant(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -127,10 +137,7 @@ async fn an_order_ships_delivers_and_is_returned_restocked_and_refunded_once(bac
         return_complete_after: secs(1),
     };
     let shop = shop_with(backend, policy).await;
-    let (product, variant, _) = on_sale(&shop, 10, None).await;
-    let address = address_of(&shop, &shop.buyer).await;
-    let body = order_body(&product, &variant, 2, &address, "tok_visa");
-    let id = placed(&shop, &shop.buyer, "walk", &body).await;
+    let (_, variant, id) = bought(&shop, 10, 2, "walk").await;
     wait_for_units(&shop, &variant, 8).await;
 
     let delivered = until(&shop, &id, "the order delivered", |v| {
@@ -229,10 +236,7 @@ async fn an_order_ships_delivers_and_is_returned_restocked_and_refunded_once(bac
 
 async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend) {
     let shop = shop_with(backend, OrderPolicy::default()).await;
-    let (product, variant, _) = on_sale(&shop, 10, None).await;
-    let address = address_of(&shop, &shop.buyer).await;
-    let body = order_body(&product, &variant, 3, &address, "tok_visa");
-    let id = placed(&shop, &shop.buyer, "cancel-me", &body).await;
+    let (product, variant, id) = bought(&shop, 10, 3, "cancel-me").await;
     wait_for_units(&shop, &variant, 7).await;
     let before = ledger(&shop, &id).await;
 
@@ -424,10 +428,7 @@ async fn cancel_and_return_are_refused_once_their_windows_close(backend: Backend
         return_complete_after: secs(3600),
     };
     let shop = shop_with(backend, policy).await;
-    let (product, variant, _) = on_sale(&shop, 10, None).await;
-    let address = address_of(&shop, &shop.buyer).await;
-    let body = order_body(&product, &variant, 1, &address, "tok_visa");
-    let id = placed(&shop, &shop.buyer, "windows", &body).await;
+    let (_, variant, id) = bought(&shop, 10, 1, "windows").await;
     let view = order_of(&shop, &shop.buyer.access, &id).await;
     let cancel_until = instant(&view["cancellable_until"]);
     eventually("the cancel window closed", || async {
