@@ -79,20 +79,15 @@ pub trait CartStore: Send + Sync + 'static {
         self.take_out(member, &pairs, now).await
     }
 
-    /// Takes out the lines of a placed order, each only while its quantity is still the one
-    /// ordered (a line changed since stays).
-    async fn remove_ordered(
+    /// Takes out the lines an order is about to hold, all or none: true when every line was
+    /// in the cart with that quantity (and is out now), false (nothing changed) otherwise.
+    /// Two orders of one cart line can so never both go ahead.
+    async fn claim(
         &self,
         member: MemberId,
         lines: &[CartLine],
         now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
-        let pairs: Vec<(VariantId, Option<u32>)> = lines
-            .iter()
-            .map(|l| (l.variant_id, Some(l.quantity)))
-            .collect();
-        self.take_out(member, &pairs, now).await
-    }
+    ) -> anyhow::Result<bool>;
 
     /// Whether the stock store's hold reads this store's carts itself (Redis): then an
     /// order from the cart sends only the variants, and the hold takes the quantities.

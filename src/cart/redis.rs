@@ -14,6 +14,7 @@ pub struct RedisCartStore {
     base: String,
     put: redis::Script,
     remove: redis::Script,
+    claim: redis::Script,
 }
 
 impl RedisCartStore {
@@ -24,6 +25,7 @@ impl RedisCartStore {
             base: crate::stock::redis::base_of(prefix),
             put: redis::Script::new(include_str!("lua/put.lua")),
             remove: redis::Script::new(include_str!("lua/remove.lua")),
+            claim: redis::Script::new(include_str!("lua/claim.lua")),
         }
     }
 
@@ -98,6 +100,24 @@ impl CartStore for RedisCartStore {
 
     fn read_by_hold(&self) -> bool {
         true
+    }
+
+    async fn claim(
+        &self,
+        member: MemberId,
+        lines: &[CartLine],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let mut invocation = self.claim.key(self.key(member));
+        invocation.arg(now.timestamp_millis()).arg(ttl_ms());
+        for line in lines {
+            invocation
+                .arg(line.variant_id.to_string())
+                .arg(line.product_id.to_string())
+                .arg(line.quantity);
+        }
+        let claimed: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(claimed == 1)
     }
 
     async fn take_out(

@@ -106,6 +106,7 @@ impl CartStore for SqlCartStore {
                 .fetch_one(&mut *tx)
                 .await?;
             if there == 0 && count >= MAX_LINES as i64 {
+                tx.rollback().await?;
                 return Ok(Put::Full);
             }
             if there == 0 {
@@ -140,6 +141,61 @@ impl CartStore for SqlCartStore {
             Put::Done
         });
         Ok(put)
+    }
+
+    async fn claim(
+        &self,
+        member: MemberId,
+        lines: &[CartLine],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let member = member.to_string();
+        let claimed = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            // A write first: it locks the cart (SQLite's write lock at once, rather than a
+            // read lock that would have to be upgraded under another claim; the row on
+            // MySQL), so that claims of one cart take turns.
+            sqlx::query("UPDATE carts SET updated_at = updated_at WHERE member_id = ?")
+                .bind(&member)
+                .execute(&mut *tx)
+                .await?;
+            let at: Option<i64> = sqlx::query_scalar("SELECT updated_at FROM carts WHERE member_id = ?")
+                .bind(&member)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut all = at.is_some_and(|at| !expired(at, now));
+            for line in lines {
+                if !all {
+                    break;
+                }
+                let taken = sqlx::query(
+                    "DELETE FROM cart_items WHERE member_id = ? AND variant_id = ? \
+                     AND product_id = ? AND quantity = ?",
+                )
+                .bind(&member)
+                .bind(line.variant_id.to_string())
+                .bind(line.product_id.to_string())
+                .bind(i64::from(line.quantity))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                all = taken == 1;
+            }
+            if all {
+                sqlx::query("UPDATE carts SET updated_at = ? WHERE member_id = ?")
+                    .bind(now.timestamp_millis())
+                    .bind(&member)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            } else {
+                // At once: a rollback left to the drop would keep the rows locked until the
+                // connection is used again.
+                tx.rollback().await?;
+            }
+            all
+        });
+        Ok(claimed)
     }
 
     async fn take_out(

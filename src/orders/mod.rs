@@ -343,7 +343,13 @@ impl Orders {
         order: NewOrder,
     ) -> Result<Answer, OrderFailure> {
         let started = std::time::Instant::now();
-        let result = self.place_inner(actor, key, order).await;
+        // Cart lines the order took out of the cart go back, before the answer, unless it
+        // was charged or its hold is kept for a retry.
+        let mut claim = None;
+        let result = self.place_inner(actor, key, order, &mut claim).await;
+        if let Some(claim) = claim.take() {
+            claim.settle().await;
+        }
         metrics::histogram!("openrun_order_seconds").record(started.elapsed());
         let outcome = match &result {
             Ok(answer) if answer.status == 201 => "placed",
@@ -360,6 +366,7 @@ impl Orders {
         actor: Actor,
         key: &str,
         order: NewOrder,
+        claim: &mut Option<CartClaim>,
     ) -> Result<Answer, OrderFailure> {
         if !actor.role.can_buy() {
             return Err(OrderFailure::invalid(
@@ -370,12 +377,18 @@ impl Orders {
         let fingerprint = fingerprint(&order);
         let order_id = Self::order_id(actor.member_id, key);
         let mut order = order;
-        if order.from_cart
-            && let Err(failure) = self.resolve_cart_lines(&actor, &mut order).await
-        {
-            return self
-                .retry_or(order_id, &fingerprint, &actor, &order, failure)
-                .await;
+        if order.from_cart {
+            match self
+                .resolve_cart_lines(&actor, &mut order, order_id, &fingerprint)
+                .await
+            {
+                Ok(claimed) => *claim = claimed,
+                Err(failure) => {
+                    return self
+                        .retry_or(order_id, &fingerprint, &actor, &order, failure)
+                        .await;
+                }
+            }
         }
         // Held with the cart's quantities, which the hold reads itself.
         let cart_in_hold = order.from_cart && self.cart.read_by_hold();
@@ -422,6 +435,7 @@ impl Orders {
             Err(e) => {
                 // The script may have run (a timeout after it was sent): let the retry with
                 // the same key resume whatever it held instead of waiting out the sweep.
+                keep(claim);
                 self.keep_hold_for_retry(order_id).await;
                 return Err(OrderFailure::Unavailable(e.into()));
             }
@@ -433,8 +447,18 @@ impl Orders {
                 if order.from_cart
                     && let Err(failure) = checked.take_quantities(&lines)
                 {
+                    keep(claim);
                     self.keep_hold_for_retry(order_id).await;
                     return Err(failure);
+                }
+                // Held from a cart the hold reads: the hold took the lines out of the cart.
+                if cart_in_hold {
+                    *claim = Some(CartClaim::new(
+                        Arc::clone(&self.cart),
+                        actor.member_id,
+                        cart_lines(&lines),
+                        self.clock.now(),
+                    ));
                 }
                 epoch
             }
@@ -493,6 +517,7 @@ impl Orders {
                         self.answer_from_stream(order_id, &fingerprint).await
                     }
                     Err(e) => {
+                        keep(claim);
                         self.keep_hold_for_retry(order_id).await;
                         Err(if e.maybe_written() {
                             OrderFailure::OutcomeUnknown
@@ -504,11 +529,13 @@ impl Orders {
             }
             ChargeOutcome::Mismatch => return Err(OrderFailure::KeyReused),
             ChargeOutcome::Unknown(why) => {
+                keep(claim);
                 self.keep_hold_for_retry(order_id).await;
                 return Err(OrderFailure::GatewayFailed(why));
             }
         };
-        let checked_lines = checked.items.clone();
+        // Charged: the lines stay out of the cart whatever the append comes to.
+        keep(claim);
         let place = OrderCommand::Place {
             actor,
             order_id,
@@ -524,26 +551,6 @@ impl Orders {
         };
         match self.commands.create::<Order>(&id, place, meta).await {
             Ok(committed) => {
-                if order.from_cart {
-                    // Only lines still as they were ordered: a quantity changed meanwhile (in
-                    // another tab) stays in the cart.
-                    let ordered: Vec<crate::cart::CartLine> = checked_lines
-                        .iter()
-                        .map(|i| crate::cart::CartLine {
-                            product_id: i.product_id,
-                            variant_id: i.variant_id,
-                            quantity: i.quantity,
-                        })
-                        .collect();
-                    if let Err(e) = self
-                        .cart
-                        .remove_ordered(actor.member_id, &ordered, self.clock.now())
-                        .await
-                    {
-                        tracing::warn!(order = %order_id, error = format!("{e:#}"),
-                            "an order from the cart was placed but its lines stay in the cart");
-                    }
-                }
                 let mut state = Order::default();
                 for event in &committed.events {
                     openrun_domain::order::apply(&mut state, event);
@@ -626,38 +633,84 @@ impl Orders {
     }
 
     /// Resolves the lines of an order from the cart: each variant's product from the live
-    /// catalog and, unless the hold reads the cart itself, each quantity from the cart.
+    /// catalog and, unless the hold reads the cart itself, each quantity from the cart, taking
+    /// the lines out of the cart (all or none) so that no other order can take them too. A
+    /// retry of an order whose lines its first request took goes on without them: its hold
+    /// answers (resumed, in flight or finished).
     async fn resolve_cart_lines(
         &self,
         actor: &Actor,
         order: &mut NewOrder,
-    ) -> Result<(), OrderFailure> {
-        let cart = if self.cart.read_by_hold() {
-            None
-        } else {
-            Some(
-                self.cart
-                    .lines(actor.member_id, self.clock.now())
-                    .await
-                    .map_err(OrderFailure::Unavailable)?,
-            )
-        };
+        order_id: OrderId,
+        fingerprint: &str,
+    ) -> Result<Option<CartClaim>, OrderFailure> {
         for (i, line) in order.lines.iter_mut().enumerate() {
-            let field = format!("cart_variant_ids[{i}]");
             let product = self
                 .catalog
                 .product_of_variant(line.variant_id)
-                .ok_or_else(|| OrderFailure::invalid(&field, "not in your cart"))?;
+                .ok_or_else(|| {
+                    OrderFailure::invalid(format!("cart_variant_ids[{i}]"), "not in your cart")
+                })?;
             line.product_id = product.state.product_id;
-            if let Some(cart) = &cart {
-                let in_cart = cart
-                    .iter()
-                    .find(|l| l.variant_id == line.variant_id && l.product_id == line.product_id)
-                    .ok_or_else(|| OrderFailure::invalid(&field, "not in your cart"))?;
-                line.quantity = in_cart.quantity;
+        }
+        if self.cart.read_by_hold() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let cart = self
+            .cart
+            .lines(actor.member_id, now)
+            .await
+            .map_err(OrderFailure::Unavailable)?;
+        let mut missing = None;
+        for (i, line) in order.lines.iter_mut().enumerate() {
+            match cart
+                .iter()
+                .find(|l| l.variant_id == line.variant_id && l.product_id == line.product_id)
+            {
+                Some(in_cart) => line.quantity = in_cart.quantity,
+                None => missing = missing.or(Some(i)),
             }
         }
-        Ok(())
+        let lines: Vec<crate::cart::CartLine> = order
+            .lines
+            .iter()
+            .map(|l| crate::cart::CartLine {
+                product_id: l.product_id,
+                variant_id: l.variant_id,
+                quantity: l.quantity,
+            })
+            .collect();
+        if missing.is_none()
+            && self
+                .cart
+                .claim(actor.member_id, &lines, now)
+                .await
+                .map_err(OrderFailure::Unavailable)?
+        {
+            return Ok(Some(CartClaim::new(
+                Arc::clone(&self.cart),
+                actor.member_id,
+                lines,
+                now,
+            )));
+        }
+        let recorded = self
+            .stock
+            .record(order_id)
+            .await
+            .map_err(|e| OrderFailure::Unavailable(e.into()))?;
+        if recorded.is_some_and(|r| r.fingerprint == fingerprint) {
+            // The first request's hold has the lines; the hold tells this retry the rest.
+            for line in &mut order.lines {
+                line.quantity = 0;
+            }
+            return Ok(None);
+        }
+        Err(OrderFailure::invalid(
+            format!("cart_variant_ids[{}]", missing.unwrap_or(0)),
+            "not in your cart (or another order took it)",
+        ))
     }
 
     /// Checks the lines against the live catalog: each product visible to the buyer, on sale
@@ -689,7 +742,13 @@ impl Orders {
         let mut terms: Vec<SaleTerms> = Vec::new();
         let mut total = Money::ZERO;
         for (i, line) in order.lines.iter().enumerate() {
-            let field = |name: &str| format!("lines[{i}].{name}");
+            let field = |name: &str| {
+                if order.from_cart {
+                    format!("cart_variant_ids[{i}]")
+                } else {
+                    format!("lines[{i}].{name}")
+                }
+            };
             // A cart line the hold reads has its quantity from the cart (checked when put).
             let from_hold = order.from_cart && line.quantity == 0;
             if !from_hold
@@ -1137,6 +1196,69 @@ fn refusal(outcome: HoldOutcome, lines: &[HoldLine]) -> OrderFailure {
         HoldOutcome::NotInCart { variant_id } => not_in_cart(lines, variant_id),
         other => OrderFailure::Unavailable(anyhow::anyhow!("unexpected hold outcome {other:?}")),
     }
+}
+
+/// Cart lines an order took out of its buyer's cart: put back when settled while still
+/// armed (the order was refused or declined), kept out once [`keep`] disarmed it (charged,
+/// or its hold kept for a retry).
+struct CartClaim {
+    cart: Arc<dyn crate::cart::CartStore>,
+    member: MemberId,
+    lines: Vec<crate::cart::CartLine>,
+    at: DateTime<Utc>,
+    armed: bool,
+}
+
+impl CartClaim {
+    fn new(
+        cart: Arc<dyn crate::cart::CartStore>,
+        member: MemberId,
+        lines: Vec<crate::cart::CartLine>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            cart,
+            member,
+            lines,
+            at,
+            armed: true,
+        }
+    }
+}
+
+impl CartClaim {
+    /// Puts the lines back when still armed.
+    async fn settle(self) {
+        if !self.armed {
+            return;
+        }
+        for line in self.lines {
+            if let Err(e) = self.cart.put(self.member, line, self.at).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "a refused order's cart line was not put back"
+                );
+            }
+        }
+    }
+}
+
+/// The claimed cart lines stay out of the cart.
+fn keep(claim: &mut Option<CartClaim>) {
+    if let Some(claim) = claim.as_mut() {
+        claim.armed = false;
+    }
+}
+
+fn cart_lines(lines: &[HoldLine]) -> Vec<crate::cart::CartLine> {
+    lines
+        .iter()
+        .map(|l| crate::cart::CartLine {
+            product_id: l.product_id,
+            variant_id: l.variant_id,
+            quantity: l.quantity,
+        })
+        .collect()
 }
 
 /// The failure of a cart order naming a variant the cart does not hold.

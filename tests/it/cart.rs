@@ -100,7 +100,7 @@ on_every_store!(
     a_cart_holds_at_most_fifty_lines,
     a_cart_expires_fourteen_days_after_its_last_change,
     members_have_carts_of_their_own,
-    an_ordered_line_changed_since_stays_in_the_cart,
+    a_claim_takes_every_line_or_none,
 );
 
 fn member(n: u128) -> MemberId {
@@ -204,21 +204,40 @@ async fn members_have_carts_of_their_own(store: &dyn CartStore) {
     );
 }
 
-/// A placed order takes out only the lines still as it ordered them.
-async fn an_ordered_line_changed_since_stays_in_the_cart(store: &dyn CartStore) {
+/// An order takes its lines out of the cart all at once, only as they are, or none.
+async fn a_claim_takes_every_line_or_none(store: &dyn CartStore) {
     let m = member(6);
     store.put(m, line(1, 2), at(0)).await.unwrap();
     store.put(m, line(2, 1), at(0)).await.unwrap();
-    // Ordered as 2 and 1; the second changed to 3 before the order was placed.
+    store.put(m, line(3, 1), at(0)).await.unwrap();
+    // The second changed to 3 since it was read: nothing is taken.
     store.put(m, line(2, 3), at(1)).await.unwrap();
-    store
-        .remove_ordered(m, &[line(1, 2), line(2, 1)], at(2))
-        .await
-        .unwrap();
-    assert_eq!(store.lines(m, at(3)).await.unwrap(), vec![line(2, 3)]);
+    assert!(
+        !store
+            .claim(m, &[line(1, 2), line(2, 1)], at(2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.lines(m, at(2)).await.unwrap().len(), 3);
+    assert!(
+        store
+            .claim(m, &[line(1, 2), line(2, 3)], at(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.lines(m, at(3)).await.unwrap(), vec![line(3, 1)]);
+    // Taken already: a second order of the same lines finds none.
+    assert!(!store.claim(m, &[line(1, 2)], at(4)).await.unwrap());
+    assert!(
+        !store
+            .claim(m, &[line(3, 1)], at(4) + CART_TTL)
+            .await
+            .unwrap()
+    );
 }
 
 on_both_backends!(
+    one_cart_line_sent_as_many_orders_at_once_is_ordered_once,
     a_member_fills_the_cart_and_orders_from_it,
     a_cart_order_that_sells_out_leaves_the_cart_as_it_was,
     a_cart_expires_by_the_injected_clock,
@@ -453,4 +472,53 @@ async fn a_cart_expires_by_the_injected_clock(backend: Backend) {
         "validation",
     )
     .await;
+}
+
+/// Eight orders of one cart line at once, each with its own key (a double click, a retry
+/// after a timeout): one is placed, with the cart's quantity; the others find the line gone.
+/// A declined card puts the line back.
+async fn one_cart_line_sent_as_many_orders_at_once_is_ordered_once(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let (_, variant, _) = on_sale(&shop, 50, None).await;
+    let buyer = &shop.buyer.access;
+    let address = address_of(&shop, &shop.buyer).await;
+    assert_eq!(
+        put(&shop, buyer, &variant, json!({"quantity": 2}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let declined = json!({
+        "cart_variant_ids": [variant],
+        "address_id": address,
+        "payment": {"method": "sandbox", "token": "tok_declined"},
+    });
+    let answer = order(&shop, buyer, "declined", &declined).await;
+    problem(answer, StatusCode::PAYMENT_REQUIRED, "payment-declined").await;
+    crate::helpers::eventually("the declined order's line back in the cart", || async {
+        (cart(&shop, buyer).await["items"][0]["quantity"] == 2).then_some(())
+    })
+    .await;
+    let body = cart_order(&[&variant], &address);
+    let answers = futures_util::future::join_all((0..8).map(|i| {
+        let (shop, body) = (&shop, &body);
+        async move {
+            order(shop, buyer, &format!("click-{i}"), body)
+                .await
+                .status()
+        }
+    }))
+    .await;
+    let placed = answers
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY)
+        .count();
+    assert_eq!((placed, refused), (1, 7), "{answers:?}");
+    wait_for_units(&shop, &variant, 48).await;
+    assert_eq!(cart(&shop, buyer).await["items"], json!([]));
+    crate::orders::audit_passes(&shop).await;
 }

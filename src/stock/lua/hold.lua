@@ -2,7 +2,7 @@
 --       m products, m * (product, opens ms or '', ends ms or '', limit or '', units asked),
 --       from cart ('' or the service's now in ms), cart ttl (ms)
 -- From the cart, each line's quantity is the buyer's cart's (the lines' own are ignored),
--- and the units asked per product are summed here.
+-- and the units asked per product are summed here; once held, the lines leave the cart.
 local order, buyer, fingerprint, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -82,6 +82,18 @@ for _, line in ipairs(lines) do
 end
 for _, buy in ipairs(buys) do
   redis.call('HINCRBY', bought_key, buy[1] .. ':' .. buyer, buy[2])
+end
+if cart_now and cart_now ~= '' then
+  -- The cart's lines are the order's now: a second order of the same lines finds none.
+  local cart_key = base .. 'cart:' .. buyer
+  for _, line in ipairs(lines) do
+    redis.call('HDEL', cart_key, 'v:' .. line[1])
+  end
+  local left = 0
+  for _, f in ipairs(redis.call('HKEYS', cart_key)) do
+    if string.sub(f, 1, 2) == 'v:' then left = left + 1 end
+  end
+  if left == 0 then redis.call('DEL', cart_key) else redis.call('HSET', cart_key, 'at', cart_now) end
 end
 local held = table.concat(encoded, ';')
 redis.call('HSET', base .. 'h:' .. order, 'epoch', meta[2], 'at', now, 'buyer', buyer,
