@@ -80,6 +80,8 @@ impl OutboxWorker {
     /// Works the outbox until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut appended = self.events.subscribe();
+        // Woken by this process's appends while the log is open; by the tick otherwise.
+        let mut notified = true;
         while !*stop.borrow() {
             match self.round().await {
                 Ok(n) if n as i64 == BATCH => continue,
@@ -87,8 +89,9 @@ impl OutboxWorker {
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "an outbox round failed"),
             }
             tokio::select! {
-                _ = stop.changed() => {}
-                _ = appended.changed() => {}
+                // A dropped sender is a stop too (the application went away).
+                changed = stop.changed() => if changed.is_err() { break },
+                changed = appended.changed(), if notified => notified = changed.is_ok(),
                 () = tokio::time::sleep(TICK) => {}
             }
         }

@@ -425,6 +425,16 @@ impl TestApp {
                 .await,
             "the live catalog never caught up"
         );
+        // And once the counter projector has built the stock counters: a test that fails at
+        // once must not leave a first rebuild writing after its clean-up.
+        eventually("the stock counters built", || async {
+            matches!(
+                state.stock.state().await,
+                Ok(openrun::stock::StoreState::Ready { .. })
+            )
+            .then_some(())
+        })
+        .await;
         Self {
             addr,
             client: reqwest::Client::new(),
