@@ -9,6 +9,20 @@ use crate::Projection;
 use crate::log::RecordedEvent;
 use crate::store::{Pool, Tables, Tx, to_i64};
 
+/// The status an order event moves an order to, if any (`OrderPlaced`: `prepared`).
+pub fn status_after(event_type: &str) -> Option<&'static str> {
+    Some(match event_type {
+        "OrderPlaced" => "prepared",
+        "OrderShipped" => "in_delivery",
+        "OrderDelivered" => "delivered",
+        "OrderCancelled" => "cancelled",
+        "ReturnRequested" => "return_requested",
+        "ReturnPickedUp" => "in_return",
+        "ReturnCompleted" => "return_completed",
+        _ => return None,
+    })
+}
+
 /// The `orders` projection.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Orders;
@@ -100,14 +114,8 @@ impl Projection for Orders {
             }
             return Ok(());
         }
-        let status = match event.event_type.as_str() {
-            "OrderShipped" => "in_delivery",
-            "OrderDelivered" => "delivered",
-            "OrderCancelled" => "cancelled",
-            "ReturnRequested" => "return_requested",
-            "ReturnPickedUp" => "in_return",
-            "ReturnCompleted" => "return_completed",
-            _ => return Ok(()),
+        let Some(status) = status_after(&event.event_type) else {
+            return Ok(());
         };
         let sql = format!("UPDATE {table} SET status = ? WHERE order_id = ?");
         match tx {

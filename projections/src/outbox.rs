@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Arg, Pool, Tables, Tx, run, to_i64};
+use crate::store::{Arg, Pool, Tables, Tx, keep_existing, run, to_i64};
 
 /// The `outbox` projection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -99,11 +99,7 @@ impl Projection for Outbox {
         let (from, into) = (from.name(TABLE), into.name(TABLE));
         const COLUMNS: &str = "id, kind, order_id, detail, status, position, recorded_at, \
                                next_attempt_at, attempts, last_error, done_at";
-        let keep = if matches!(tx, Tx::Sqlite(_)) {
-            "ON CONFLICT DO NOTHING".to_owned()
-        } else {
-            format!("ON DUPLICATE KEY UPDATE {into}.id = {into}.id")
-        };
+        let keep = keep_existing(matches!(tx, Tx::Sqlite(_)), &format!("{into}.id"));
         tx.execute(&format!(
             "INSERT INTO {into} ({COLUMNS}) SELECT {COLUMNS} FROM {from} WHERE 1 = 1 {keep}"
         ))
@@ -144,11 +140,7 @@ impl Projection for Outbox {
         let table = tables.name(TABLE);
         let data = event.payload.get("data").unwrap_or(&Value::Null);
         let recorded_at = event.recorded_at.timestamp_micros();
-        let keep = if matches!(tx, Tx::Sqlite(_)) {
-            "ON CONFLICT DO NOTHING"
-        } else {
-            "ON DUPLICATE KEY UPDATE id = id"
-        };
+        let keep = keep_existing(matches!(tx, Tx::Sqlite(_)), "id");
         let insert = format!(
             "INSERT INTO {table} (id, kind, order_id, detail, status, position, recorded_at, \
              next_attempt_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, 0) {keep}"

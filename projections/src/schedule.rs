@@ -30,7 +30,7 @@ use openrun_domain::product::ProductEvent;
 
 use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Arg, Pool, Tables, Tx, run};
+use crate::store::{Arg, Pool, Tables, Tx, keep_existing, run};
 
 /// The schedule table.
 pub const TABLE: &str = "schedule";
@@ -350,11 +350,7 @@ impl Projection for Schedule {
                                attempts, claimed_by, last_error, closed_at";
         // Rows already there stay; a data error is an error (no INSERT IGNORE, which would turn
         // it into a warning and a lost row).
-        let keep = if sqlite {
-            "ON CONFLICT DO NOTHING".to_owned()
-        } else {
-            format!("ON DUPLICATE KEY UPDATE {into}.id = {into}.id")
-        };
+        let keep = keep_existing(sqlite, &format!("{into}.id"));
         tx.execute(&format!(
             "INSERT INTO {into} ({COLUMNS}) SELECT {COLUMNS} FROM {from} WHERE 1 = 1 {keep}"
         ))
@@ -408,13 +404,7 @@ impl Projection for Schedule {
         let (schedule, policy) = (tables.name(TABLE), tables.name(POLICY_TABLE));
         // A row that exists stays; any other refusal is an error, not a warning.
         let sqlite = matches!(tx, Tx::Sqlite(_));
-        let keep = |column: &str| {
-            if sqlite {
-                "ON CONFLICT DO NOTHING".to_owned()
-            } else {
-                format!("ON DUPLICATE KEY UPDATE {column} = {column}")
-            }
-        };
+        let keep = |column: &str| keep_existing(sqlite, column);
         for write in writes(event)? {
             match write {
                 Write::Add {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Arg, Pool, Tables, Tx, run, to_i64};
+use crate::store::{Arg, Pool, Tables, Tx, keep_existing, run, to_i64};
 
 /// The `seller_orders` projection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,20 +26,6 @@ pub struct SellerOrders;
 pub const TABLE: &str = "seller_orders";
 /// Each product's seller.
 pub const PRODUCTS_TABLE: &str = "seller_products";
-
-/// The status an order event moves an order to, if any.
-pub fn status_after(event_type: &str) -> Option<&'static str> {
-    Some(match event_type {
-        "OrderPlaced" => "prepared",
-        "OrderShipped" => "in_delivery",
-        "OrderDelivered" => "delivered",
-        "OrderCancelled" => "cancelled",
-        "ReturnRequested" => "return_requested",
-        "ReturnPickedUp" => "in_return",
-        "ReturnCompleted" => "return_completed",
-        _ => return None,
-    })
-}
 
 #[async_trait]
 impl Projection for SellerOrders {
@@ -98,13 +84,9 @@ impl Projection for SellerOrders {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let keep = if matches!(tx, Tx::Sqlite(_)) {
-            "ON CONFLICT DO NOTHING"
-        } else {
-            "ON DUPLICATE KEY UPDATE seller_id = seller_id"
-        };
         match (event.stream_type.as_str(), event.event_type.as_str()) {
             ("product", "ProductRegistered") => {
+                let keep = keep_existing(matches!(tx, Tx::Sqlite(_)), "seller_id");
                 let sql =
                     format!("INSERT INTO {products} (product_id, seller_id) VALUES (?, ?) {keep}");
                 run(
@@ -133,11 +115,8 @@ impl Projection for SellerOrders {
                     entry.1 += line.get("line_total").and_then(Value::as_i64).unwrap_or(0);
                 }
                 // The product's registration came earlier in the log, so its seller is known.
-                let keep = if matches!(tx, Tx::Sqlite(_)) {
-                    "ON CONFLICT DO NOTHING".to_owned()
-                } else {
-                    format!("ON DUPLICATE KEY UPDATE {orders}.seller_id = {orders}.seller_id")
-                };
+                let keep =
+                    keep_existing(matches!(tx, Tx::Sqlite(_)), &format!("{orders}.seller_id"));
                 let sql = format!(
                     "INSERT INTO {orders} (order_id, product_id, seller_id, status, quantity, \
                      amount, placed_at, position) \
@@ -157,7 +136,7 @@ impl Projection for SellerOrders {
                 }
             }
             ("order", event_type) => {
-                if let Some(status) = status_after(event_type) {
+                if let Some(status) = crate::orders::status_after(event_type) {
                     let sql = format!("UPDATE {orders} SET status = ? WHERE order_id = ?");
                     run(
                         tx,

@@ -351,6 +351,17 @@ pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The end of an `INSERT` that leaves a row already there as it is (and refuses anything
+/// else): `column` names a key column of the table written, qualified where an `INSERT ...
+/// SELECT` makes it ambiguous; `sqlite` names the backend.
+pub(crate) fn keep_existing(sqlite: bool, column: &str) -> String {
+    if sqlite {
+        "ON CONFLICT DO NOTHING".to_owned()
+    } else {
+        format!("ON DUPLICATE KEY UPDATE {column} = {column}")
+    }
+}
+
 /// A value bound to a statement of [`run`].
 pub(crate) enum Arg {
     /// Text.

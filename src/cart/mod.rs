@@ -22,8 +22,13 @@ use openrun_domain::{MemberId, ProductId, VariantId};
 pub const CART_TTL: chrono::Duration = chrono::Duration::days(14);
 /// The most lines a cart holds.
 pub const MAX_LINES: usize = 50;
-/// The most units of one line.
-pub const MAX_QUANTITY: u32 = 99;
+/// The most units of one line: what one order line may take.
+pub const MAX_QUANTITY: u32 = openrun_domain::order::MAX_QUANTITY_PER_LINE;
+
+/// Whether a cart last changed at `at` (ms since the epoch) has expired at `now`.
+pub(crate) fn expired(at: i64, now: DateTime<Utc>) -> bool {
+    at + CART_TTL.num_milliseconds() <= now.timestamp_millis()
+}
 
 /// One line of a cart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

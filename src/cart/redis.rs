@@ -49,7 +49,7 @@ impl CartStore for RedisCartStore {
             .iter()
             .find(|(f, _)| f == "at")
             .and_then(|(_, v)| v.parse::<i64>().ok());
-        if at.is_none_or(|at| at + ttl_ms() <= now.timestamp_millis()) {
+        if at.is_none_or(|at| super::expired(at, now)) {
             return Ok(Vec::new());
         }
         let mut lines: Vec<(u64, CartLine)> = fields

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use openrun_domain::{MemberId, ProductId, VariantId};
 
-use super::{CART_TTL, CartLine, CartStore, MAX_LINES, Put};
+use super::{CartLine, CartStore, MAX_LINES, Put, expired};
 use crate::db::{Database, with_pool};
 
 /// The database cart store.
@@ -17,11 +17,6 @@ impl SqlCartStore {
     pub fn new(db: Database) -> Self {
         Self { db }
     }
-}
-
-/// Whether a cart last changed at `at` (ms) has expired at `now`.
-fn expired(at: i64, now: DateTime<Utc>) -> bool {
-    at + CART_TTL.num_milliseconds() <= now.timestamp_millis()
 }
 
 #[async_trait]

@@ -496,16 +496,6 @@ pub struct SellerOrderList {
     pub total: u64,
 }
 
-const STATUSES: [&str; 7] = [
-    "prepared",
-    "in_delivery",
-    "delivered",
-    "cancelled",
-    "return_requested",
-    "in_return",
-    "return_completed",
-];
-
 /// The orders of the caller's own products, one row per order and product, newest first,
 /// without any of the buyer's personal data. The list follows the log: an order placed a
 /// moment ago may be missing for that moment.
@@ -521,7 +511,8 @@ pub async fn seller_orders(
 ) -> Result<Json<SellerOrderList>, Problem> {
     let (page, size) = paging(query.page, query.size)?;
     if let Some(status) = &query.status
-        && !STATUSES.contains(&status.as_str())
+        && serde_json::from_value::<openrun_domain::order::OrderStatus>(status.as_str().into())
+            .is_err()
     {
         return Err(Problem::invalid(vec![FieldError::new(
             "status",

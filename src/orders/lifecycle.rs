@@ -28,8 +28,6 @@ use crate::members::{AddressSnapshot, Members};
 
 /// How long a cancel waits for its refund to be paid inline before leaving it to the worker.
 const INLINE_REFUND: Duration = Duration::from_secs(3);
-/// Events read per round trip.
-const PAGE: usize = 1000;
 
 /// Why a lifecycle request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +121,7 @@ pub struct TimelineEntry {
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
     /// Who caused it: `buyer`, `staff` or `system:<job>` (an admin reads the log's own
-    /// `member:<id>`), when recorded.
+    /// words: a member's id), when recorded.
     pub actor: Option<String>,
     /// What it says, without the sealed address.
     #[schema(value_type = Object)]
@@ -242,7 +240,8 @@ impl Lifecycle {
     ) -> Result<Vec<OrderEvent>, LifecycleError> {
         // A member who is not the buyer learns nothing of the order: the same answer as none.
         let metadata = Metadata {
-            actor: Some(format!("member:{}", actor.member_id)),
+            // As every member's command records its actor: the member id.
+            actor: Some(actor.member_id.to_string()),
             ..Metadata::default()
         };
         match self
@@ -281,26 +280,19 @@ impl Lifecycle {
         id: OrderId,
     ) -> Result<Vec<(RecordedEvent, OrderEvent)>, LifecycleError> {
         let stream = StreamRef::new("order", id.to_string());
-        let mut events = Vec::new();
-        loop {
-            let page = self
-                .commands
-                .events()
-                .read_stream(&stream, events.len() as u64 + 1, PAGE)
-                .await
-                .map_err(|e| LifecycleError::Unavailable(e.into()))?;
-            let done = page.len() < PAGE;
-            for recorded in page {
+        let recorded = crate::ops::stream_events(self.commands.events().as_ref(), &stream)
+            .await
+            .map_err(LifecycleError::Unavailable)?;
+        recorded
+            .into_iter()
+            .map(|recorded| {
                 let event = self
                     .commands
                     .decode::<Order>(recorded.clone())
                     .map_err(|e| LifecycleError::Unavailable(e.into()))?;
-                events.push((recorded, event));
-            }
-            if done {
-                return Ok(events);
-            }
-        }
+                Ok((recorded, event))
+            })
+            .collect()
     }
 
     /// The order `id` with its story, if `actor` may see it: its buyer, or an admin (who is
@@ -362,16 +354,12 @@ impl Lifecycle {
         let Some(state) = order.state.filter(|s| may_see(actor, s)) else {
             return Ok(None);
         };
-        // Placing records the bare member id; later commands `member:<id>`.
-        let (buyer, buyer_id) = (
-            format!("member:{}", state.buyer_id),
-            state.buyer_id.to_string(),
-        );
+        let buyer = state.buyer_id.to_string();
         // The buyer is told who acted as `buyer`, `staff` or the system, never a staff
         // member's id; an admin sees the log's own words.
         let who = |recorded: Option<String>| match recorded {
             _ if actor.is_admin() => recorded,
-            Some(a) if a == buyer || a == buyer_id => Some("buyer".to_owned()),
+            Some(a) if a == buyer => Some("buyer".to_owned()),
             Some(a) if a.starts_with("system:") => Some(a),
             Some(_) => Some("staff".to_owned()),
             None => None,
@@ -496,11 +484,7 @@ fn detail(
             .iter()
             .map(|r| RefundView {
                 id: r.refund_id,
-                cause: match r.cause {
-                    openrun_domain::order::RefundCause::Cancellation => "cancellation",
-                    openrun_domain::order::RefundCause::Return => "return",
-                }
-                .to_owned(),
+                cause: r.cause.as_str().to_owned(),
                 amount: r.amount.minor(),
                 state: if r.settled_at.is_some() {
                     "settled"

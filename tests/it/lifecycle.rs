@@ -51,6 +51,17 @@ async fn post(shop: &Shop, token: &str, path: &str, body: Option<Value>) -> reqw
     shop.send(Method::POST, path, Some(token), body, &[]).await
 }
 
+/// `POST /v1/orders/{id}/{step}` (cancel or return) as `token`.
+async fn step(
+    shop: &Shop,
+    token: &str,
+    id: &impl std::fmt::Display,
+    step: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    post(shop, token, &format!("/v1/orders/{id}/{step}"), body).await
+}
+
 async fn order_of(shop: &Shop, token: &str, id: &str) -> Value {
     let answer = get(shop, token, &format!("/v1/orders/{id}")).await;
     assert_eq!(answer.status(), StatusCode::OK);
@@ -165,32 +176,21 @@ async fn an_order_ships_delivers_and_is_returned_restocked_and_refunded_once(bac
     assert!(delivered["cancellable_until"].is_null());
 
     // Shipped: too late to cancel.
-    let late = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/cancel"),
-        None,
-    )
-    .await;
+    let late = step(&shop, &shop.buyer.access, &id, "cancel", None).await;
     problem(late, StatusCode::CONFLICT, "order-status").await;
 
-    let asked = post(
+    let asked = step(
         &shop,
         &shop.buyer.access,
-        &format!("/v1/orders/{id}/return"),
+        &id,
+        "return",
         Some(json!({"reason": "too small"})),
     )
     .await;
     assert_eq!(asked.status(), StatusCode::OK);
     let asked: Value = asked.json().await.unwrap();
     assert_eq!(asked["status"], "return_requested");
-    let twice = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/return"),
-        None,
-    )
-    .await;
+    let twice = step(&shop, &shop.buyer.access, &id, "return", None).await;
     problem(twice, StatusCode::CONFLICT, "order-status").await;
 
     let done = until(&shop, &id, "the return completed and refunded", |v| {
@@ -255,32 +255,21 @@ async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend
     )
     .await;
     for step in ["cancel", "return"] {
-        let refused = post(&shop, stranger, &format!("/v1/orders/{id}/{step}"), None).await;
+        let refused = self::step(&shop, stranger, &id, step, None).await;
         problem(refused, StatusCode::NOT_FOUND, "not-found").await;
     }
     let unknown = uuid::Uuid::now_v7();
-    let none = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{unknown}/cancel"),
-        None,
-    )
-    .await;
+    let none = step(&shop, &shop.buyer.access, &unknown, "cancel", None).await;
     problem(none, StatusCode::NOT_FOUND, "not-found").await;
     // Not delivered: no return yet.
-    let early = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/return"),
-        None,
-    )
-    .await;
+    let early = step(&shop, &shop.buyer.access, &id, "return", None).await;
     problem(early, StatusCode::CONFLICT, "order-status").await;
     let long = "r".repeat(1001);
-    let reason = post(
+    let reason = step(
         &shop,
         &shop.buyer.access,
-        &format!("/v1/orders/{id}/return"),
+        &id,
+        "return",
         Some(json!({"reason": long})),
     )
     .await;
@@ -348,13 +337,7 @@ async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend
     )
     .await;
 
-    let cancelled = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/cancel"),
-        None,
-    )
-    .await;
+    let cancelled = step(&shop, &shop.buyer.access, &id, "cancel", None).await;
     assert_eq!(cancelled.status(), StatusCode::OK);
     let cancelled: Value = cancelled.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
@@ -366,13 +349,7 @@ async fn a_cancel_gives_the_units_back_at_once_and_refunds_once(backend: Backend
         v["refunds"][0]["state"] == "settled"
     })
     .await;
-    let twice = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/cancel"),
-        None,
-    )
-    .await;
+    let twice = step(&shop, &shop.buyer.access, &id, "cancel", None).await;
     problem(twice, StatusCode::CONFLICT, "order-status").await;
     let total = cancelled["total"].as_i64().unwrap();
     assert_eq!(ledger(&shop, &id).await.map(|l| l.2), Some(total));
@@ -435,13 +412,7 @@ async fn cancel_and_return_are_refused_once_their_windows_close(backend: Backend
         (Utc::now() > cancel_until).then_some(())
     })
     .await;
-    let late = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/cancel"),
-        None,
-    )
-    .await;
+    let late = step(&shop, &shop.buyer.access, &id, "cancel", None).await;
     let late = problem(late, StatusCode::CONFLICT, "order-window-closed").await;
     assert!(late["detail"].as_str().unwrap().contains("cancel window"));
 
@@ -454,13 +425,7 @@ async fn cancel_and_return_are_refused_once_their_windows_close(backend: Backend
         (Utc::now() > return_until).then_some(())
     })
     .await;
-    let late = post(
-        &shop,
-        &shop.buyer.access,
-        &format!("/v1/orders/{id}/return"),
-        None,
-    )
-    .await;
+    let late = step(&shop, &shop.buyer.access, &id, "return", None).await;
     problem(late, StatusCode::CONFLICT, "order-window-closed").await;
     let view = order_of(&shop, &shop.buyer.access, &id).await;
     assert_eq!(view["status"], "delivered");

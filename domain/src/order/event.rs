@@ -48,13 +48,9 @@ pub fn named_or_derived_refund_id(
 /// The id of the refund of `order_id` for `cause`: UUIDv5 of both, so that whoever records or
 /// pays it, however often, names the same refund.
 pub fn refund_id(order_id: OrderId, cause: RefundCause) -> uuid::Uuid {
-    let cause = match cause {
-        RefundCause::Cancellation => "cancellation",
-        RefundCause::Return => "return",
-    };
     uuid::Uuid::new_v5(
         &REFUND_NAMESPACE,
-        format!("{}:{cause}", order_id.as_uuid()).as_bytes(),
+        format!("{}:{}", order_id.as_uuid(), cause.as_str()).as_bytes(),
     )
 }
 
@@ -93,6 +89,16 @@ pub enum RefundCause {
     Cancellation,
     /// The order was returned.
     Return,
+}
+
+impl RefundCause {
+    /// Its name, as events store it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancellation => "cancellation",
+            Self::Return => "return",
+        }
+    }
 }
 
 /// Why a stream was closed without an order.
