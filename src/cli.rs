@@ -47,6 +47,8 @@ pub enum Command {
     },
     /// Re-derive the invariants from the log; exits non-zero on any violation.
     Audit,
+    /// Rehearse a drop against a running instance: burst, rate or saturate.
+    Drill(Box<crate::drill::DrillArgs>),
     /// Projection status and rebuild.
     Projections {
         /// What to do.
@@ -96,9 +98,16 @@ pub const ADMIN_PASSWORD_VAR: &str = "OPENRUN_ADMIN_PASSWORD";
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The drill is a client: it reads the shop's settings only for --audit.
+    if let Command::Drill(args) = command {
+        telemetry::init_tracing(crate::telemetry::LogFormat::Text);
+        let password = admin_password()?;
+        return crate::drill::run(*args, secrecy::ExposeSecret::expose_secret(&password)).await;
+    }
     let config = Config::from_env()?;
     telemetry::init_tracing(config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => {
             let shutdown = startup::shutdown_signal()?;
             Application::build(&config).await?.run_until(shutdown).await
@@ -133,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(member_id = %id, "admin created");
             Ok(())
         }
+        Command::Drill(_) => unreachable!("run above"),
         Command::Keys(KeysCommand::Rotate) => {
             let config = match &config.secrets.source {
                 KeySource::File(path) => add_key_to_file(path)?,

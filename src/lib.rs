@@ -39,6 +39,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod drill;
 pub mod eventstore;
 pub mod http;
 pub mod mail;

@@ -101,3 +101,34 @@ pub trait Projection: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A projection that writes through a [`store::Writer`], so that a batch's runs of inserts
+/// go out as multi-row statements.
+#[async_trait::async_trait]
+pub(crate) trait Written: Sync {
+    /// Writes what one event changes.
+    async fn write(
+        &self,
+        w: &mut store::Writer<'_>,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()>;
+}
+
+/// [`Projection::apply_batch`] of a [`Written`] projection.
+pub(crate) async fn write_all(
+    projection: &impl Written,
+    tx: &mut Tx,
+    tables: &Tables,
+    events: &[RecordedEvent],
+) -> anyhow::Result<()> {
+    let mut w = store::Writer::new(tx);
+    for event in events {
+        projection
+            .write(&mut w, tables, event)
+            .await
+            .map_err(|e| e.context(format!("applying event {}", event.global_position)))?;
+    }
+    w.flush().await?;
+    Ok(())
+}

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Pool, Tables, Tx, to_i64};
+use crate::store::{Arg, Pool, Tables, Tx, Writer, to_i64};
+use crate::{Projection, Written, write_all};
 
 /// The status an order event moves an order to, if any (`OrderPlaced`: `prepared`).
 pub fn status_after(event_type: &str) -> Option<&'static str> {
@@ -70,70 +70,69 @@ impl Projection for Orders {
         tables: &Tables,
         event: &RecordedEvent,
     ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, events).await
+    }
+}
+
+#[async_trait]
+impl Written for Orders {
+    async fn write(
+        &self,
+        w: &mut Writer<'_>,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()> {
         if event.stream_type != "order" {
             return Ok(());
         }
         let table = tables.name(TABLE);
         let data = event.payload.get("data").unwrap_or(&Value::Null);
         if event.event_type == "OrderPlaced" {
-            let text = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default();
+            let text = |key: &str| {
+                data.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             let total = data.get("total").and_then(Value::as_i64).unwrap_or(0);
             let lines = data
                 .get("lines")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            let sql = format!(
+            let head = format!(
                 "INSERT INTO {table} (order_id, buyer_id, status, total, line_count, placed_at, \
-                 position) VALUES (?, ?, 'prepared', ?, ?, ?, ?)"
+                 position) VALUES"
             );
-            let line_count = i64::try_from(lines).unwrap_or(i64::MAX);
-            let position = to_i64(event.global_position);
-            match tx {
-                Tx::MySql(tx) => {
-                    sqlx::query(&sql)
-                        .bind(&event.stream_id)
-                        .bind(text("buyer_id"))
-                        .bind(total)
-                        .bind(line_count)
-                        .bind(text("at"))
-                        .bind(position)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Tx::Sqlite(tx) => {
-                    sqlx::query(&sql)
-                        .bind(&event.stream_id)
-                        .bind(text("buyer_id"))
-                        .bind(total)
-                        .bind(line_count)
-                        .bind(text("at"))
-                        .bind(position)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
+            let args = vec![
+                Arg::S(event.stream_id.clone()),
+                Arg::S(text("buyer_id")),
+                Arg::I(total),
+                Arg::I(i64::try_from(lines).unwrap_or(i64::MAX)),
+                Arg::S(text("at")),
+                Arg::I(to_i64(event.global_position)),
+            ];
+            w.insert(&head, "(?, ?, 'prepared', ?, ?, ?, ?)", "", args)
+                .await?;
             return Ok(());
         }
         let Some(status) = status_after(&event.event_type) else {
             return Ok(());
         };
         let sql = format!("UPDATE {table} SET status = ? WHERE order_id = ?");
-        match tx {
-            Tx::MySql(tx) => {
-                sqlx::query(&sql)
-                    .bind(status)
-                    .bind(&event.stream_id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Tx::Sqlite(tx) => {
-                sqlx::query(&sql)
-                    .bind(status)
-                    .bind(&event.stream_id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
+        w.run(
+            &sql,
+            &[Arg::S(status.into()), Arg::S(event.stream_id.clone())],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -15,9 +15,9 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Arg, Pool, Tables, Tx, keep_existing, run, to_i64};
+use crate::store::{Arg, Pool, Tables, Tx, Writer, keep_existing, to_i64};
+use crate::{Projection, Written, write_all};
 
 /// The `outbox` projection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -134,17 +134,39 @@ impl Projection for Outbox {
         tables: &Tables,
         event: &RecordedEvent,
     ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, events).await
+    }
+}
+
+#[async_trait]
+impl Written for Outbox {
+    async fn write(
+        &self,
+        w: &mut Writer<'_>,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()> {
         if event.stream_type != "order" {
             return Ok(());
         }
         let table = tables.name(TABLE);
         let data = event.payload.get("data").unwrap_or(&Value::Null);
         let recorded_at = event.recorded_at.timestamp_micros();
-        let keep = keep_existing(matches!(tx, Tx::Sqlite(_)), "id");
+        let keep = keep_existing(w.sqlite(), "id");
         let insert = format!(
             "INSERT INTO {table} (id, kind, order_id, detail, status, position, recorded_at, \
-             next_attempt_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, 0) {keep}"
+             next_attempt_at) VALUES"
         );
+        const ROW: &str = "(?, ?, ?, ?, 'pending', ?, ?, 0)";
         let position = to_i64(event.global_position);
         match event.event_type.as_str() {
             "OrderPlaced" => {
@@ -153,7 +175,7 @@ impl Projection for Outbox {
                     "lines": data.get("lines"),
                     "total": data.get("total"),
                 });
-                let args = [
+                let args = vec![
                     Arg::S(format!("{ORDER_MAIL}/{}", event.stream_id)),
                     Arg::S(ORDER_MAIL.into()),
                     Arg::S(event.stream_id.clone()),
@@ -161,7 +183,7 @@ impl Projection for Outbox {
                     Arg::I(position),
                     Arg::I(recorded_at),
                 ];
-                run(tx, &insert, &args).await?;
+                w.insert(&insert, ROW, &keep, args).await?;
             }
             "OrderRefunded" => {
                 // A refund that names no id on a stream that is no order id cannot be paid
@@ -170,7 +192,7 @@ impl Projection for Outbox {
                     return Ok(());
                 };
                 let detail = json!({ "refund_id": refund_id, "amount": data.get("amount") });
-                let args = [
+                let args = vec![
                     Arg::S(format!("{REFUND}/{refund_id}")),
                     Arg::S(REFUND.into()),
                     Arg::S(event.stream_id.clone()),
@@ -178,7 +200,7 @@ impl Projection for Outbox {
                     Arg::I(position),
                     Arg::I(recorded_at),
                 ];
-                run(tx, &insert, &args).await?;
+                w.insert(&insert, ROW, &keep, args).await?;
             }
             "RefundSettled" => {
                 let Some(refund_id) = data.get("refund_id").and_then(Value::as_str) else {
@@ -187,8 +209,7 @@ impl Projection for Outbox {
                 let sql = format!(
                     "UPDATE {table} SET status = 'done', done_at = ? WHERE id = ? AND status = 'pending'"
                 );
-                run(
-                    tx,
+                w.run(
                     &sql,
                     &[Arg::I(recorded_at), Arg::S(format!("{REFUND}/{refund_id}"))],
                 )

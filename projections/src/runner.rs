@@ -25,6 +25,10 @@ pub struct RunnerConfig {
     pub batch: Batch,
     /// How often to look for events appended by other processes.
     pub poll_interval: Duration,
+    /// After a batch that caught up with the log, how long to let new appends gather before
+    /// the next round: during a drop, a follower applies a few large batches instead of one
+    /// small transaction per group commit, and leaves the cores to the orders.
+    pub gather: Duration,
     /// How long a lease lasts unless renewed; a dead process's projections move within it.
     pub lease_ttl: Duration,
     /// Who this process is, in leases.
@@ -39,6 +43,7 @@ impl Default for RunnerConfig {
                 bytes: 4 << 20,
             },
             poll_interval: Duration::from_millis(500),
+            gather: Duration::from_millis(200),
             lease_ttl: Duration::from_secs(5),
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
         }
@@ -134,14 +139,23 @@ impl Follower {
         let mut leader = false;
         let mut lease_renewed = Instant::now() - self.config.lease_ttl;
         let mut failures = 0u32;
-        while !*shutdown.borrow() {
+        // A dropped sender is a stop too (the application went away).
+        while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
             let wait = match self.round(&mut leader, &mut lease_renewed).await {
-                Ok(Step::Applied(_)) => {
+                Ok((Step::Applied(_), behind)) => {
                     failures = 0;
+                    // A backlog of a batch or more goes on at once; less is left to grow.
+                    if behind >= self.config.batch.events as u64 {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => {}
+                        () = tokio::time::sleep(self.config.gather) => {}
+                    }
                     continue;
                 }
-                Ok(Step::Idle(_)) => self.config.poll_interval,
-                Ok(Step::NotLeader) => self.config.lease_ttl / 5,
+                Ok((Step::Idle(_), _)) => self.config.poll_interval,
+                Ok((Step::NotLeader, _)) => self.config.lease_ttl / 5,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::error!(
@@ -166,7 +180,8 @@ impl Follower {
         }
     }
 
-    async fn round(&self, leader: &mut bool, renewed: &mut Instant) -> anyhow::Result<Step> {
+    /// One round: its step, and how many events the log holds past it.
+    async fn round(&self, leader: &mut bool, renewed: &mut Instant) -> anyhow::Result<(Step, u64)> {
         let name = self.projection.name();
         // Renew well before expiry: a third of the lease.
         if !*leader || renewed.elapsed() >= self.config.lease_ttl / 3 {
@@ -175,7 +190,7 @@ impl Follower {
                     .await?;
             *renewed = Instant::now();
             if !*leader {
-                return Ok(Step::NotLeader);
+                return Ok((Step::NotLeader, 0));
             }
         }
         let step = step(
@@ -186,12 +201,14 @@ impl Follower {
             self.config.batch,
         )
         .await?;
+        let mut behind = 0;
         if let (Step::Applied(at) | Step::Idle(at), Ok(head)) =
             (step, self.source.head_position().await)
         {
+            behind = head.saturating_sub(at);
             metrics::gauge!("openrun_projection_lag_events", "projection" => name)
-                .set(head.saturating_sub(at) as f64);
+                .set(behind as f64);
         }
-        Ok(step)
+        Ok((step, behind))
     }
 }

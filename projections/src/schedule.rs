@@ -28,9 +28,9 @@ use chrono::{DateTime, Utc};
 use openrun_domain::order::OrderEvent;
 use openrun_domain::product::ProductEvent;
 
-use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Arg, Pool, Tables, Tx, keep_existing, run};
+use crate::store::{Arg, Pool, Tables, Tx, Writer, keep_existing};
+use crate::{Projection, Written, write_all};
 
 /// The schedule table.
 pub const TABLE: &str = "schedule";
@@ -401,9 +401,30 @@ impl Projection for Schedule {
         tables: &Tables,
         event: &RecordedEvent,
     ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, events).await
+    }
+}
+
+#[async_trait]
+impl Written for Schedule {
+    async fn write(
+        &self,
+        w: &mut Writer<'_>,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()> {
         let (schedule, policy) = (tables.name(TABLE), tables.name(POLICY_TABLE));
         // A row that exists stays; any other refusal is an error, not a warning.
-        let sqlite = matches!(tx, Tx::Sqlite(_));
+        let sqlite = w.sqlite();
         let keep = |column: &str| keep_existing(sqlite, column);
         for write in writes(event)? {
             match write {
@@ -414,15 +435,14 @@ impl Projection for Schedule {
                     schedule_id,
                     due,
                 } => {
-                    let sql = format!(
-                        "INSERT INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) \
-                         VALUES (?, ?, ?, ?, ?, 'pending', ?) {}",
-                        keep("id")
+                    let head = format!(
+                        "INSERT INTO {schedule} (id, kind, stream_id, schedule_id, due_at, status, next_attempt_at) VALUES"
                     );
-                    run(
-                        tx,
-                        &sql,
-                        &[
+                    w.insert(
+                        &head,
+                        "(?, ?, ?, ?, ?, 'pending', ?)",
+                        &keep("id"),
+                        vec![
                             Arg::S(id),
                             Arg::S(kind.into()),
                             Arg::S(stream_id.into()),
@@ -446,8 +466,7 @@ impl Projection for Schedule {
                          FROM {policy} WHERE order_id = ? {}",
                         keep(&format!("{schedule}.id"))
                     );
-                    run(
-                        tx,
+                    w.run(
                         &sql,
                         &[
                             Arg::S(id),
@@ -464,7 +483,8 @@ impl Projection for Schedule {
                         "UPDATE {schedule} SET status = ?, closed_at = ?, claimed_by = NULL \
                          WHERE id = ? AND status IN ('pending', 'claimed')"
                     );
-                    run(tx, &sql, &[Arg::S(status.into()), Arg::I(at), Arg::S(id)]).await?;
+                    w.run(&sql, &[Arg::S(status.into()), Arg::I(at), Arg::S(id)])
+                        .await?;
                 }
                 Write::Policy {
                     order_id,
@@ -472,15 +492,15 @@ impl Projection for Schedule {
                     pickup,
                     complete,
                 } => {
-                    let sql = format!(
+                    let head = format!(
                         "INSERT INTO {policy} (order_id, deliver_after_secs, return_pickup_after_secs, \
-                         return_complete_after_secs) VALUES (?, ?, ?, ?) {}",
-                        keep("order_id")
+                         return_complete_after_secs) VALUES"
                     );
-                    run(
-                        tx,
-                        &sql,
-                        &[
+                    w.insert(
+                        &head,
+                        "(?, ?, ?, ?)",
+                        &keep("order_id"),
+                        vec![
                             Arg::S(order_id.into()),
                             Arg::I(deliver),
                             Arg::I(pickup),

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::Projection;
 use crate::log::RecordedEvent;
-use crate::store::{Arg, Pool, Tables, Tx, keep_existing, run, to_i64};
+use crate::store::{Arg, Pool, Tables, Tx, Writer, keep_existing, to_i64};
+use crate::{Projection, Written, write_all};
 
 /// The `seller_orders` projection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -76,6 +76,27 @@ impl Projection for SellerOrders {
         tables: &Tables,
         event: &RecordedEvent,
     ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut Tx,
+        tables: &Tables,
+        events: &[RecordedEvent],
+    ) -> anyhow::Result<()> {
+        write_all(self, tx, tables, events).await
+    }
+}
+
+#[async_trait]
+impl Written for SellerOrders {
+    async fn write(
+        &self,
+        w: &mut Writer<'_>,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> anyhow::Result<()> {
         let (orders, products) = (tables.name(TABLE), tables.name(PRODUCTS_TABLE));
         let data = event.payload.get("data").unwrap_or(&Value::Null);
         let text = |key: &str| {
@@ -86,15 +107,12 @@ impl Projection for SellerOrders {
         };
         match (event.stream_type.as_str(), event.event_type.as_str()) {
             ("product", "ProductRegistered") => {
-                let keep = keep_existing(matches!(tx, Tx::Sqlite(_)), "seller_id");
-                let sql =
-                    format!("INSERT INTO {products} (product_id, seller_id) VALUES (?, ?) {keep}");
-                run(
-                    tx,
-                    &sql,
-                    &[Arg::S(event.stream_id.clone()), Arg::S(text("seller_id"))],
-                )
-                .await?;
+                let keep = keep_existing(w.sqlite(), "seller_id");
+                let head = format!("INSERT INTO {products} (product_id, seller_id) VALUES");
+                let args = vec![Arg::S(event.stream_id.clone()), Arg::S(text("seller_id"))];
+                w.insert(&head, "(?, ?)", &keep, args).await?;
+                // A look-up of this batch that found no such product is out of date now.
+                w.known.remove(&event.stream_id);
             }
             ("order", "OrderPlaced") => {
                 // Units and amount per product, in the order's line order.
@@ -114,32 +132,42 @@ impl Projection for SellerOrders {
                     entry.0 += line.get("quantity").and_then(Value::as_i64).unwrap_or(0);
                     entry.1 += line.get("line_total").and_then(Value::as_i64).unwrap_or(0);
                 }
-                // The product's registration came earlier in the log, so its seller is known.
-                let keep =
-                    keep_existing(matches!(tx, Tx::Sqlite(_)), &format!("{orders}.seller_id"));
-                let sql = format!(
+                let keep = keep_existing(w.sqlite(), "seller_id");
+                let head = format!(
                     "INSERT INTO {orders} (order_id, product_id, seller_id, status, quantity, \
-                     amount, placed_at, position) \
-                     SELECT ?, product_id, seller_id, 'prepared', ?, ?, ?, ? FROM {products} \
-                     WHERE product_id = ? {keep}"
+                     amount, placed_at, position) VALUES"
                 );
                 for (product, (quantity, amount)) in per_product {
-                    let args = [
+                    // The product's registration came earlier in the log, so its seller is
+                    // known (looked up once a batch); a product it does not know gets no row.
+                    let seller = match w.known.get(&product) {
+                        Some(seller) => seller.clone(),
+                        None => {
+                            let sql =
+                                format!("SELECT seller_id FROM {products} WHERE product_id = ?");
+                            let seller = w.text(&sql, &[Arg::S(product.clone())]).await?;
+                            w.known.insert(product.clone(), seller.clone());
+                            seller
+                        }
+                    };
+                    let Some(seller) = seller else { continue };
+                    let args = vec![
                         Arg::S(event.stream_id.clone()),
+                        Arg::S(product),
+                        Arg::S(seller),
                         Arg::I(quantity),
                         Arg::I(amount),
                         Arg::S(text("at")),
                         Arg::I(to_i64(event.global_position)),
-                        Arg::S(product),
                     ];
-                    run(tx, &sql, &args).await?;
+                    w.insert(&head, "(?, ?, ?, 'prepared', ?, ?, ?, ?)", &keep, args)
+                        .await?;
                 }
             }
             ("order", event_type) => {
                 if let Some(status) = crate::orders::status_after(event_type) {
                     let sql = format!("UPDATE {orders} SET status = ? WHERE order_id = ?");
-                    run(
-                        tx,
+                    w.run(
                         &sql,
                         &[Arg::S(status.into()), Arg::S(event.stream_id.clone())],
                     )

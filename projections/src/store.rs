@@ -398,3 +398,119 @@ pub(crate) async fn run(tx: &mut Tx, sql: &str, args: &[Arg]) -> sqlx::Result<()
             .map(drop),
     }
 }
+
+/// Rows of one multi-row statement at most.
+const ROWS_PER_INSERT: usize = 200;
+
+/// Statements of a batch, with the single-row `INSERT`s of each statement sent together as
+/// multi-row ones: a drop's thousands of orders are a few statements instead of one round
+/// trip each. The inserts of different statements must not depend on each other (they may
+/// go out in another order); any other statement ([`Writer::run`], [`Writer::text`]) sends
+/// every pending row first, so its effect is that of each write in order.
+pub(crate) struct Writer<'a> {
+    tx: &'a mut Tx,
+    /// What a projection looked up during the batch (a product's seller).
+    pub(crate) known: std::collections::HashMap<String, Option<String>>,
+    pending: Vec<Pending>,
+}
+
+/// The rows of one statement: `{head} {row}, {row}, ... {tail}`.
+struct Pending {
+    head: String,
+    row: String,
+    tail: String,
+    rows: usize,
+    args: Vec<Arg>,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(tx: &'a mut Tx) -> Self {
+        Self {
+            tx,
+            known: std::collections::HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Whether the transaction is SQLite's.
+    pub(crate) fn sqlite(&self) -> bool {
+        matches!(self.tx, Tx::Sqlite(_))
+    }
+
+    /// `{head} {row} {tail}` with `args`, joined to the pending rows of the same statement.
+    pub(crate) async fn insert(
+        &mut self,
+        head: &str,
+        row: &str,
+        tail: &str,
+        args: Vec<Arg>,
+    ) -> sqlx::Result<()> {
+        let at = self
+            .pending
+            .iter()
+            .position(|p| p.head == head && p.row == row && p.tail == tail);
+        let at = match at {
+            Some(at) if self.pending[at].rows >= ROWS_PER_INSERT => {
+                let full = self.pending.remove(at);
+                send(self.tx, full).await?;
+                None
+            }
+            at => at,
+        };
+        let at = at.unwrap_or_else(|| {
+            self.pending.push(Pending {
+                head: head.to_owned(),
+                row: row.to_owned(),
+                tail: tail.to_owned(),
+                rows: 0,
+                args: Vec::new(),
+            });
+            self.pending.len() - 1
+        });
+        let pending = &mut self.pending[at];
+        pending.rows += 1;
+        pending.args.extend(args);
+        Ok(())
+    }
+
+    /// Any other statement, after the pending rows.
+    pub(crate) async fn run(&mut self, sql: &str, args: &[Arg]) -> sqlx::Result<()> {
+        self.flush().await?;
+        run(self.tx, sql, args).await
+    }
+
+    /// One text column of the first row `sql` selects with `args`, after the pending rows.
+    pub(crate) async fn text(&mut self, sql: &str, args: &[Arg]) -> sqlx::Result<Option<String>> {
+        self.flush().await?;
+        macro_rules! fetch {
+            ($tx:expr) => {{
+                let mut query = sqlx::query_scalar(sql);
+                for arg in args {
+                    query = match arg {
+                        Arg::S(s) => query.bind(s.as_str()),
+                        Arg::O(s) => query.bind(s.as_deref()),
+                        Arg::I(i) => query.bind(*i),
+                    };
+                }
+                query.fetch_optional(&mut **$tx).await
+            }};
+        }
+        match self.tx {
+            Tx::MySql(tx) => fetch!(tx),
+            Tx::Sqlite(tx) => fetch!(tx),
+        }
+    }
+
+    /// Sends every pending row, in the order their statements first came.
+    pub(crate) async fn flush(&mut self) -> sqlx::Result<()> {
+        for pending in std::mem::take(&mut self.pending) {
+            send(self.tx, pending).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn send(tx: &mut Tx, p: Pending) -> sqlx::Result<()> {
+    let rows = vec![p.row.as_str(); p.rows].join(", ");
+    run(tx, &format!("{} {rows} {}", p.head, p.tail), &p.args).await
+}

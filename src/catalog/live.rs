@@ -318,7 +318,8 @@ impl LiveCatalog {
         let mut appended = self.events.subscribe();
         let mut failures = 0u32;
         let mut notified = true;
-        while !*shutdown.borrow() {
+        // A dropped sender is a stop too (the application went away).
+        while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
             let wait = match self.catch_up().await {
                 Ok(()) => {
                     failures = 0;

@@ -85,7 +85,7 @@ pub struct PasswordChange {
 /// A role grant.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RoleGrant {
-    /// `seller` or `admin`.
+    /// `basic` (verifies the member by hand), `seller` or `admin`.
     pub role: Role,
 }
 
@@ -248,12 +248,12 @@ pub async fn delete_address(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// An admin grants a role, `seller` or `admin`. It shows in the member's access tokens from
+/// An admin grants a role: `basic` (verifies a member by hand), `seller` or `admin`. It shows in the member's access tokens from
 /// their next refresh. Only raises (a grant below the member's role is 409): a lower role in a
 /// not yet refreshed token is harmless.
 #[utoipa::path(put, path = "/v1/admin/members/{id}/role", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RoleGrant,
-    responses((status = 200, body = RoleChanged), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem, description = "The member holds that role or a higher one"), (status = 422, body = Problem, description = "Only seller or admin can be granted")))]
+    responses((status = 200, body = RoleChanged), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem, description = "The member holds a higher role"), (status = 422, body = Problem, description = "Only basic, seller or admin can be granted")))]
 pub async fn set_role(
     State(state): State<AppState>,
     Auth(_admin, _): Auth<Admin>,

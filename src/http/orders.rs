@@ -208,11 +208,11 @@ pub async fn place_order(
     IdempotencyKey(key): IdempotencyKey,
     AppJson(body): AppJson<NewOrderBody>,
 ) -> Result<Response, Problem> {
-    state
-        .auth
-        .limiter
-        .order(&identity.member_id, client)
-        .await?;
+    let step = std::time::Instant::now();
+    let limited = state.auth.limiter.order(&identity.member_id, client).await;
+    metrics::histogram!("openrun_order_step_seconds", "step" => "rate_limit")
+        .record(step.elapsed());
+    limited?;
     let Some(key) = key else {
         return Err(Problem::of(catalogue::IDEMPOTENCY_KEY_REQUIRED)
             .with_detail("send an Idempotency-Key, so that a retry never places a second order"));

@@ -58,6 +58,11 @@ use crate::members::{MemberError, Members};
 use crate::payment::{ChargeOutcome, PaymentGateway, SANDBOX, void_refund_id};
 use crate::stock::{HoldLine, HoldOutcome, HoldRequest, SaleTerms, StockStore};
 
+/// Records how long one step of placing an order took (`openrun_order_step_seconds`).
+fn timed(step: &'static str, since: std::time::Instant) {
+    metrics::histogram!("openrun_order_step_seconds", "step" => step).record(since.elapsed());
+}
+
 /// The namespace of order ids (UUIDv5 of the buyer and the idempotency key).
 const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x6f70_656e_7275_6e00_8000_6f72_6465_7273);
 /// A node whose clock is behind the store's still asks the store about an opening this close.
@@ -400,11 +405,13 @@ impl Orders {
                     .await;
             }
         };
-        let sealed = match self
+        let step = std::time::Instant::now();
+        let sealed = self
             .members
             .sealed_address(&actor.member_id.to_string(), &order.address_id.to_string())
-            .await
-        {
+            .await;
+        timed("address", step);
+        let sealed = match sealed {
             Ok(sealed) => sealed,
             Err(MemberError::NotFound | MemberError::Forbidden) => {
                 let failure = OrderFailure::invalid("address_id", "not one of your addresses");
@@ -430,7 +437,10 @@ impl Orders {
             terms: checked.terms.clone(),
             from_cart: cart_in_hold.then(|| self.clock.now()),
         };
-        let held = match self.stock.hold(&request).await {
+        let step = std::time::Instant::now();
+        let held = self.stock.hold(&request).await;
+        timed("hold", step);
+        let held = match held {
             Ok(held) => held,
             Err(e) => {
                 // The script may have run (a timeout after it was sent): let the retry with
@@ -497,11 +507,13 @@ impl Orders {
             idempotency_key: Some(key.to_owned()),
             ..Metadata::default()
         };
-        let reference = match self
+        let step = std::time::Instant::now();
+        let charged = self
             .gateway
             .charge(order_id, checked.total, &order.token)
-            .await
-        {
+            .await;
+        timed("charge", step);
+        let reference = match charged {
             ChargeOutcome::Charged { reference } => reference,
             ChargeOutcome::Declined { reason } => {
                 let decline = OrderCommand::Decline {
@@ -549,7 +561,10 @@ impl Orders {
             policy: self.policy,
             fingerprint: fingerprint.clone(),
         };
-        match self.commands.create::<Order>(&id, place, meta).await {
+        let step = std::time::Instant::now();
+        let appended = self.commands.create::<Order>(&id, place, meta).await;
+        timed("append", step);
+        match appended {
             Ok(committed) => {
                 let mut state = Order::default();
                 for event in &committed.events {
@@ -810,7 +825,10 @@ impl Orders {
     async fn finish(&self, order_id: OrderId, answer: Answer) -> Result<Answer, OrderFailure> {
         let text =
             serde_json::to_string(&answer).map_err(|e| OrderFailure::Unavailable(e.into()))?;
-        if let Err(e) = self.stock.finish(order_id, &text).await {
+        let step = std::time::Instant::now();
+        let finished = self.stock.finish(order_id, &text).await;
+        timed("finish", step);
+        if let Err(e) = finished {
             // The order stands; a retry finds it in the log instead.
             tracing::warn!(order = %order_id, error = %e, "an order's answer was not recorded");
         }

@@ -37,7 +37,9 @@ const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often the worker looks for due rows when nothing wakes it.
 const TICK: Duration = Duration::from_millis(500);
 /// Rows worked per round.
-const BATCH: i64 = 32;
+const BATCH: i64 = 100;
+/// After a round that found rows, how long to let more gather before the next.
+const GATHER: Duration = Duration::from_millis(250);
 /// A confirmation of an order older than this is not sent (the outbox of a shop that had
 /// orders before it existed, or a rebuilt one, would otherwise mail every past buyer).
 const CONFIRM_WITHIN_US: i64 = 24 * 3600 * 1_000_000;
@@ -82,10 +84,17 @@ impl OutboxWorker {
         let mut appended = self.events.subscribe();
         // Woken by this process's appends while the log is open; by the tick otherwise.
         let mut notified = true;
-        while !*stop.borrow() {
+        // A dropped sender is a stop too (the application went away).
+        while !*stop.borrow() && stop.has_changed().is_ok() {
             match self.round().await {
                 Ok(n) if n as i64 == BATCH => continue,
-                Ok(_) => {}
+                Ok(0) => {}
+                // Rows came in: let more gather (a drop's confirmations in a few rounds,
+                // leaving the cores to the orders meanwhile).
+                Ok(_) => tokio::select! {
+                    changed = stop.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep(GATHER) => continue,
+                },
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "an outbox round failed"),
             }
             tokio::select! {
@@ -115,19 +124,39 @@ impl OutboxWorker {
             sqlx::query_as(&sql).bind(now).bind(BATCH).fetch_all(pool).await?
         });
         let count = due.len();
-        for (id, kind, order, detail, attempts, recorded_at) in due {
-            // Each row is worked only while this process still holds the lease: a slow row
-            // (a mail server taking its time) must not let another process work the same.
-            if !pstore::acquire_lease(&self.db, LEASE, &self.owner, LEASE_TTL).await? {
-                break;
+        let mut renewed = std::time::Instant::now();
+        // Rows done are marked together (a crash before that works them again: a refund is
+        // idempotent, a confirmation may arrive twice): whenever the lease is renewed, at
+        // the end of the round, and before any error goes up.
+        let mut done = Vec::new();
+        let worked: anyhow::Result<()> = async {
+            for (id, kind, order, detail, attempts, recorded_at) in due {
+                // Each row is worked only while this process still holds the lease, renewed
+                // once a third of it has passed: a slow row (a mail server taking its time)
+                // must not let another process work the same, and a fast one costs no write.
+                if renewed.elapsed() >= LEASE_TTL / 3 {
+                    self.mark_done(&done, now).await?;
+                    done.clear();
+                    if !pstore::acquire_lease(&self.db, LEASE, &self.owner, LEASE_TTL).await? {
+                        break;
+                    }
+                    renewed = std::time::Instant::now();
+                }
+                let outcome = if kind == ORDER_MAIL && recorded_at < now - CONFIRM_WITHIN_US {
+                    Ok(())
+                } else {
+                    self.work(&kind, &order, &detail).await
+                };
+                match outcome {
+                    Ok(()) => done.push(id),
+                    Err(error) => self.failed(&id, attempts, &error).await?,
+                }
             }
-            let outcome = if kind == ORDER_MAIL && recorded_at < now - CONFIRM_WITHIN_US {
-                Ok(())
-            } else {
-                self.work(&kind, &order, &detail).await
-            };
-            self.record(&id, attempts, outcome).await?;
+            Ok(())
         }
+        .await;
+        self.mark_done(&done, now).await?;
+        worked?;
         Ok(count)
     }
 
@@ -240,34 +269,35 @@ impl OutboxWorker {
         format!("{quantity} x {name}: {amount} {}", super::CURRENCY)
     }
 
-    async fn record(
-        &self,
-        id: &str,
-        attempts: i32,
-        outcome: Result<(), String>,
-    ) -> anyhow::Result<()> {
-        let now = pstore::database_now(&self.db).await?;
-        match outcome {
-            Ok(()) => {
-                let sql = format!(
-                    "UPDATE {TABLE} SET status = 'done', done_at = ? WHERE id = ? AND status = 'pending'"
-                );
-                with_pool!(&self.db, pool => {
-                    sqlx::query(&sql).bind(now).bind(id).execute(pool).await.map(drop)?
-                });
-            }
-            Err(error) => {
-                tracing::warn!(row = id, attempts, error = %error, "an outbox row failed; it will be tried again");
-                let backoff = (1i64 << attempts.clamp(0, 9)).min(300) * 1_000_000;
-                let sql = format!(
-                    "UPDATE {TABLE} SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? \
-                     WHERE id = ? AND status = 'pending'"
-                );
-                with_pool!(&self.db, pool => {
-                    sqlx::query(&sql).bind(&error).bind(now + backoff).bind(id).execute(pool).await.map(drop)?
-                });
-            }
+    async fn mark_done(&self, ids: &[String], now: i64) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
         }
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!(
+            "UPDATE {TABLE} SET status = 'done', done_at = ? WHERE status = 'pending' AND id IN ({marks})"
+        );
+        with_pool!(&self.db, pool => {
+            let mut query = sqlx::query(&sql).bind(now);
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.execute(pool).await.map(drop)?
+        });
+        Ok(())
+    }
+
+    async fn failed(&self, id: &str, attempts: i32, error: &str) -> anyhow::Result<()> {
+        let now = pstore::database_now(&self.db).await?;
+        tracing::warn!(row = id, attempts, error = %error, "an outbox row failed; it will be tried again");
+        let backoff = (1i64 << attempts.clamp(0, 9)).min(300) * 1_000_000;
+        let sql = format!(
+            "UPDATE {TABLE} SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? \
+             WHERE id = ? AND status = 'pending'"
+        );
+        with_pool!(&self.db, pool => {
+            sqlx::query(&sql).bind(error).bind(now + backoff).bind(id).execute(pool).await.map(drop)?
+        });
         Ok(())
     }
 }

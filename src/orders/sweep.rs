@@ -68,7 +68,8 @@ impl Sweeper {
 
     /// Sweeps every [`EVERY`] until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
+        // A dropped sender is a stop too (the application went away).
+        while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
             if let Err(e) = self.sweep().await {
                 tracing::error!(error = format!("{e:#}"), "the order sweep failed");
             }

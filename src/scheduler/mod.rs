@@ -115,7 +115,8 @@ async fn run(jobs: Arc<Jobs>, owner: String, mut stop: watch::Receiver<bool>) {
     let pool = &jobs.db;
     let mut nightly_planned: Option<std::time::Instant> = None;
     let mut long_jobs = JoinSet::new();
-    while !*stop.borrow() {
+    // A dropped sender is a stop too (the application went away).
+    while !*stop.borrow() && stop.has_changed().is_ok() {
         // Reap finished long jobs (their outcome is recorded by the job itself).
         while long_jobs.try_join_next().is_some() {}
         if nightly_planned.is_none_or(|at| at.elapsed() >= NIGHTLY_PLANNING) {

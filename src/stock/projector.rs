@@ -63,7 +63,8 @@ impl CounterProjector {
         let mut appended = self.events.subscribe();
         let mut failures = 0u32;
         let mut notified = true;
-        while !*shutdown.borrow() {
+        // A dropped sender is a stop too (the application went away).
+        while !*shutdown.borrow() && shutdown.has_changed().is_ok() {
             let wait = match self.step().await {
                 Ok(true) => Duration::ZERO,
                 Ok(false) => {

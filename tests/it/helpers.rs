@@ -492,34 +492,57 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         // A test that panicked never stopped its server: stop it now, so that its workers
-        // (the counter projector would build the stock counters again) stop writing.
+        // (the counter projector would build the stock counters again) stop writing. It
+        // stops gracefully if the runtime has another thread to run it on (5 s at most),
+        // else it is aborted.
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-        if self.backend == Backend::MySql {
-            let prefix = self.config.redis.key_prefix.clone();
-            // Drop may run inside the test's runtime; a thread of its own may block. Keys a
-            // worker still wrote while it stopped are deleted too: until none are left over
-            // a quiet tenth of a second (5 s at most).
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map(|rt| {
-                        rt.block_on(async {
-                            let started = std::time::Instant::now();
-                            while delete_redis_keys(&prefix).await > 0
-                                && started.elapsed() < std::time::Duration::from_secs(5)
-                            {
-                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let server = self.server.take();
+        let prefix = (self.backend == Backend::MySql).then(|| self.config.redis.key_prefix.clone());
+        // Drop may run inside the test's runtime; a thread of its own may block.
+        let cleanup = std::thread::spawn(move || {
+            if let Some(server) = server {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while !server.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                server.abort();
+                // Aborted once the runtime drops it: its workers stop with it.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while !server.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            let Some(prefix) = prefix else { return };
+            // Keys a worker still wrote while it stopped are deleted too: until none came
+            // back for half a second (5 s at most).
+            let _ = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| {
+                    rt.block_on(async {
+                        let started = std::time::Instant::now();
+                        let mut quiet = 0;
+                        while quiet < 5 && started.elapsed() < std::time::Duration::from_secs(5) {
+                            if delete_redis_keys(&prefix).await > 0 {
+                                quiet = 0;
+                            } else {
+                                quiet += 1;
                             }
-                        })
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
                     })
-            })
-            .join();
+                });
+        });
+        // On a multi-threaded runtime this worker's tasks (the server among them) move to
+        // another thread while it waits, so that the server can stop.
+        let wait = move || {
+            let _ = cleanup.join();
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
         }
         if let MailSink::Outbox(dir) = &self.mail {
             let _ = std::fs::remove_dir_all(dir);
@@ -673,4 +696,22 @@ pub fn serve_http(db: &TestDb) -> (std::process::Child, SocketAddr) {
     // The process keeps writing to the file it opened; the name goes now.
     let _ = std::fs::remove_file(&log);
     served
+}
+
+/// A serving process, killed when dropped: a failing test must not leave it holding the
+/// database it would drop.
+pub struct Serving(pub std::process::Child);
+
+impl Serving {
+    pub fn kill(&mut self) {
+        // Ignored errors: it exited already.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

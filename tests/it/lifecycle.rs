@@ -12,7 +12,7 @@ use openrun_domain::{Actor, Issuer, MemberId, OrderPolicy, Role};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, eventually, on_both_backends};
+use crate::helpers::{Backend, Serving, eventually, on_both_backends};
 use crate::orders::{
     address_of, audit_passes, count_events, ledger, on_sale, order_body, placed, problem,
     wait_for_units,
@@ -593,24 +593,6 @@ async fn a_cancel_racing_the_shipping_step_has_one_winner(backend: Backend) {
     })
     .await;
     audit_passes(&shop).await;
-}
-
-/// A serving process, killed when dropped: a failing test must not leave it holding the
-/// database it would drop.
-struct Serving(std::process::Child);
-
-impl Serving {
-    fn kill(&mut self) {
-        // Ignored errors: it exited already.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn serve(shop: &crate::orders::Processes, name: &str) -> (Serving, std::net::SocketAddr) {

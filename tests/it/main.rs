@@ -11,6 +11,7 @@ mod catalog;
 mod cli;
 mod commands;
 mod cqrs;
+mod drill;
 mod eventstore;
 mod hardening;
 mod helpers;

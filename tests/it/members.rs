@@ -928,14 +928,49 @@ async fn an_admin_grants_roles_and_only_an_admin(backend: Backend) {
         "forbidden",
     )
     .await;
-    for lower in ["unverified", "basic"] {
-        problem(
-            grant(admin.access.clone(), lower).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-        )
-        .await;
-    }
+    problem(
+        grant(admin.access.clone(), "unverified").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    )
+    .await;
+    problem(
+        grant(admin.access.clone(), "basic").await,
+        StatusCode::CONFLICT,
+        "role-not-raised",
+    )
+    .await;
+    // `basic` verifies a member by hand: an unverified member may buy after a refresh.
+    let unverified: Value = post(&app, "/v1/members", &sign_up_body(23), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let by_hand = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!(
+            "/v1/admin/members/{}/role",
+            unverified["id"].as_str().unwrap()
+        ),
+        &admin.access,
+        Some(&json!({"role": "basic"})),
+    )
+    .await;
+    assert_eq!(by_hand.status(), StatusCode::OK);
+    let verified = login(
+        &app,
+        sign_up_body(23)["login_id"].as_str().unwrap(),
+        PASSWORD,
+        "x",
+    )
+    .await;
+    let me: Value = get(&app, "/v1/members/me", &verified.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "basic");
     // A second admin.
     let promoted = grant(admin.access.clone(), "admin").await;
     assert_eq!(promoted.json::<Value>().await.unwrap()["role"], "admin");

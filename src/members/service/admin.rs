@@ -3,12 +3,13 @@
 use super::*;
 
 impl Members {
-    /// Grants `seller` or `admin`.
+    /// Grants `basic` (verifies a member by hand), `seller` or `admin`; never lowers a role.
     pub async fn set_role(&self, member_id: &str, role: Role) -> Result<RoleChanged, MemberError> {
-        if role < Role::Seller {
+        // `basic` verifies a member by hand (support, or a drill preparing its buyers).
+        if role < Role::Basic {
             return Err(MemberError::Invalid(vec![FieldError::new(
                 "role",
-                "must be seller or admin",
+                "must be basic, seller or admin",
             )]));
         }
         // Only ever raised: a grant never demotes (an admin's live tokens would keep the
