@@ -322,6 +322,17 @@ impl Projection for Schedule {
             )"
         ))
         .await?;
+        // The scheduler asks for rows due now: by due time, so that a drop's thousands of
+        // rows due tomorrow are never scanned (tables made before this index get it here).
+        if pool.is_sqlite() {
+            pool.execute(&format!(
+                "CREATE INDEX IF NOT EXISTS {schedule}_due ON {schedule} (due_at)"
+            ))
+            .await?;
+        } else if !pool.has_index(&schedule, "due").await? {
+            pool.execute(&format!("CREATE INDEX due ON {schedule} (due_at)"))
+                .await?;
+        }
         pool.execute(&format!(
             "CREATE TABLE IF NOT EXISTS {policy} (
                 order_id {key} NOT NULL PRIMARY KEY,

@@ -44,6 +44,29 @@ impl Pool {
         }
     }
 
+    /// Whether MySQL's `table` (in the current database) has an index called `name`.
+    pub async fn has_index(&self, table: &str, name: &str) -> sqlx::Result<bool> {
+        let sql = "SELECT COUNT(*) FROM information_schema.STATISTICS \
+                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?";
+        let count: i64 = match self {
+            Self::MySql(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(table)
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name = ?")
+                    .bind(table)
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(count > 0)
+    }
+
     /// Whether this is the SQLite backend.
     pub fn is_sqlite(&self) -> bool {
         matches!(self, Self::Sqlite(_))

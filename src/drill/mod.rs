@@ -374,15 +374,39 @@ fn request(shop: &Shop, products: &[Product], i: u64, key: String) -> OrderReque
     OrderRequest::new(buyer, &shop.buyers[buyer], product, &products[product], key)
 }
 
+/// The products of a rate or a saturation, on sale by a schedule, as a drop goes on sale:
+/// the supply reaches the stock store well before the opening, so no early order is told
+/// "sold out" while the store is still being told of the units.
+async fn on_sale(
+    api: &Api,
+    shop: &Shop,
+    args: &DrillArgs,
+    supply: i64,
+) -> anyhow::Result<Vec<Product>> {
+    let at = drop_instant()?;
+    let products = shop
+        .products(api, args.products, supply, &Opening::At(at))
+        .await?;
+    let ahead = (at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(ahead + Duration::from_millis(200)).await;
+    Ok(products)
+}
+
+/// The opening of a drill's drop: whole seconds, at least 10 s after the schedule is made.
+fn drop_instant() -> anyhow::Result<chrono::DateTime<Utc>> {
+    Ok(
+        (Utc::now() + chrono::Duration::seconds(12))
+            .duration_trunc(chrono::Duration::seconds(1))?,
+    )
+}
+
 async fn burst(api: &Api, shop: &mut Shop, args: &DrillArgs) -> anyhow::Result<Ran> {
     // Without --stock, each product has exactly the units its buyers ask for: every order
     // is placed, and one unit more would be an oversell.
     let supply = args
         .stock
         .unwrap_or(args.buyers.div_ceil(args.products) as i64);
-    // The drop: whole seconds, at least 10 s after the schedule is made.
-    let at = (Utc::now() + chrono::Duration::seconds(12))
-        .duration_trunc(chrono::Duration::seconds(1))?;
+    let at = drop_instant()?;
     let products = shop
         .products(api, args.products, supply, &Opening::At(at))
         .await?;
@@ -432,9 +456,7 @@ async fn rate(
     find_max: bool,
 ) -> anyhow::Result<Ran> {
     let supply = args.stock.unwrap_or(AMPLE);
-    let products = shop
-        .products(api, args.products, supply, &Opening::Now)
-        .await?;
+    let products = on_sale(api, shop, args, supply).await?;
     let mut ran = Ran::new(products.clone());
     let (mut passed, mut failed): (Option<u32>, Option<u32>) = (None, None);
     let mut rps = first;
@@ -501,9 +523,7 @@ async fn saturate(
     duration: Duration,
 ) -> anyhow::Result<Ran> {
     let supply = args.stock.unwrap_or(AMPLE);
-    let products = shop
-        .products(api, args.products, supply, &Opening::Now)
-        .await?;
+    let products = on_sale(api, shop, args, supply).await?;
     shop.keep_fresh(api, FRESH).await?;
     let mut ran = Ran::new(products.clone());
     load::warm_up(api, args.buyers).await;
