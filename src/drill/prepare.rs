@@ -283,16 +283,19 @@ fn api_url(api: &Api) -> String {
 }
 
 async fn login(api: &Api, login_id: &str, password: &str) -> anyhow::Result<String> {
-    let pair = api
-        .send(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(&json!({"login_id": login_id, "password": password, "device_name": "drill"})),
-        )
-        .await?
-        .expect(StatusCode::OK, "logging in")?;
-    token(&pair, "access_token")
+    token(&sign_in(api, login_id, password).await?, "access_token")
+}
+
+/// The token pair of a login.
+async fn sign_in(api: &Api, login_id: &str, password: &str) -> anyhow::Result<Value> {
+    api.send(
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(&json!({"login_id": login_id, "password": password, "device_name": "drill"})),
+    )
+    .await?
+    .expect(StatusCode::OK, "logging in")
 }
 
 fn token(pair: &Value, name: &str) -> anyhow::Result<String> {
@@ -365,15 +368,7 @@ async fn new_member(
     )
     .await?
     .expect(StatusCode::OK, "granting a drill member its role")?;
-    let pair = api
-        .send(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(&json!({"login_id": login_id, "password": password, "device_name": "drill"})),
-        )
-        .await?
-        .expect(StatusCode::OK, "signing a drill member in")?;
+    let pair = sign_in(api, &login_id, &password).await?;
     let access = token(&pair, "access_token")?;
     let addresses = api
         .send(Method::GET, "/v1/members/me/addresses", Some(&access), None)

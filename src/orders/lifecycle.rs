@@ -415,7 +415,10 @@ impl Lifecycle {
         let count = format!("SELECT COUNT(*) FROM {TABLE} WHERE {conditions}");
         let unavailable = |e: sqlx::Error| LifecycleError::Unavailable(e.into());
         type Row = (String, String, String, i64, i64, String);
+        // The page and the count from one snapshot: a row committed between the two reads
+        // must not show as a total with no item.
         let (rows, total): (Vec<Row>, i64) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await.map_err(unavailable)?;
             let mut query = sqlx::query_as(&sql);
             for bind in &binds {
                 query = query.bind(bind);
@@ -423,14 +426,16 @@ impl Lifecycle {
             let rows = query
                 .bind(i64::from(size))
                 .bind(offset)
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             let mut counting = sqlx::query_scalar(&count);
             for bind in &binds {
                 counting = counting.bind(bind);
             }
-            (rows, counting.fetch_one(pool).await.map_err(unavailable)?)
+            let total = counting.fetch_one(&mut *tx).await.map_err(unavailable)?;
+            tx.rollback().await.map_err(unavailable)?;
+            (rows, total)
         });
         let items = rows
             .into_iter()

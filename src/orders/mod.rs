@@ -1066,19 +1066,23 @@ impl Orders {
         );
         let count = format!("SELECT COUNT(*) FROM {table} WHERE buyer_id = ?");
         let unavailable = |e: sqlx::Error| OrderFailure::Unavailable(e.into());
+        // The page and the count from one snapshot: a row committed between the two reads
+        // must not show as a total with no item.
         let (rows, total): (Vec<SummaryRow>, i64) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await.map_err(unavailable)?;
             let rows = sqlx::query_as(&sql)
                 .bind(&buyer)
                 .bind(i64::from(size))
                 .bind(offset)
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(unavailable)?;
             let total = sqlx::query_scalar(&count)
                 .bind(&buyer)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+            tx.rollback().await.map_err(unavailable)?;
             (rows, total)
         });
         let items = rows

@@ -444,7 +444,7 @@ async fn a_buyer_places_an_order_reads_it_and_a_retry_gets_the_same_answer(backe
         (list["total"] == 1).then_some(list)
     })
     .await;
-    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert_eq!(list["items"][0]["id"], id.as_str(), "{list}");
     assert_eq!(list["items"][0]["status"], "prepared");
     assert_eq!(list["items"][0]["total"], 438000);
     let theirs: Value = shop
