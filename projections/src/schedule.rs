@@ -330,8 +330,18 @@ impl Projection for Schedule {
             ))
             .await?;
         } else if !pool.has_index(&schedule, "due").await? {
-            pool.execute(&format!("CREATE INDEX due ON {schedule} (due_at)"))
-                .await?;
+            // Two processes starting together may both add it: the second is told it exists
+            // (ER_DUP_KEYNAME).
+            const DUPLICATE_KEY_NAME: u16 = 1061;
+            match pool
+                .execute(&format!("CREATE INDEX due ON {schedule} (due_at)"))
+                .await
+            {
+                Err(sqlx::Error::Database(e))
+                    if e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                        .is_some_and(|e| e.number() == DUPLICATE_KEY_NAME) => {}
+                other => other?,
+            }
         }
         pool.execute(&format!(
             "CREATE TABLE IF NOT EXISTS {policy} (
