@@ -113,15 +113,7 @@ impl Drop for Shop {
         self.server.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((_, prefix)) = self.env.iter().find(|(k, _)| *k == "REDIS_KEY_PREFIX") {
-            let prefix = prefix.clone();
-            // Drop runs inside the test's runtime; a thread of its own may block.
-            let _ = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map(|rt| rt.block_on(crate::helpers::delete_redis_keys(&prefix)))
-            })
-            .join();
+            crate::helpers::delete_redis_keys_blocking(prefix);
         }
     }
 }

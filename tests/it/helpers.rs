@@ -502,38 +502,26 @@ impl Drop for TestApp {
         let prefix = (self.backend == Backend::MySql).then(|| self.config.redis.key_prefix.clone());
         // Drop may run inside the test's runtime; a thread of its own may block.
         let cleanup = std::thread::spawn(move || {
-            if let Some(server) = server {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while !server.is_finished() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                server.abort();
-                // Aborted once the runtime drops it: its workers stop with it.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while !server.is_finished() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            }
-            let Some(prefix) = prefix else { return };
-            // Keys a worker still wrote while it stopped are deleted too: until none came
-            // back for half a second (5 s at most).
-            let _ = tokio::runtime::Builder::new_current_thread()
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map(|rt| {
-                    rt.block_on(async {
-                        let started = std::time::Instant::now();
-                        let mut quiet = 0;
-                        while quiet < 5 && started.elapsed() < std::time::Duration::from_secs(5) {
-                            if delete_redis_keys(&prefix).await > 0 {
-                                quiet = 0;
-                            } else {
-                                quiet += 1;
-                            }
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    })
-                });
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Some(mut server) = server {
+                    // The server's end, awaited with a deadline: gracefully, else aborted
+                    // (its workers stop with the application it drops).
+                    let within = std::time::Duration::from_secs(5);
+                    if tokio::time::timeout(within, &mut server).await.is_err() {
+                        server.abort();
+                        let _ = tokio::time::timeout(within, &mut server).await;
+                    }
+                }
+                if let Some(prefix) = prefix {
+                    delete_redis_keys(&prefix).await;
+                }
+            });
         });
         // On a multi-threaded runtime this worker's tasks (the server among them) move to
         // another thread while it waits, so that the server can stop.
@@ -548,6 +536,19 @@ impl Drop for TestApp {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// [`delete_redis_keys`] from a thread of its own, for a `Drop` that may run inside a
+/// test's runtime.
+pub fn delete_redis_keys_blocking(prefix: &str) {
+    let prefix = prefix.to_owned();
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(delete_redis_keys(&prefix)))
+    })
+    .join();
 }
 
 /// Deletes every key under `prefix` (a test's own); returns how many there were.

@@ -2010,14 +2010,7 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(crate::helpers::delete_redis_keys(&prefix)))
-        })
-        .join();
+        crate::helpers::delete_redis_keys_blocking(&self.prefix);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
